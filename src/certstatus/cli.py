@@ -1,0 +1,281 @@
+"""The `certstatus` command: thin wrappers over the library, with clear errors and progress."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+from certstatus.config import Config, ConfigError, load_config, load_issuer_material
+from certstatus.ingest.api import Ingest, IngestError, parse_serial
+from certstatus.keys.base import KeyFileError
+from certstatus.keys.certificates import CertificateError
+from certstatus.store import open_store
+from certstatus.store.base import StoreError
+
+console = Console(stderr=True)
+out = Console()
+
+USER_ERRORS = (ConfigError, IngestError, StoreError, KeyFileError, CertificateError)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(2)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures into one clear message and exit status 2, never a traceback."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+
+
+def _config_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        default=lambda: os.environ.get("CERTSTATUS_CONFIG", "certstatus.toml"),
+        show_default="$CERTSTATUS_CONFIG or ./certstatus.toml",
+        help="Deployment configuration (TOML).",
+    )(function)
+
+
+def _load(config_path: Path) -> Config:
+    return load_config(config_path)
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.version_option(package_name="certstatus")
+def main(verbose: bool) -> None:
+    """certstatus: records issuance and revocation, pre-signs OCSP responses, serves them."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command("check-config")
+@click.argument("config_path", type=click.Path(path_type=Path), default="certstatus.toml")
+def check_config(config_path: Path) -> None:
+    """Validate a configuration file, its certificates and keys (R3, R4, R6, R21)."""
+    with user_errors():
+        config = _load(config_path)
+        materials = load_issuer_material(config)
+    out.print(
+        f"[green]ok[/]: {config_path}: {len(materials)} issuer(s); responses valid "
+        f"{config.signing.policy.validity}s, refreshed after "
+        f"{config.signing.policy.refresh_after}s"
+    )
+
+
+def _ingest(config: Config) -> Ingest:
+    materials = load_issuer_material(config)
+    return Ingest(open_store(config.database, config.base_dir), materials)
+
+
+@main.command()
+@_config_option
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def add(config_path: Path, files: tuple[Path, ...]) -> None:
+    """Record certificates and precertificates (PEM or DER) before they are published (F2)."""
+    with user_errors():
+        ingest = _ingest(_load(config_path))
+        result = ingest.add_files(list(files), int(time.time()))
+    out.print(f"added {result.added}, already known {result.existing}")
+
+
+def _parse_time(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise IngestError(
+            f"--time {value!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        raise IngestError("--time needs a timezone, e.g. 2026-01-31T12:00:00Z")
+    return int(parsed.timestamp())
+
+
+@main.command()
+@_config_option
+@click.option("--issuer", required=True, help="Issuer name from the configuration.")
+@click.option("--reason", required=True, help="keyCompromise, superseded, ... (R7).")
+@click.option("--time", "when", help="Revocation time, ISO 8601 with timezone; default now.")
+@click.argument("serial")
+def revoke(config_path: Path, issuer: str, reason: str, when: str | None, serial: str) -> None:
+    """Revoke a recorded certificate by serial (hex)."""
+    with user_errors():
+        number = parse_serial(serial)
+        revocation_time = _parse_time(when)
+        ingest = _ingest(_load(config_path))
+        row = ingest.revoke(issuer, number, reason, int(time.time()), revocation_time)
+    out.print(f"revoked {row.serial:x} (reason {row.reason}); re-signed on the next signer pass")
+
+
+@main.command()
+@_config_option
+def sign(config_path: Path) -> None:
+    """Sign every response that is due, once, with a progress bar."""
+    from certstatus.responder.server import register_issuers
+    from certstatus.signer import Signer
+
+    with user_errors():
+        config = _load(config_path)
+        materials, ids = register_issuers(config)
+        store = open_store(config.database, config.base_dir)
+        total = sum(store.due_count(int(time.time())).values())
+        with (
+            progress_bar(total, "signing") as advance,
+            Signer(store, materials, ids, config.signing) as signer,
+        ):
+            stored = signer.sign_due(progress=advance)
+    out.print(f"stored {stored} response pairs (SHA-1 and SHA-256 CertIDs)")
+
+
+@main.command()
+@_config_option
+def signer(config_path: Path) -> None:
+    """Keep signing: new and revoked certificates within a second, refreshes on schedule."""
+    import signal
+    import threading
+
+    from certstatus.responder.server import background_signer, register_issuers
+
+    with user_errors():
+        config = _load(config_path)
+        materials, ids = register_issuers(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with background_signer(config, materials, ids):
+        console.print("signer running; Ctrl-C stops it")
+        try:
+            while not stop.wait(1):
+                pass
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@_config_option
+def serve(config_path: Path) -> None:
+    """Serve OCSP (and run the signer in the same process when the config says so)."""
+    from certstatus.responder.server import serve as run
+
+    with user_errors():
+        config = _load(config_path)
+        r = config.responder
+        console.print(
+            f"serving OCSP on http://{r.listen_host}:{r.listen_port}/ "
+            f"({r.server}, {r.workers} worker(s)"
+            f"{', with signer' if r.run_signer else ''})"
+        )
+        run(config)
+
+
+@main.command()
+@_config_option
+def stats(config_path: Path) -> None:
+    """Counts of certificates, revocations, responses and due rows."""
+    with user_errors():
+        config = _load(config_path)
+        store = open_store(config.database, config.base_dir)
+        counts = store.counts()
+        due = store.due_count(int(time.time()))
+    for name, value in counts.items():
+        out.print(f"{name:>16}: {value}")
+    for priority, value in due.items():
+        out.print(f"{'due ' + priority.name.lower():>16}: {value}")
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path("certstatus-demo"),
+    show_default=True,
+)
+@click.option("--listen", default="127.0.0.1:8080", show_default=True)
+@click.option(
+    "--certs", "count", type=click.IntRange(1, 10_000_000), default=1000, show_default=True
+)
+def demo(directory: Path, listen: str, count: int) -> None:
+    """A whole status service on SQLite in one process: CA, certificates, signing, OCSP."""
+    from certstatus.demo.run import DemoFiles, create, openssl_command
+    from certstatus.responder.server import register_issuers
+    from certstatus.responder.server import serve as run
+    from certstatus.signer import Signer
+
+    files = DemoFiles(directory.resolve())
+    try:
+        with user_errors():
+            if files.config.exists():
+                config = _load(files.config)
+                console.print(f"reusing {files.dir}")
+                if f"{config.responder.listen_host}:{config.responder.listen_port}" != listen:
+                    console.print(
+                        f"[yellow]note:[/] {files.config} listens on "
+                        f"{config.responder.listen_host}:{config.responder.listen_port}"
+                    )
+                    listen = f"{config.responder.listen_host}:{config.responder.listen_port}"
+            else:
+                with progress_bar(count, "issuing") as advance:
+                    config = create(files, listen, count, advance)
+            materials, ids = register_issuers(config)
+            store = open_store(config.database, config.base_dir)
+            total = sum(store.due_count(int(time.time())).values())
+            with (
+                progress_bar(total, "signing") as advance,
+                Signer(store, materials, ids, config.signing) as signer_,
+            ):
+                signer_.sign_due(progress=advance)
+            counts = store.counts()
+            store.close()
+            console.print(
+                f"{counts['certificates']} certificates ({counts['precertificates']} "
+                f"precertificates only, {counts['revoked']} revoked) in {files.dir}"
+            )
+            console.print("check a good certificate:")
+            out.print(openssl_command(files, listen), soft_wrap=True, highlight=False)
+            console.print("check a revoked one:")
+            out.print(openssl_command(files, listen, revoked=True), soft_wrap=True, highlight=False)
+            console.print(f"serving OCSP on http://{listen}/ — Ctrl-C stops")
+            run(config)
+    except KeyboardInterrupt:
+        console.print("stopped")
+    console.print("stopped cleanly")
+
+
+if __name__ == "__main__":
+    main()

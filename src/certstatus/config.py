@@ -1,0 +1,334 @@
+"""One TOML file describes a deployment. Every error names the key and what would fix it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from certstatus.keys.base import KeyFileError, SigningKey
+from certstatus.keys.certificates import CertificateError, load_certificate, responder_problems
+from certstatus.keys.pem import load_pem_key
+from certstatus.ocsp.schedule import SchedulePolicy
+
+DEFAULT_PATH = Path("certstatus.toml")
+_DURATION = re.compile(r"(\d+)\s*([dhms])")
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """All the problems found in a configuration, one per line, each naming its key."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: Path | None = None) -> None:
+        self.problems = problems
+        where = f"{source}: " if source else ""
+        super().__init__("\n".join(f"{where}{key}: {message}" for key, message in problems))
+
+
+def parse_duration(value: object) -> int:
+    """Seconds from an integer or a string like '7d', '3h30m', '90s'."""
+    if isinstance(value, bool):
+        raise ValueError("not a duration")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.replace(" ", "")
+        parts = _DURATION.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            return sum(int(n) * _UNITS[u] for n, u in parts)
+    raise ValueError("not a duration")
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    name: str
+    certificate: Path
+    responder_certificate: Path
+    responder_key: Path
+
+
+@dataclass(frozen=True)
+class ResponderConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    workers: int = 1
+    server: str = "uvicorn"
+    run_signer: bool = True
+    max_post_body: int = 10_000
+    request_timeout: int = 5
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    policy: SchedulePolicy = field(default_factory=SchedulePolicy)
+    workers: int = 0
+    batch_size: int = 256
+    lease: int = 300
+    responder_expiry_margin: int = 14 * 86400
+
+    @property
+    def process_count(self) -> int:
+        return self.workers or (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    database: str
+    issuers: list[IssuerConfig]
+    responder: ResponderConfig
+    signing: SigningConfig
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+class _Reader:
+    """Reads typed values out of a TOML table, collecting problems instead of stopping at the first."""
+
+    def __init__(self, table: dict[str, Any], prefix: str, problems: list[tuple[str, str]]):
+        self.table = table
+        self.prefix = prefix
+        self.problems = problems
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def get(self, name: str, kind: type, default: Any, hint: str) -> Any:
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        if kind is int and isinstance(value, bool):
+            value = None
+        if not isinstance(value, kind):
+            self.problems.append((self.key(name), f"expected {hint}, got {value!r}"))
+            return default
+        return value
+
+    def duration(self, name: str, default: int) -> int:
+        if name not in self.table:
+            return default
+        try:
+            return parse_duration(self.table[name])
+        except ValueError:
+            self.problems.append(
+                (
+                    self.key(name),
+                    f'expected a duration like "7d", "3h" or seconds, got {self.table[name]!r}',
+                )
+            )
+            return default
+
+    def unknown(self, allowed: set[str]) -> None:
+        for name in self.table:
+            if name not in allowed:
+                self.problems.append(
+                    (self.key(name), f"unknown key; known keys here: {', '.join(sorted(allowed))}")
+                )
+
+
+def _responder(table: dict[str, Any], problems: list[tuple[str, str]]) -> ResponderConfig:
+    r = _Reader(table, "responder.", problems)
+    r.unknown({"listen", "workers", "server", "run_signer", "max_post_body", "request_timeout"})
+    listen = r.get("listen", str, "127.0.0.1:8080", 'a "host:port" string')
+    host, _, port_text = listen.rpartition(":")
+    port = int(port_text) if port_text.isdigit() else -1
+    if not host or not 0 <= port <= 65535:
+        problems.append(
+            ("responder.listen", f'expected "host:port", e.g. "127.0.0.1:8080", got {listen!r}')
+        )
+        host, port = "127.0.0.1", 8080
+    workers = r.get("workers", int, 1, "a number of processes")
+    if workers < 1:
+        problems.append(("responder.workers", "must be at least 1"))
+    server = r.get("server", str, "uvicorn", '"uvicorn" or "granian"')
+    if server not in ("uvicorn", "granian"):
+        problems.append(("responder.server", f'must be "uvicorn" or "granian", got {server!r}'))
+    max_body = r.get("max_post_body", int, 10_000, "a size in bytes")
+    if not 512 <= max_body <= 65_536:
+        problems.append(("responder.max_post_body", "must be between 512 and 65536 bytes"))
+    timeout = r.duration("request_timeout", 5)
+    if not 1 <= timeout <= 60:
+        problems.append(("responder.request_timeout", "must be between 1s and 60s"))
+    return ResponderConfig(
+        host.strip("[]"),
+        port,
+        workers,
+        server,
+        r.get("run_signer", bool, True, "true or false"),
+        max_body,
+        timeout,
+    )
+
+
+def _signing(table: dict[str, Any], problems: list[tuple[str, str]]) -> SigningConfig:
+    r = _Reader(table, "signing.", problems)
+    r.unknown(
+        {
+            "validity",
+            "refresh_after",
+            "backdate",
+            "jitter",
+            "workers",
+            "batch_size",
+            "lease",
+            "responder_expiry_margin",
+        }
+    )
+    defaults = SchedulePolicy()
+    policy = SchedulePolicy(
+        validity=r.duration("validity", defaults.validity),
+        refresh_after=r.duration("refresh_after", defaults.refresh_after),
+        backdate=r.duration("backdate", defaults.backdate),
+        jitter=r.duration("jitter", defaults.jitter),
+    )
+    problems.extend((f"signing.{key}", message) for key, message in policy.problems())
+    workers = r.get("workers", int, 0, "a number of processes (0 = one per core)")
+    batch = r.get("batch_size", int, 256, "a number of certificates")
+    if workers < 0:
+        problems.append(("signing.workers", "must be 0 (one per core) or more"))
+    if not 1 <= batch <= 100_000:
+        problems.append(("signing.batch_size", "must be between 1 and 100000"))
+    lease = r.duration("lease", 300)
+    if lease < 10:
+        problems.append(("signing.lease", "must be at least 10s"))
+    margin = r.duration("responder_expiry_margin", 14 * 86400)
+    if margin < policy.validity:
+        problems.append(
+            (
+                "signing.responder_expiry_margin",
+                "must be at least the response validity, or responses would be cut "
+                "short by the responder certificate's expiry (R4)",
+            )
+        )
+    return SigningConfig(policy, workers, batch, lease, margin)
+
+
+def _issuers(items: Any, base: Path, problems: list[tuple[str, str]]) -> list[IssuerConfig]:
+    if not isinstance(items, list) or not items:
+        problems.append(
+            (
+                "issuers",
+                "add at least one [[issuers]] table with name, certificate, "
+                "responder_certificate and responder_key",
+            )
+        )
+        return []
+    issuers: list[IssuerConfig] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        prefix = f"issuers[{index}]."
+        if not isinstance(item, dict):
+            problems.append((f"issuers[{index}]", "must be a table"))
+            continue
+        r = _Reader(item, prefix, problems)
+        r.unknown({"name", "certificate", "responder_certificate", "responder_key"})
+        name = r.get("name", str, "", "a short name")
+        if not _NAME.match(name):
+            problems.append((prefix + "name", "required: letters, digits, '.', '_' or '-'"))
+        elif name in seen:
+            problems.append((prefix + "name", f"{name!r} is used by another issuer"))
+        seen.add(name)
+        paths = []
+        for key in ("certificate", "responder_certificate", "responder_key"):
+            value = r.get(key, str, "", "a file path")
+            if not value:
+                problems.append((prefix + key, "required: path to a PEM file"))
+            paths.append(base / value)
+        issuers.append(IssuerConfig(name, *paths))
+    return issuers
+
+
+def load_config(path: Path) -> Config:
+    """Parse and validate a configuration file (but do not open keys; see load_issuer_material)."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            [("config", f"{path} does not exist; create one or pass --config")]
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("config", f"{path} is not valid TOML: {exc}")]) from None
+    problems: list[tuple[str, str]] = []
+    top = _Reader(data, "", problems)
+    top.unknown({"database", "responder", "signing", "issuers"})
+    database = top.get("database", str, "", 'a SQLite path or "sqlite:///abs/path.db"')
+    if not database:
+        problems.append(("database", 'required: e.g. database = "certstatus.db"'))
+    sections = {}
+    for section in ("responder", "signing"):
+        value = data.get(section, {})
+        if not isinstance(value, dict):
+            problems.append((section, f"must be a [{section}] table"))
+            value = {}
+        sections[section] = value
+    config = Config(
+        path=path.resolve(),
+        database=database,
+        issuers=_issuers(data.get("issuers"), path.resolve().parent, problems),
+        responder=_responder(sections["responder"], problems),
+        signing=_signing(sections["signing"], problems),
+    )
+    if problems:
+        raise ConfigError(problems, path)
+    return config
+
+
+@dataclass(frozen=True)
+class IssuerMaterial:
+    """An issuer's certificates and responder key, checked and ready to sign."""
+
+    config: IssuerConfig
+    certificate: x509.Certificate
+    responder_certificate: x509.Certificate
+    responder_key: SigningKey
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list[IssuerMaterial]:
+    """Open every issuer's certificates and key, refusing a responder certificate that breaks R6
+    or expires within the configured margin (R21)."""
+    now = now or dt.datetime.now(dt.UTC)
+    margin = dt.timedelta(seconds=config.signing.responder_expiry_margin)
+    problems: list[tuple[str, str]] = []
+    loaded: list[IssuerMaterial] = []
+    for index, issuer in enumerate(config.issuers):
+        prefix = f"issuers[{index}]."
+        try:
+            ca = load_certificate(issuer.certificate)
+        except CertificateError as exc:
+            problems.append((prefix + "certificate", str(exc)))
+            continue
+        try:
+            responder = load_certificate(issuer.responder_certificate)
+        except CertificateError as exc:
+            problems.append((prefix + "responder_certificate", str(exc)))
+            continue
+        try:
+            key = load_pem_key(issuer.responder_key)
+        except KeyFileError as exc:
+            problems.append((prefix + "responder_key", str(exc)))
+            continue
+        for problem in responder_problems(responder, ca, now, margin, key.public_key_der()):
+            problems.append(
+                (
+                    prefix + "responder_certificate",
+                    f"{issuer.responder_certificate} {problem} (R6/R21)",
+                )
+            )
+        loaded.append(IssuerMaterial(issuer, ca, responder, key))
+    if problems:
+        raise ConfigError(problems, config.path)
+    return loaded

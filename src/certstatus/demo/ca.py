@@ -1,0 +1,164 @@
+"""A throwaway CA for the demo and the tests: a root, a delegated OCSP responder, leaves.
+
+The responder certificate follows the BR profile (R6), so the same checks that guard production
+accept it; the tests also use this module to build deliberately broken certificates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PrivateKey = ec.EllipticCurvePrivateKey
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "XX"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certstatus demo"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def write_pem(path: Path, certificate: x509.Certificate) -> None:
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def write_key(path: Path, key: PrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def responder_builder(
+    ca: DemoCA, key: PrivateKey, not_before: dt.datetime, not_after: dt.datetime
+) -> x509.CertificateBuilder:
+    """A responder certificate with exactly the R6 profile; tests alter it to break one rule."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"{ca.name} OCSP responder"))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(x509.OCSPNoCheck(), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+    )
+
+
+@dataclass
+class DemoCA:
+    name: str
+    key: PrivateKey
+    certificate: x509.Certificate
+
+    @classmethod
+    def create(cls, name: str = "certstatus demo CA", now: dt.datetime | None = None) -> DemoCA:
+        now = now or dt.datetime.now(dt.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = _name(name)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(name, key, certificate)
+
+    @classmethod
+    def load(cls, certificate_path: Path, key_path: Path) -> DemoCA:
+        certificate = x509.load_pem_x509_certificate(certificate_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        common_name = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        return cls(str(common_name), key, certificate)
+
+    def responder(
+        self, days: int = 365, now: dt.datetime | None = None
+    ) -> tuple[x509.Certificate, PrivateKey]:
+        now = now or dt.datetime.now(dt.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = responder_builder(
+            self, key, now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
+        )
+        return builder.sign(self.key, hashes.SHA256()), key
+
+    def leaf(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        serial: int,
+        ocsp_url: str,
+        precertificate: bool = False,
+        days: int = 90,
+        now: dt.datetime | None = None,
+    ) -> x509.Certificate:
+        now = now or dt.datetime.now(dt.UTC)
+        host = f"host-{serial:x}.demo.invalid"[:63]
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+            .issuer_name(self.certificate.subject)
+            .public_key(public_key)
+            .serial_number(serial)
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityInformationAccess(
+                    [
+                        x509.AccessDescription(
+                            x509.oid.AuthorityInformationAccessOID.OCSP,
+                            x509.UniformResourceIdentifier(ocsp_url),
+                        )
+                    ]
+                ),
+                critical=False,
+            )
+        )
+        if precertificate:
+            builder = builder.add_extension(x509.PrecertPoison(), critical=True)
+        return builder.sign(self.key, hashes.SHA256())

@@ -1,0 +1,1 @@
+"""Signing key sources: PEM files now; a PKCS#11 token implements the same SigningKey."""

@@ -1,0 +1,1 @@
+"""OCSP protocol: request decoding, CertID matching, response building. Pure: no I/O."""

@@ -1,0 +1,81 @@
+"""Decoding OCSP requests from POST bodies and from GET paths with every quirk seen in the wild (R14).
+
+Every failure is a MalformedRequest; nothing else escapes, whatever the bytes (property-tested).
+"""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509 import ocsp
+
+from certstatus.ocsp.certid import HashAlgorithm
+
+MAX_POST_BODY = 10_000
+MAX_GET_PATH = 4_096
+
+_HASHES: dict[type[hashes.HashAlgorithm], HashAlgorithm] = {
+    hashes.SHA1: HashAlgorithm.SHA1,
+    hashes.SHA256: HashAlgorithm.SHA256,
+}
+_URL_SAFE = str.maketrans("-_", "+/")
+
+
+class MalformedRequest(ValueError):
+    """The request cannot be understood; answered with malformedRequest, never a traceback."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertRequest:
+    """The one certificate an OCSP request asks about. algorithm is None for a hash we do not serve."""
+
+    algorithm: HashAlgorithm | None
+    name_hash: bytes
+    key_hash: bytes
+    serial: int
+
+
+def decode_get_path(raw_path: str) -> bytes:
+    """Turn the path of an OCSP GET (RFC 6960 A.1) into request DER.
+
+    Handles: percent-encoded or raw '+', '/', '='; '+' turned into ' ' by an intermediary; leading
+    '//' from clients that join a base URL ending in '/'; trailing newlines; URL-safe base64;
+    missing padding. A DER OCSPRequest begins with 0x30, so its base64 starts with 'M' and no
+    legitimate request begins with '/'.
+    """
+    if len(raw_path) > MAX_GET_PATH:
+        raise MalformedRequest("GET path too long")
+    text = unquote(raw_path.lstrip("/"), errors="strict")
+    text = text.replace(" ", "+")
+    text = "".join(text.split())
+    text = text.translate(_URL_SAFE).rstrip("=")
+    if not text:
+        raise MalformedRequest("empty request")
+    text += "=" * (-len(text) % 4)
+    try:
+        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise MalformedRequest(f"GET path is not base64: {exc}") from None
+
+
+def decode_request(request_der: bytes) -> CertRequest:
+    """Parse an OCSPRequest holding exactly one Request; nonces and other extensions are ignored (R9)."""
+    if not request_der or len(request_der) > MAX_POST_BODY:
+        raise MalformedRequest("request empty or too large")
+    try:
+        request = ocsp.load_der_ocsp_request(request_der)
+        serial = request.serial_number
+        name_hash = request.issuer_name_hash
+        key_hash = request.issuer_key_hash
+    except Exception as exc:  # the parser's errors vary by version; all mean "malformed"
+        raise MalformedRequest(f"not a single-certificate OCSP request: {exc}") from None
+    try:
+        algorithm = _HASHES.get(type(request.hash_algorithm))
+    except Exception:  # an unknown hash OID: well-formed, but not a CertID we can have issued
+        algorithm = None
+    if serial < 0:
+        raise MalformedRequest("negative serial number")
+    return CertRequest(algorithm, name_hash, key_hash, serial)

@@ -1,0 +1,88 @@
+"""When a response is valid and when it must be replaced (R3, R4), as pure arithmetic on seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOUR = 3600
+DAY = 24 * HOUR
+MIN_VALIDITY = 8 * HOUR  # R3
+MAX_VALIDITY = 10 * DAY - 1  # R3: thisUpdate..nextUpdate inclusive must not exceed 10 days
+SHORT_INTERVAL = 16 * HOUR  # R4: below this, refresh before half the interval
+MAX_REFRESH_AGE = 4 * DAY  # R4
+REFRESH_BEFORE_EXPIRY = 8 * HOUR  # R4
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+def latest_refresh(validity: int) -> int:
+    """The latest offset from thisUpdate at which R4 still allows the next response to appear."""
+    if validity < SHORT_INTERVAL:
+        return validity // 2 - 1
+    return min(MAX_REFRESH_AGE, validity - REFRESH_BEFORE_EXPIRY)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePolicy:
+    """How long responses live and when they are re-signed.
+
+    validity: nextUpdate - thisUpdate. refresh_after: the planned re-signing offset from thisUpdate.
+    backdate: how far thisUpdate lies before signing, so a client whose clock runs a little behind
+    still accepts a fresh response (F10). jitter: the spread subtracted from refresh_after so that
+    certificates ingested together are not all re-signed in the same second.
+    """
+
+    validity: int = 7 * DAY
+    refresh_after: int = 3 * DAY
+    backdate: int = HOUR
+    jitter: int = 6 * HOUR
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, message) pairs for every rule the policy breaks; empty when it keeps R3 and R4."""
+        found: list[tuple[str, str]] = []
+        if not MIN_VALIDITY <= self.validity <= MAX_VALIDITY:
+            found.append(("validity", "must be between 8h and 10d minus one second (R3)"))
+            return found
+        limit = latest_refresh(self.validity)
+        if not 0 < self.refresh_after <= limit:
+            found.append(
+                (
+                    "refresh_after",
+                    f"must be more than 0 and at most {limit}s for a validity of "
+                    f"{self.validity}s (R4)",
+                )
+            )
+        if not 0 <= self.jitter < self.refresh_after:
+            found.append(("jitter", "must be at least 0 and less than refresh_after"))
+        if not 0 <= self.backdate <= HOUR * 24:
+            found.append(("backdate", "must be between 0 and 24h"))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Validity:
+    this_update: int
+    next_update: int
+    refresh_at: int
+
+
+def plan(
+    policy: SchedulePolicy, now: int, responder_not_after: int, spread: float = 0.0
+) -> Validity:
+    """The validity of a response signed at `now`; spread in [0, 1) picks the jitter.
+
+    nextUpdate never passes the responder certificate's notAfter (R4); if that leaves less than
+    the R3 minimum the response is not signed at all: a short-lived response would break R3 and
+    the operator must renew the responder certificate (R21).
+    """
+    this_update = now - policy.backdate
+    next_update = min(this_update + policy.validity, responder_not_after)
+    validity = next_update - this_update
+    if validity < MIN_VALIDITY:
+        raise ScheduleError(
+            "the responder certificate expires too soon to sign a response valid for 8 hours (R3, R4)"
+        )
+    refresh = min(policy.refresh_after - int(spread * policy.jitter), latest_refresh(validity))
+    return Validity(this_update, next_update, this_update + max(refresh, 1))

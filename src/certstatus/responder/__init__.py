@@ -1,0 +1,1 @@
+"""The HTTP responder: a stateless web node that serves pre-signed responses."""

@@ -1,0 +1,231 @@
+"""The responder's ASGI application.
+
+The request path is short on purpose: decode, find the issuer by its CertID hashes in a dict,
+read one row, pick the DER for the request's hash algorithm, send. Nothing is signed here and no
+key is held (DESIGN: web nodes never hold a signing key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certstatus.config import IssuerMaterial, load_config, load_issuer_material
+from certstatus.ocsp import response as ocsp_response
+from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.request import CertRequest, MalformedRequest, decode_get_path, decode_request
+from certstatus.responder import headers as h
+from certstatus.store import open_store
+from certstatus.store.base import Store, StoreError
+
+log = logging.getLogger("certstatus.responder")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+IssuerIndex = dict[tuple[HashAlgorithm, bytes, bytes], int]
+
+
+class Outcome(Enum):
+    """What an answer was, for logs and (later) metrics."""
+
+    AUTHORITATIVE = "authoritative"
+    UNAUTHORIZED = "unauthorized"
+    MALFORMED = "malformed"
+    TRY_LATER = "tryLater"
+    NOT_MODIFIED = "304"
+    ERROR = "error"
+
+
+def issuer_index(issuers: Sequence[tuple[int, IssuerMaterial]]) -> IssuerIndex:
+    """Map every (hash algorithm, issuerNameHash, issuerKeyHash) we answer for to an issuer id."""
+    index: IssuerIndex = {}
+    for issuer_id, material in issuers:
+        for algorithm, key in issuer_keys(material.certificate).items():
+            index[(algorithm, key.name_hash, key.key_hash)] = issuer_id
+    return index
+
+
+class OcspApp:
+    def __init__(
+        self,
+        store: Store,
+        index: IssuerIndex,
+        max_post_body: int = 10_000,
+        request_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.max_post_body = max_post_body
+        self.request_timeout = request_timeout
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        path: str = scope["path"]
+        if path == "/healthz":
+            await _send(
+                send,
+                200,
+                [(b"content-type", b"text/plain"), (b"cache-control", b"no-store")],
+                b"ok\n",
+            )
+            return
+        if path == "/readyz":
+            await self._readyz(send)
+            return
+        if method in ("GET", "HEAD"):
+            raw = scope.get("raw_path")
+            request_path = raw.decode("latin-1") if raw else path
+            await self._answer(
+                scope,
+                send,
+                lambda: decode_request(decode_get_path(request_path)),
+                head=method == "HEAD",
+            )
+        elif method == "POST":
+            body = await self._read_body(receive, send)
+            if body is not None:
+                await self._answer(scope, send, lambda: decode_request(body))
+        else:
+            await _send(
+                send, 405, [(b"allow", b"GET, HEAD, POST"), (b"cache-control", b"no-store")], b""
+            )
+
+    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
+        """The POST body, or None after answering 413/408 for a body too big or too slow (R14)."""
+        chunks: list[bytes] = []
+        size = 0
+        deadline = asyncio.get_running_loop().time() + self.request_timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(remaining, 0.001))
+            except TimeoutError:
+                await _send(send, 408, h.NO_STORE_TEXT, b"request body too slow\n")
+                return None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_post_body:
+                await _send(send, 413, h.NO_STORE_TEXT, b"request body too large\n")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _answer(
+        self, scope: Scope, send: Send, decode: Callable[[], CertRequest], head: bool = False
+    ) -> Outcome:
+        try:
+            request = decode()
+        except MalformedRequest:
+            await _send(send, 200, h.NO_STORE, ocsp_response.MALFORMED_REQUEST, head)
+            return Outcome.MALFORMED
+        issuer_id = self.index.get((request.algorithm, request.name_hash, request.key_hash))
+        if issuer_id is None or request.algorithm is None:
+            await _send(send, 200, h.NO_STORE, ocsp_response.UNAUTHORIZED, head)  # R10
+            return Outcome.UNAUTHORIZED
+        try:
+            stored = self.store.response(issuer_id, request.serial)
+        except StoreError:
+            log.exception("store unavailable")
+            await _send(send, 200, h.NO_STORE, ocsp_response.TRY_LATER, head)
+            return Outcome.TRY_LATER
+        except Exception:
+            log.exception("lookup failed")
+            await _send(send, 200, h.NO_STORE, ocsp_response.INTERNAL_ERROR, head)
+            return Outcome.ERROR
+        now = int(self.clock())
+        if stored is None:
+            # R5: a serial we have no response for is never "good"; it is not ours to answer.
+            await _send(send, 200, h.NO_STORE, ocsp_response.UNAUTHORIZED, head)
+            return Outcome.UNAUTHORIZED
+        if stored.next_update <= now:
+            log.error(
+                "stored response for issuer %d serial %x has expired; is the signer running?",
+                issuer_id,
+                request.serial,
+            )
+            await _send(send, 200, h.NO_STORE, ocsp_response.TRY_LATER, head)
+            return Outcome.TRY_LATER
+        der = stored.der_sha1 if request.algorithm is HashAlgorithm.SHA1 else stored.der_sha256
+        headers, tag = h.authoritative(
+            der, stored.this_update, stored.next_update, stored.refresh_at, now
+        )
+        for name, value in scope["headers"]:
+            if name == b"if-none-match" and h.etag_matches(value, tag):
+                await _send(send, 304, headers[1:], b"")
+                return Outcome.NOT_MODIFIED
+        await _send(send, 200, headers, der, head)
+        return Outcome.AUTHORITATIVE
+
+    async def _readyz(self, send: Send) -> None:
+        try:
+            self.store.ping()
+        except StoreError as exc:
+            await _send(send, 503, h.NO_STORE_TEXT, f"not ready: {exc}\n".encode())
+            return
+        await _send(send, 200, h.NO_STORE_TEXT, b"ready\n")
+
+
+async def _send(
+    send: Send, status: int, headers: h.Headers, body: bytes, head: bool = False
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+CONFIG_ENV = "CERTSTATUS_CONFIG"
+
+
+def create_app() -> OcspApp:
+    """Factory for servers that import the app in each worker process; reads CERTSTATUS_CONFIG."""
+    config = load_config(Path(os.environ.get(CONFIG_ENV, "certstatus.toml")))
+    materials = load_issuer_material(config)
+    store = open_store(config.database, config.base_dir)
+    recorded = {(r.name, r.certificate_der): r.id for r in store.issuers()}
+    known = []
+    for material in materials:
+        issuer_id = recorded.get((material.name, material.certificate.public_bytes(Encoding.DER)))
+        if issuer_id is None:
+            log.warning(
+                "issuer %s is not in the database yet; its requests get unauthorized "
+                "until `certstatus serve` or `certstatus add` registers it",
+                material.name,
+            )
+            continue
+        known.append((issuer_id, material))
+    index = issuer_index(known)
+    return OcspApp(store, index, config.responder.max_post_body, config.responder.request_timeout)

@@ -1,0 +1,61 @@
+"""HTTP caching headers for OCSP answers (RFC 9919 section 6; R12, R13)."""
+
+from __future__ import annotations
+
+import hashlib
+from email.utils import formatdate
+
+Headers = list[tuple[bytes, bytes]]
+
+OCSP_RESPONSE = b"application/ocsp-response"
+
+# R13: nothing that is not an authoritative answer may be kept by a CDN or proxy.
+NO_STORE: Headers = [
+    (b"content-type", OCSP_RESPONSE),
+    (b"cache-control", b"no-cache, no-store, max-age=0"),
+]
+
+
+def http_date(unix_seconds: int) -> bytes:
+    return formatdate(unix_seconds, usegmt=True).encode("ascii")
+
+
+def etag(der: bytes) -> bytes:
+    """A strong validator derived from the bytes served, so two nodes agree on it (R12)."""
+    return b'"' + hashlib.sha256(der).hexdigest()[:32].encode("ascii") + b'"'
+
+
+def max_age(now: int, refresh_at: int, next_update: int) -> int:
+    """Seconds a cache may keep the response: never past the planned refresh, when a newer
+    response exists, and never past nextUpdate (R12)."""
+    return max(0, min(refresh_at, next_update) - now)
+
+
+def authoritative(
+    der: bytes, this_update: int, next_update: int, refresh_at: int, now: int
+) -> tuple[Headers, bytes]:
+    """Headers for a good or revoked answer, and its ETag for If-None-Match."""
+    age = max_age(now, refresh_at, next_update)
+    tag = etag(der)
+    return [
+        (b"content-type", OCSP_RESPONSE),
+        (b"cache-control", b"max-age=%d, public, no-transform, must-revalidate" % age),
+        (b"last-modified", http_date(this_update)),
+        (b"expires", http_date(now + age)),
+        (b"etag", tag),
+    ], tag
+
+
+def etag_matches(if_none_match: bytes, tag: bytes) -> bool:
+    """If-None-Match as RFC 9110 13.1.2 compares: weak comparison, a list, or '*'."""
+    for candidate in if_none_match.split(b","):
+        candidate = candidate.strip()
+        if candidate == b"*" or candidate.removeprefix(b"W/") == tag:
+            return True
+    return False
+
+
+NO_STORE_TEXT: Headers = [
+    (b"content-type", b"text/plain"),
+    (b"cache-control", b"no-cache, no-store, max-age=0"),
+]

@@ -1,0 +1,96 @@
+"""Running the responder on an ASGI server, with the signer beside it when the config says so."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certstatus.config import Config, IssuerMaterial, load_issuer_material
+from certstatus.responder.app import CONFIG_ENV
+from certstatus.signer import Signer
+from certstatus.store import open_store
+
+log = logging.getLogger("certstatus.serve")
+APP_FACTORY = "certstatus.responder.app:create_app"
+
+
+def register_issuers(config: Config) -> tuple[list[IssuerMaterial], dict[str, int]]:
+    """Check every issuer's keys (R6, R21) and make sure the database knows it."""
+    materials = load_issuer_material(config)
+    store = open_store(config.database, config.base_dir)
+    try:
+        ids = {
+            m.name: store.ensure_issuer(m.name, m.certificate.public_bytes(Encoding.DER))
+            for m in materials
+        }
+    finally:
+        store.close()
+    return materials, ids
+
+
+@contextmanager
+def background_signer(
+    config: Config, materials: list[IssuerMaterial], ids: dict[str, int]
+) -> Iterator[Signer]:
+    """A signer thread (driving its own process pool) for the life of the block."""
+    store = open_store(config.database, config.base_dir)
+    stop = threading.Event()
+    signer = Signer(store, materials, ids, config.signing)
+    thread = threading.Thread(target=signer.run, args=(stop,), name="signer", daemon=True)
+    thread.start()
+    try:
+        yield signer
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        signer.close()
+        store.close()
+
+
+def run_server(config: Config) -> None:
+    """Serve until interrupted; the chosen server handles SIGINT/SIGTERM and drains connections."""
+    os.environ[CONFIG_ENV] = str(config.path)
+    r = config.responder
+    if r.server == "granian":
+        from granian import Granian  # type: ignore[attr-defined]
+        from granian.constants import Interfaces
+
+        Granian(
+            APP_FACTORY,
+            address=r.listen_host,
+            port=r.listen_port,
+            interface=Interfaces.ASGI,
+            workers=r.workers,
+            factory=True,
+            log_access=False,
+        ).serve()
+        return
+    import uvicorn
+
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=r.listen_host,
+        port=r.listen_port,
+        workers=r.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=r.request_timeout,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def serve(config: Config) -> None:
+    materials, ids = register_issuers(config)
+    if config.responder.run_signer:
+        with background_signer(config, materials, ids):
+            run_server(config)
+    else:
+        run_server(config)

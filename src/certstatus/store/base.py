@@ -1,0 +1,142 @@
+"""The storage interface every role uses; engines differ only behind it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class UnknownCertificate(StoreError):
+    pass
+
+
+class Priority(IntEnum):
+    """Signing order: a serial nobody can verify yet comes first, then a revocation, then refresh."""
+
+    NEW = 0
+    REVOKED = 1
+    REFRESH = 2
+
+
+def serial_key(serial: int) -> str:
+    """Serials are stored as lowercase hex without leading zeros: one spelling per serial."""
+    return format(serial, "x")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerRecord:
+    id: int
+    name: str
+    certificate_der: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRecord:
+    """What ingest records about an issued certificate or precertificate."""
+
+    issuer_id: int
+    serial: int
+    kind: str  # "cert" or "precert"
+    not_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRow:
+    issuer_id: int
+    serial: int
+    kind: str
+    not_after: int
+    revoked: bool
+    revoked_at: int | None
+    reason: int | None
+    version: int
+    due_at: int | None
+    priority: Priority
+
+
+@dataclass(frozen=True, slots=True)
+class DueCertificate:
+    """A claimed row: the signer signs this status and stores it only if version is still current."""
+
+    issuer_id: int
+    serial: int
+    version: int
+    revoked: bool
+    revoked_at: int | None
+    reason: int | None
+    priority: Priority
+
+
+@dataclass(frozen=True, slots=True)
+class SignedResponse:
+    issuer_id: int
+    serial: int
+    version: int
+    der_sha1: bytes
+    der_sha256: bytes
+    this_update: int
+    next_update: int
+    refresh_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """What the responder serves: one DER per CertID hash, and the times its headers come from."""
+
+    der_sha1: bytes
+    der_sha256: bytes
+    this_update: int
+    next_update: int
+    refresh_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    added: int
+    existing: int
+
+
+class Store(Protocol):
+    def ensure_issuer(self, name: str, certificate_der: bytes) -> int:
+        """Register an issuer or return its id; refuses a name bound to another certificate."""
+        ...
+
+    def issuers(self) -> list[IssuerRecord]: ...
+
+    def add_certificates(self, records: Sequence[CertificateRecord], now: int) -> AddResult:
+        """Record certificates in one transaction; re-adding is harmless; precert -> cert upgrades."""
+        ...
+
+    def revoke(
+        self, issuer_id: int, serial: int, time: int, reason: int, time_given: bool, now: int
+    ) -> CertificateRow:
+        """Apply a revocation atomically; raises UnknownCertificate or RevocationRefused."""
+        ...
+
+    def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None: ...
+
+    def claim_due(self, now: int, limit: int, lease: int) -> list[DueCertificate]:
+        """Claim up to limit due rows in priority order; unfinished claims come back after lease."""
+        ...
+
+    def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
+        """Store responses whose certificate version is unchanged since the claim; returns stored."""
+        ...
+
+    def response(self, issuer_id: int, serial: int) -> StoredResponse | None: ...
+
+    def due_count(self, now: int) -> dict[Priority, int]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def ping(self) -> None:
+        """Raise if the store cannot answer a query."""
+        ...
+
+    def close(self) -> None: ...

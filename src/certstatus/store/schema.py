@@ -1,0 +1,44 @@
+"""Versioned schema migrations. Each engine lists the same versions in its own dialect."""
+
+from __future__ import annotations
+
+SQLITE_MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE issuers (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            certificate BLOB NOT NULL
+        );
+        CREATE TABLE certificates (
+            issuer_id INTEGER NOT NULL REFERENCES issuers (id),
+            serial TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('cert', 'precert')),
+            not_after INTEGER NOT NULL,
+            ingested_at INTEGER NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
+            revoked_at INTEGER,
+            reason INTEGER,
+            version INTEGER NOT NULL DEFAULT 1,
+            priority INTEGER NOT NULL DEFAULT 0,
+            due_at INTEGER,
+            PRIMARY KEY (issuer_id, serial),
+            CHECK (revoked = 0 OR revoked_at IS NOT NULL)
+        ) WITHOUT ROWID;
+        CREATE INDEX certificates_due ON certificates (priority, due_at)
+            WHERE due_at IS NOT NULL;
+        CREATE TABLE responses (
+            issuer_id INTEGER NOT NULL,
+            serial TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            this_update INTEGER NOT NULL,
+            next_update INTEGER NOT NULL,
+            refresh_at INTEGER NOT NULL,
+            der_sha1 BLOB NOT NULL,
+            der_sha256 BLOB NOT NULL,
+            PRIMARY KEY (issuer_id, serial)
+        ) WITHOUT ROWID;
+        """,
+    ),
+]

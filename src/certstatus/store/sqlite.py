@@ -1,0 +1,303 @@
+"""The embedded store: one SQLite file in WAL mode, safe for one writer and many readers.
+
+synchronous=FULL because a revocation that was acknowledged must survive a power cut; the cost
+is one fsync per write transaction, and writes are batched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from certstatus.status import RevocationState, revocation_transition
+from certstatus.store.base import (
+    AddResult,
+    CertificateRecord,
+    CertificateRow,
+    DueCertificate,
+    IssuerRecord,
+    Priority,
+    SignedResponse,
+    StoredResponse,
+    StoreError,
+    UnknownCertificate,
+    serial_key,
+)
+from certstatus.store.schema import SQLITE_MIGRATIONS
+
+_CERT_COLUMNS = (
+    "issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, priority"
+)
+
+
+def _row_to_certificate(row: tuple) -> CertificateRow:
+    issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, prio = row
+    return CertificateRow(
+        issuer_id,
+        int(serial, 16),
+        kind,
+        not_after,
+        bool(revoked),
+        revoked_at,
+        reason,
+        version,
+        due_at,
+        Priority(prio),
+    )
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.parent.exists():
+            raise StoreError(f"database: directory {path.parent} does not exist")
+        self._local = threading.local()
+        with self._transaction() as db:
+            self._migrate(db)
+
+    def _connect(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA busy_timeout = 30000")
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = FULL")
+                db.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database: cannot open {self.path}: {exc}") from None
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front (IMMEDIATE), so read-then-write cannot race."""
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL DEFAULT (unixepoch()))"
+        )
+        applied = {v for (v,) in db.execute("SELECT version FROM schema_migrations")}
+        newest = max((v for v, _ in SQLITE_MIGRATIONS), default=0)
+        if applied and max(applied) > newest:
+            raise StoreError(
+                f"database {self.path} has schema version {max(applied)}, newer than this "
+                f"certstatus knows ({newest}); upgrade certstatus"
+            )
+        for version, sql in SQLITE_MIGRATIONS:
+            if version in applied:
+                continue
+            for statement in filter(str.strip, sql.split(";")):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+
+    def schema_version(self) -> int:
+        (version,) = (
+            self._connect().execute("SELECT max(version) FROM schema_migrations").fetchone()
+        )
+        return int(version)
+
+    def ensure_issuer(self, name: str, certificate_der: bytes) -> int:
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT id, certificate FROM issuers WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None:
+                if row[1] != certificate_der:
+                    raise StoreError(
+                        f"issuer {name!r} is already recorded with a different certificate; "
+                        "an issuer's certificate cannot change under the same name"
+                    )
+                return int(row[0])
+            cur = db.execute(
+                "INSERT INTO issuers (name, certificate) VALUES (?, ?)", (name, certificate_der)
+            )
+            return int(cur.lastrowid or 0)
+
+    def issuers(self) -> list[IssuerRecord]:
+        rows = self._connect().execute("SELECT id, name, certificate FROM issuers ORDER BY id")
+        return [IssuerRecord(i, n, c) for i, n, c in rows]
+
+    def add_certificates(self, records: Sequence[CertificateRecord], now: int) -> AddResult:
+        added = 0
+        with self._transaction() as db:
+            for r in records:
+                cur = db.execute(
+                    "INSERT INTO certificates "
+                    "(issuer_id, serial, kind, not_after, ingested_at, priority, due_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (
+                        r.issuer_id,
+                        serial_key(r.serial),
+                        r.kind,
+                        r.not_after,
+                        now,
+                        Priority.NEW,
+                        now,
+                    ),
+                )
+                if cur.rowcount:
+                    added += 1
+                elif r.kind == "cert":
+                    db.execute(
+                        "UPDATE certificates SET kind = 'cert' "
+                        "WHERE issuer_id = ? AND serial = ? AND kind = 'precert'",
+                        (r.issuer_id, serial_key(r.serial)),
+                    )
+        return AddResult(added, len(records) - added)
+
+    def revoke(
+        self, issuer_id: int, serial: int, time: int, reason: int, time_given: bool, now: int
+    ) -> CertificateRow:
+        key = serial_key(serial)
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT revoked, revoked_at, reason FROM certificates "
+                "WHERE issuer_id = ? AND serial = ?",
+                (issuer_id, key),
+            ).fetchone()
+            if row is None:
+                raise UnknownCertificate(f"serial {key} is not known for this issuer")
+            state = revocation_transition(
+                RevocationState(bool(row[0]), row[1], row[2]), time, reason, time_given
+            )
+            db.execute(
+                "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ?, "
+                "version = version + 1, priority = ?, due_at = ? "
+                "WHERE issuer_id = ? AND serial = ?",
+                (state.time, state.reason, Priority.REVOKED, now, issuer_id, key),
+            )
+            found = db.execute(
+                f"SELECT {_CERT_COLUMNS} FROM certificates WHERE issuer_id = ? AND serial = ?",
+                (issuer_id, key),
+            ).fetchone()
+        return _row_to_certificate(found)
+
+    def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None:
+        row = (
+            self._connect()
+            .execute(
+                f"SELECT {_CERT_COLUMNS} FROM certificates WHERE issuer_id = ? AND serial = ?",
+                (issuer_id, serial_key(serial)),
+            )
+            .fetchone()
+        )
+        return None if row is None else _row_to_certificate(row)
+
+    def claim_due(self, now: int, limit: int, lease: int) -> list[DueCertificate]:
+        claimed: list[DueCertificate] = []
+        with self._transaction() as db:
+            for priority in Priority:
+                if len(claimed) >= limit:
+                    break
+                rows = db.execute(
+                    "SELECT issuer_id, serial, version, revoked, revoked_at, reason "
+                    "FROM certificates WHERE priority = ? AND due_at IS NOT NULL AND due_at <= ? "
+                    "ORDER BY due_at LIMIT ?",
+                    (priority, now, limit - len(claimed)),
+                ).fetchall()
+                db.executemany(
+                    "UPDATE certificates SET due_at = ? WHERE issuer_id = ? AND serial = ?",
+                    [(now + lease, r[0], r[1]) for r in rows],
+                )
+                claimed.extend(
+                    DueCertificate(i, int(s, 16), v, bool(rv), ra, rs, priority)
+                    for i, s, v, rv, ra, rs in rows
+                )
+        return claimed
+
+    def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
+        stored = 0
+        with self._transaction() as db:
+            for r in responses:
+                key = serial_key(r.serial)
+                cur = db.execute(
+                    "UPDATE certificates SET priority = ?, "
+                    "due_at = CASE WHEN ? < not_after THEN ? ELSE NULL END "
+                    "WHERE issuer_id = ? AND serial = ? AND version = ?",
+                    (Priority.REFRESH, r.refresh_at, r.refresh_at, r.issuer_id, key, r.version),
+                )
+                if not cur.rowcount:
+                    continue  # the status changed after the claim: this response is already wrong
+                db.execute(
+                    "INSERT INTO responses (issuer_id, serial, version, this_update, next_update, "
+                    "refresh_at, der_sha1, der_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (issuer_id, serial) DO UPDATE SET version = excluded.version, "
+                    "this_update = excluded.this_update, next_update = excluded.next_update, "
+                    "refresh_at = excluded.refresh_at, der_sha1 = excluded.der_sha1, "
+                    "der_sha256 = excluded.der_sha256 "
+                    "WHERE excluded.version >= responses.version",
+                    (
+                        r.issuer_id,
+                        key,
+                        r.version,
+                        r.this_update,
+                        r.next_update,
+                        r.refresh_at,
+                        r.der_sha1,
+                        r.der_sha256,
+                    ),
+                )
+                stored += 1
+        return stored
+
+    def response(self, issuer_id: int, serial: int) -> StoredResponse | None:
+        row = (
+            self._connect()
+            .execute(
+                "SELECT der_sha1, der_sha256, this_update, next_update, refresh_at "
+                "FROM responses WHERE issuer_id = ? AND serial = ?",
+                (issuer_id, serial_key(serial)),
+            )
+            .fetchone()
+        )
+        return None if row is None else StoredResponse(*row)
+
+    def due_count(self, now: int) -> dict[Priority, int]:
+        db = self._connect()
+        return {
+            p: db.execute(
+                "SELECT count(*) FROM certificates WHERE priority = ? AND due_at IS NOT NULL "
+                "AND due_at <= ?",
+                (p, now),
+            ).fetchone()[0]
+            for p in Priority
+        }
+
+    def counts(self) -> dict[str, int]:
+        db = self._connect()
+        (certs, revoked, precerts) = db.execute(
+            "SELECT count(*), coalesce(sum(revoked), 0), "
+            "coalesce(sum(kind = 'precert'), 0) FROM certificates"
+        ).fetchone()
+        (responses,) = db.execute("SELECT count(*) FROM responses").fetchone()
+        return {
+            "certificates": certs,
+            "revoked": revoked,
+            "precertificates": precerts,
+            "responses": responses,
+        }
+
+    def ping(self) -> None:
+        try:
+            self._connect().execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self.path} does not answer: {exc}") from None
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
