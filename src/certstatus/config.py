@@ -254,10 +254,10 @@ def load_config(path: Path) -> Config:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(
-            [("config", f"{path} does not exist; create one or pass --config")]
+            [("config", "file does not exist; create one or pass --config")], path
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([("config", f"{path} is not valid TOML: {exc}")]) from None
+        raise ConfigError([("config", f"not valid TOML: {exc}")], path) from None
     problems: list[tuple[str, str]] = []
     top = _Reader(data, "", problems)
     top.unknown({"database", "responder", "signing", "issuers"})

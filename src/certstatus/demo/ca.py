@@ -43,11 +43,29 @@ def write_key(path: Path, key: PrivateKey) -> None:
     path.chmod(0o600)
 
 
+Extensions = list[tuple[x509.ExtensionType, bool]]
+
+
+def responder_extensions(ca: DemoCA) -> Extensions:
+    """The R6 profile of a delegated responder certificate, as (extension, critical) pairs."""
+    return [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (x509.KeyUsage(True, False, False, False, False, False, False, False, False), True),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), False),
+        (x509.OCSPNoCheck(), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False),
+    ]
+
+
 def responder_builder(
-    ca: DemoCA, key: PrivateKey, not_before: dt.datetime, not_after: dt.datetime
+    ca: DemoCA,
+    key: PrivateKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    extensions: Extensions | None = None,
 ) -> x509.CertificateBuilder:
-    """A responder certificate with exactly the R6 profile; tests alter it to break one rule."""
-    return (
+    """A responder certificate builder; tests pass altered extensions to break one rule."""
+    builder = (
         x509.CertificateBuilder()
         .subject_name(_name(f"{ca.name} OCSP responder"))
         .issuer_name(ca.certificate.subject)
@@ -55,17 +73,10 @@ def responder_builder(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
-        .add_extension(x509.OCSPNoCheck(), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
-        )
     )
+    for extension, critical in responder_extensions(ca) if extensions is None else extensions:
+        builder = builder.add_extension(extension, critical)
+    return builder
 
 
 @dataclass

@@ -48,7 +48,10 @@ def decode_get_path(raw_path: str) -> bytes:
     """
     if len(raw_path) > MAX_GET_PATH:
         raise MalformedRequest("GET path too long")
-    text = unquote(raw_path.lstrip("/"), errors="strict")
+    try:
+        text = unquote(raw_path.lstrip("/"), encoding="ascii", errors="strict")
+    except UnicodeDecodeError:
+        raise MalformedRequest("percent-escape outside base64's alphabet") from None
     text = text.replace(" ", "+")
     text = "".join(text.split())
     text = text.translate(_URL_SAFE).rstrip("=")

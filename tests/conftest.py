@@ -1,0 +1,154 @@
+"""Shared fixtures: a real CA in a temp dir, its config, a SQLite store, and a served responder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from certstatus.config import Config, IssuerMaterial, load_config, load_issuer_material
+from certstatus.demo.ca import DemoCA, write_key, write_pem
+from certstatus.ingest import Ingest
+from certstatus.signer import Signer
+from certstatus.store import open_store
+from certstatus.store.sqlite import SqliteStore
+
+CONFIG = """\
+database = "certstatus.db"
+
+[responder]
+listen = "127.0.0.1:{port}"
+run_signer = {run_signer}
+
+[signing]
+workers = 1
+
+[[issuers]]
+name = "demo"
+certificate = "issuer.pem"
+responder_certificate = "responder.pem"
+responder_key = "responder.key"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    """A configured single-issuer deployment in a directory, as an operator would have it."""
+
+    dir: Path
+    ca: DemoCA
+    port: int
+    leaf_key: ec.EllipticCurvePublicKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1()).public_key()
+    )
+    _serial: int = 0x1000
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "certstatus.toml"
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def materials(self) -> list[IssuerMaterial]:
+        return load_issuer_material(self.config)
+
+    def store(self) -> SqliteStore:
+        store = open_store(self.config.database, self.config.base_dir)
+        assert isinstance(store, SqliteStore)
+        return store
+
+    def ingest(self, store: SqliteStore | None = None) -> Ingest:
+        return Ingest(store or self.store(), self.materials())
+
+    def signer(self, store: SqliteStore, processes: int = 1, clock=time.time) -> Signer:
+        ingest = Ingest(store, self.materials())
+        ids = {m.name: ingest.issuer_id(m.name) for m in self.materials()}
+        return Signer(store, self.materials(), ids, self.config.signing, clock, processes)
+
+    def leaf(self, precertificate: bool = False, serial: int | None = None) -> x509.Certificate:
+        if serial is None:
+            self._serial += 0x10001
+            serial = self._serial
+        return self.ca.leaf(self.leaf_key, serial, self.url, precertificate=precertificate)
+
+    def write_leaf(self, certificate: x509.Certificate) -> Path:
+        path = self.dir / f"{certificate.serial_number:x}.pem"
+        write_pem(path, certificate)
+        return path
+
+
+def make_deployment(directory: Path, run_signer: bool = False) -> Deployment:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = DemoCA.create()
+    responder, key = ca.responder()
+    write_pem(directory / "issuer.pem", ca.certificate)
+    write_key(directory / "issuer.key", ca.key)
+    write_pem(directory / "responder.pem", responder)
+    write_key(directory / "responder.key", key)
+    port = free_port()
+    (directory / "certstatus.toml").write_text(
+        CONFIG.format(port=port, run_signer=str(run_signer).lower())
+    )
+    return Deployment(directory, ca, port)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Deployment:
+    return make_deployment(tmp_path / "ca")
+
+
+def wait_ready(url: str, process: subprocess.Popen | None = None, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready in {timeout}s")
+
+
+@pytest.fixture
+def served(deployment: Deployment) -> Iterator[Deployment]:
+    """The deployment's responder running as `certstatus serve`, a real HTTP server on loopback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(deployment.config_path)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_ready(deployment.url, process)
+        yield deployment
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,152 @@
+"""OCSP request decoding: every GET quirk of R14, POST bodies, and property tests showing that no
+input makes the decoder raise anything but MalformedRequest."""
+
+from __future__ import annotations
+
+import base64
+from urllib.parse import quote
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from certstatus.demo.ca import DemoCA
+from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.request import (
+    MalformedRequest,
+    decode_get_path,
+    decode_request,
+)
+
+CA = DemoCA.create()
+
+
+def request_der(serial: int, algorithm: hashes.HashAlgorithm = hashes.SHA1(),
+                nonce: bytes | None = None) -> bytes:
+    keys = issuer_keys(CA.certificate)[
+        HashAlgorithm.SHA1 if isinstance(algorithm, hashes.SHA1) else HashAlgorithm.SHA256
+    ]
+    builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        keys.name_hash, keys.key_hash, serial, algorithm
+    )
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def find_request_with(chars: str) -> bytes:
+    """A request whose base64 contains all of chars, so each quirk is really exercised."""
+    for serial in range(1, 100_000):
+        der = request_der(serial)
+        text = base64.b64encode(der).decode()
+        if all(c in text for c in chars):
+            return der
+    raise AssertionError("no such serial")
+
+
+DER = find_request_with("+/=")
+B64 = base64.b64encode(DER).decode()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/" + B64,  # raw + / =
+        "/" + quote(B64, safe=""),  # percent-encoded
+        "/" + B64.replace("+", " "),  # '+' turned into ' ' by an intermediary
+        "/" + quote(B64.replace("+", " "), safe="/"),  # ... then encoded as %20
+        "//" + B64,  # leading '//'
+        "/" + B64 + "\n",  # trailing newline
+        "/" + quote(B64 + "\r\n", safe=""),  # percent-encoded trailing CRLF
+        "/" + base64.urlsafe_b64encode(DER).decode(),  # URL-safe alphabet
+        "/" + B64.rstrip("="),  # padding dropped
+        "/" + B64.replace("=", "%3d"),  # lower-case percent escape
+    ],
+)
+def test_get_quirks_all_decode_to_the_same_request_r14(path: str) -> None:
+    assert decode_get_path(path) == DER
+    assert decode_request(decode_get_path(path)).serial == decode_request(DER).serial
+
+
+@pytest.mark.parametrize("path", ["/", "//", "/!!!!", "/" + "A" * 5000, "/%zz", "/%ff%fe"])
+def test_undecodable_get_paths_are_malformed_r14(path: str) -> None:
+    with pytest.raises(MalformedRequest):
+        decode_request(decode_get_path(path))
+
+
+def test_sha1_and_sha256_certids_are_recognised_r8() -> None:
+    assert decode_request(request_der(5)).algorithm is HashAlgorithm.SHA1
+    sha256 = decode_request(request_der(5, hashes.SHA256()))
+    assert sha256.algorithm is HashAlgorithm.SHA256
+    assert sha256.name_hash == issuer_keys(CA.certificate)[HashAlgorithm.SHA256].name_hash
+
+
+def test_other_hash_is_decoded_but_not_served() -> None:
+    request_ = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate_by_hash(b"n" * 48, b"k" * 48, 5, hashes.SHA384())
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    request = decode_request(request_)
+    assert request.algorithm is None and request.serial == 5
+
+
+def test_nonce_is_ignored_r9() -> None:
+    assert decode_request(request_der(77, nonce=b"x" * 32)).serial == 77
+
+
+def test_request_for_two_certificates_is_malformed() -> None:
+    # Splice a second Request into requestList: single-certificate requests only (RFC 9919 2.1).
+    der = request_der(9)
+    assert decode_request(der).serial == 9
+    with pytest.raises(MalformedRequest):
+        decode_request(der[:-2] + b"\x00" * 3)
+
+
+def test_oversized_body_is_malformed() -> None:
+    with pytest.raises(MalformedRequest):
+        decode_request(b"\x30" + b"\x00" * 20_000)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_never_escape_the_decoder(data: bytes) -> None:
+    try:
+        decode_request(data)
+    except MalformedRequest:
+        pass
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=400))
+def test_arbitrary_get_paths_never_escape_the_decoder(path: str) -> None:
+    try:
+        decode_request(decode_get_path(path))
+    except MalformedRequest:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    serial=st.integers(min_value=0, max_value=(1 << 159) - 1),
+    sha256=st.booleans(),
+    quirk=st.sampled_from(["raw", "quoted", "space", "urlsafe", "slashes", "newline"]),
+)
+def test_valid_requests_round_trip(serial: int, sha256: bool, quirk: str) -> None:
+    der = request_der(serial, hashes.SHA256() if sha256 else hashes.SHA1())
+    text = base64.b64encode(der).decode()
+    path = {
+        "raw": "/" + text,
+        "quoted": "/" + quote(text, safe=""),
+        "space": "/" + text.replace("+", " "),
+        "urlsafe": "/" + base64.urlsafe_b64encode(der).decode(),
+        "slashes": "//" + text,
+        "newline": "/" + text + "\n",
+    }[quirk]
+    request = decode_request(decode_get_path(path))
+    assert request.serial == serial
+    assert request.algorithm is (HashAlgorithm.SHA256 if sha256 else HashAlgorithm.SHA1)

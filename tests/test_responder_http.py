@@ -1,0 +1,225 @@
+"""The responder's HTTP answers, driven through its ASGI interface: R12 headers on authoritative
+answers, R13 no-store on everything else, 304s, size and slow-client limits, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from certstatus.demo.ca import DemoCA
+from certstatus.ocsp import response as r
+from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.responder.app import OcspApp, issuer_index
+from certstatus.store.base import StoreError
+
+NO_STORE = "no-cache, no-store, max-age=0"
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def call(app: OcspApp, method: str, path: str, body: bytes = b"",
+         headers: list[tuple[bytes, bytes]] | None = None, chunks: list[bytes] | None = None,
+         stall: bool = False) -> Answer:
+    pending = [*(chunks if chunks is not None else [body])]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if stall and not pending:
+            await asyncio.sleep(3600)
+        chunk = pending.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(pending) or stall}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+             "headers": headers or []}
+    asyncio.run(app(scope, receive, send))
+    start, end = sent
+    return Answer(start["status"],
+                  {k.decode(): v.decode() for k, v in start["headers"]}, end["body"])
+
+
+def request_der(issuer: x509.Certificate, serial: int, algorithm=None) -> bytes:
+    """A request built by hash: a CertID needs only the issuer and the serial."""
+    alg = algorithm or hashes.SHA1()
+    keys = issuer_keys(issuer)[
+        HashAlgorithm.SHA1 if isinstance(alg, hashes.SHA1) else HashAlgorithm.SHA256
+    ]
+    return (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate_by_hash(keys.name_hash, keys.key_hash, serial, alg)
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+
+
+def get_path(der: bytes) -> str:
+    return "/" + base64.b64encode(der).decode()
+
+
+@pytest.fixture
+def signed(deployment):
+    """A store with one good and one revoked certificate, signed, and an app over it."""
+    store = deployment.store()
+    ingest = deployment.ingest(store)
+    good, bad = deployment.leaf(), deployment.leaf()
+    ingest.add_certificates([(good, "g"), (bad, "b")], int(time.time()))
+    ingest.revoke("demo", bad.serial_number, "keyCompromise", int(time.time()))
+    with deployment.signer(store) as signer:
+        signer.sign_due()
+    issuer_id = ingest.issuer_id("demo")
+    app = OcspApp(store, issuer_index([(issuer_id, deployment.materials()[0])]),
+                  request_timeout=0.3)
+    return deployment, store, app, good, bad, issuer_id
+
+
+def assert_no_store(answer: Answer) -> None:
+    assert answer.headers["cache-control"] == NO_STORE  # R13
+    assert "etag" not in answer.headers and "expires" not in answer.headers
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("algorithm", [hashes.SHA1(), hashes.SHA256()])
+def test_authoritative_answer_headers_r12(signed, method, algorithm) -> None:
+    deployment, store, app, good, _, issuer_id = signed
+    der = request_der(deployment.ca.certificate, good.serial_number, algorithm)
+    answer = (call(app, "GET", get_path(der)) if method == "GET"
+              else call(app, "POST", "/", der))
+    assert answer.status == 200
+    parsed = ocsp.load_der_ocsp_response(answer.body)
+    assert parsed.certificate_status is ocsp.OCSPCertStatus.GOOD
+    assert type(parsed.hash_algorithm) is type(algorithm)  # CertID matches the request's (R8)
+    stored = store.response(issuer_id, good.serial_number)
+    h = answer.headers
+    assert h["content-type"] == "application/ocsp-response"
+    max_age = int(h["cache-control"].split(",")[0].removeprefix("max-age="))
+    assert h["cache-control"].endswith("public, no-transform, must-revalidate")
+    assert 0 < max_age <= stored.refresh_at - time.time() + 1  # never past the refresh (R12)
+    last_modified = parsed.this_update_utc.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert h["last-modified"] == last_modified
+    assert "expires" in h and h["etag"].startswith('"')
+
+
+def test_if_none_match_gives_304_r12(signed) -> None:
+    deployment, _, app, good, _, _ = signed
+    path = get_path(request_der(deployment.ca.certificate, good.serial_number))
+    first = call(app, "GET", path)
+    again = call(app, "GET", path, headers=[(b"if-none-match", first.headers["etag"].encode())])
+    assert again.status == 304 and again.body == b""
+    assert again.headers["etag"] == first.headers["etag"]
+    assert "max-age=" in again.headers["cache-control"]
+    other = call(app, "GET", path, headers=[(b"if-none-match", b'"nope"')])
+    assert other.status == 200
+
+
+def test_revoked_answer(signed) -> None:
+    deployment, _, app, _, bad, _ = signed
+    answer = call(app, "GET", get_path(request_der(deployment.ca.certificate, bad.serial_number)))
+    parsed = ocsp.load_der_ocsp_response(answer.body)
+    assert parsed.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    assert parsed.revocation_reason is x509.ReasonFlags.key_compromise
+
+
+def test_unknown_serial_is_unauthorized_never_good_r5_r13(signed) -> None:
+    deployment, _, app, _, _, _ = signed
+    answer = call(app, "GET", get_path(request_der(deployment.ca.certificate, 0xBAD)))
+    assert answer.body == r.UNAUTHORIZED
+    assert_no_store(answer)
+
+
+def test_unknown_issuer_is_unauthorized_r10_r13(signed) -> None:
+    _, _, app, good, _, _ = signed
+    stranger = DemoCA.create("stranger").certificate
+    answer = call(app, "POST", "/", request_der(stranger, good.serial_number))
+    assert answer.body == r.UNAUTHORIZED
+    assert_no_store(answer)
+
+
+@pytest.mark.parametrize("path", ["/", "/%%%", "/AAAA", "/" + "Q" * 4100])
+def test_malformed_get_r13_r14(signed, path) -> None:
+    answer = call(signed[2], "GET", path)
+    assert answer.status == 200 and answer.body == r.MALFORMED_REQUEST
+    assert_no_store(answer)
+
+
+def test_malformed_post_r13(signed) -> None:
+    answer = call(signed[2], "POST", "/", b"\x30\x80garbage")
+    assert answer.body == r.MALFORMED_REQUEST
+    assert_no_store(answer)
+
+
+def test_oversized_post_is_413(signed) -> None:
+    answer = call(signed[2], "POST", "/", chunks=[b"\x30" * 6000, b"\x00" * 6000])
+    assert answer.status == 413
+    assert_no_store(answer)
+
+
+def test_slow_post_body_is_408(signed) -> None:
+    answer = call(signed[2], "POST", "/", chunks=[b"\x30\x10"], stall=True)
+    assert answer.status == 408
+    assert_no_store(answer)
+
+
+def test_other_methods_are_405(signed) -> None:
+    answer = call(signed[2], "PUT", "/")
+    assert answer.status == 405 and "no-store" in answer.headers["cache-control"]
+
+
+def test_head_has_headers_without_body(signed) -> None:
+    deployment, _, app, good, _, _ = signed
+    path = get_path(request_der(deployment.ca.certificate, good.serial_number))
+    answer = call(app, "HEAD", path)
+    assert answer.status == 200 and answer.body == b""
+    assert int(answer.headers["content-length"]) > 0
+
+
+def test_expired_stored_response_is_try_later_not_served(signed) -> None:
+    deployment, store, app, good, _, issuer_id = signed
+    later = store.response(issuer_id, good.serial_number).next_update + 1
+    app.clock = lambda: later
+    answer = call(app, "GET", get_path(request_der(deployment.ca.certificate, good.serial_number)))
+    assert answer.body == r.TRY_LATER
+    assert_no_store(answer)
+
+
+class BrokenStore:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def response(self, issuer_id: int, serial: int):
+        raise self.error
+
+    def ping(self) -> None:
+        raise StoreError("database is gone")
+
+
+@pytest.mark.parametrize(("error", "expected"), [(StoreError("down"), r.TRY_LATER),
+                                                 (RuntimeError("bug"), r.INTERNAL_ERROR)])
+def test_store_failures_are_uncacheable_errors_r13(signed, error, expected) -> None:
+    deployment, _, app, good, _, _ = signed
+    app.store = BrokenStore(error)
+    answer = call(app, "GET", get_path(request_der(deployment.ca.certificate, good.serial_number)))
+    assert answer.body == expected
+    assert_no_store(answer)
+
+
+def test_health_and_readiness(signed) -> None:
+    app = signed[2]
+    assert call(app, "GET", "/healthz").status == 200
+    assert call(app, "GET", "/readyz").status == 200
+    app.store = BrokenStore(StoreError("x"))
+    not_ready = call(app, "GET", "/readyz")
+    assert not_ready.status == 503 and "no-store" in not_ready.headers["cache-control"]

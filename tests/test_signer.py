@@ -1,0 +1,152 @@
+"""The signer: priority order, the status-version guard (a "good" never overwrites a revocation,
+even racing), leases that return a dead worker's rows, and R3/R4 times on what it stores."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+from cryptography.x509 import ocsp
+
+from certstatus.store.base import Priority, SignedResponse
+
+NOW = int(time.time())
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ingest_leaves(deployment, store, count: int) -> list[int]:
+    ingest = deployment.ingest(store)
+    leaves = [deployment.leaf() for _ in range(count)]
+    ingest.add_certificates([(leaf, "t") for leaf in leaves], NOW)
+    return [leaf.serial_number for leaf in leaves]
+
+
+def status_of(store, issuer_id: int, serial: int) -> ocsp.OCSPCertStatus:
+    stored = store.response(issuer_id, serial)
+    assert stored is not None
+    for der in (stored.der_sha1, stored.der_sha256):
+        parsed = ocsp.load_der_ocsp_response(der)
+        assert parsed.serial_number == serial
+    return ocsp.load_der_ocsp_response(stored.der_sha1).certificate_status
+
+
+def test_claims_new_then_revoked_then_refresh(deployment) -> None:
+    store = deployment.store()
+    clock = Clock(NOW)
+    old = ingest_leaves(deployment, store, 3)
+    with deployment.signer(store, clock=clock) as signer:
+        assert signer.sign_due() == 3
+    clock.now = NOW + 5 * 86400  # everything due for refresh
+    ingest = deployment.ingest(store)
+    ingest.revoke("demo", old[0], "superseded", NOW + 1)
+    new = ingest_leaves(deployment, store, 2)
+    claimed = store.claim_due(int(clock.now), 10, 60)
+    assert [c.priority for c in claimed] == [Priority.NEW] * 2 + [Priority.REVOKED] + [
+        Priority.REFRESH
+    ] * 2
+    assert {c.serial for c in claimed[:2]} == set(new)
+    assert claimed[2].serial == old[0] and claimed[2].revoked
+
+
+def test_signed_times_follow_policy_r3_r4_f10(deployment) -> None:
+    store = deployment.store()
+    [serial] = ingest_leaves(deployment, store, 1)
+    clock = Clock(NOW)
+    with deployment.signer(store, clock=clock) as signer:
+        signer.sign_due()
+    issuer_id = deployment.ingest(store).issuer_id("demo")
+    stored = store.response(issuer_id, serial)
+    policy = deployment.config.signing.policy
+    assert stored.this_update == NOW - policy.backdate
+    assert stored.next_update == stored.this_update + policy.validity
+    assert stored.this_update < stored.refresh_at <= stored.this_update + policy.refresh_after
+    row = store.certificate(issuer_id, serial)
+    assert row.priority is Priority.REFRESH and row.due_at == stored.refresh_at
+
+
+def test_stale_good_is_not_stored_over_a_revocation(deployment) -> None:
+    store = deployment.store()
+    [serial] = ingest_leaves(deployment, store, 1)
+    ingest = deployment.ingest(store)
+    issuer_id = ingest.issuer_id("demo")
+    [claim] = store.claim_due(NOW, 10, 60)
+    ingest.revoke("demo", serial, "keyCompromise", NOW)  # lands while the good is being signed
+    stale = SignedResponse(issuer_id, serial, claim.version, b"good1", b"good256", NOW, NOW + 1,
+                           NOW + 1)
+    assert store.store_signed([stale], NOW) == 0
+    assert store.response(issuer_id, serial) is None
+    with deployment.signer(store, clock=Clock(NOW)) as signer:
+        signer.sign_due()
+    assert status_of(store, issuer_id, serial) is ocsp.OCSPCertStatus.REVOKED
+
+
+def test_crashed_claims_return_after_the_lease(deployment) -> None:
+    store = deployment.store()
+    serials = ingest_leaves(deployment, store, 4)
+    lost = store.claim_due(NOW, 10, lease=60)  # a worker that claimed and died
+    assert {c.serial for c in lost} == set(serials)
+    assert store.claim_due(NOW + 30, 10, lease=60) == []
+    again = store.claim_due(NOW + 61, 10, lease=60)
+    assert {c.serial for c in again} == set(serials)
+    assert all(c.priority is Priority.NEW for c in again)
+
+
+def test_refresh_stops_after_the_certificate_expires(deployment) -> None:
+    store = deployment.store()
+    ingest = deployment.ingest(store)
+    leaf = deployment.ca.leaf(deployment.leaf_key, 0xE0, deployment.url, days=1)
+    ingest.add_certificates([(leaf, "short")], NOW)
+    with deployment.signer(store, clock=Clock(NOW)) as signer:
+        signer.sign_due()
+    row = store.certificate(ingest.issuer_id("demo"), 0xE0)
+    assert row.due_at is None  # refresh would fall after notAfter: nothing more to sign
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_revocations_racing_the_signer_never_leave_good(deployment, processes: int) -> None:
+    """Concurrency: revocations from another thread (own connection) land while the signer signs
+    new and refresh rows in small batches; afterwards every revoked serial is served revoked."""
+    store = deployment.store()
+    serials = ingest_leaves(deployment, store, 600)
+    config = deployment.config
+    clock = Clock(NOW)
+    issuer_id = deployment.ingest(store).issuer_id("demo")
+    chosen = random.Random(7).sample(serials, 150)
+
+    def revoker() -> None:
+        ingest = deployment.ingest(deployment.store())  # its own SQLite connection
+        for serial in chosen:
+            ingest.revoke("demo", serial, "keyCompromise", NOW)
+            time.sleep(0.0005)
+
+    for phase in ("new", "refresh"):
+        if phase == "refresh":
+            clock.now = NOW + 5 * 86400
+            chosen = [s for s in serials if s not in set(chosen)][:150]
+        thread = threading.Thread(target=revoker)
+        with deployment.signer(store, processes=processes, clock=clock) as signer:
+            signer.config = type(config.signing)(config.signing.policy, processes, 16,
+                                                  config.signing.lease, 0)
+            thread.start()
+            while thread.is_alive():
+                signer.sign_due()
+            thread.join()
+            signer.sign_due()
+        due = store.due_count(int(clock.now))
+        assert due[Priority.NEW] == due[Priority.REVOKED] == 0
+    revoked = {
+        s for s in serials if store.certificate(issuer_id, s).revoked
+    }
+    assert len(revoked) == 300
+    for serial in serials:
+        expected = ocsp.OCSPCertStatus.REVOKED if serial in revoked else ocsp.OCSPCertStatus.GOOD
+        assert status_of(store, issuer_id, serial) is expected, hex(serial)
