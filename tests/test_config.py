@@ -31,23 +31,47 @@ responder_key = "responder.key"
     [
         ('database = "x.db"\n', "issuers", "[[issuers]]"),
         (GOOD_ISSUER, "database", "database ="),
-        ('database = "x.db"\n[signing]\nvalidity = "11d"\n' + GOOD_ISSUER,
-         "signing.validity", "R3"),
-        ('database = "x.db"\n[signing]\nrefresh_after = "5d"\n' + GOOD_ISSUER,
-         "signing.refresh_after", "R4"),
-        ('database = "x.db"\n[signing]\nvalidity = "seven days"\n' + GOOD_ISSUER,
-         "signing.validity", "duration"),
-        ('database = "x.db"\n[responder]\nlisten = "8080"\n' + GOOD_ISSUER,
-         "responder.listen", "host:port"),
-        ('database = "x.db"\n[responder]\nserver = "gunicorn"\n' + GOOD_ISSUER,
-         "responder.server", "uvicorn"),
-        ('database = "x.db"\n[responder]\nworkers = true\n' + GOOD_ISSUER,
-         "responder.workers", "number"),
+        (
+            'database = "x.db"\n[signing]\nvalidity = "11d"\n' + GOOD_ISSUER,
+            "signing.validity",
+            "R3",
+        ),
+        (
+            'database = "x.db"\n[signing]\nrefresh_after = "5d"\n' + GOOD_ISSUER,
+            "signing.refresh_after",
+            "R4",
+        ),
+        (
+            'database = "x.db"\n[signing]\nvalidity = "seven days"\n' + GOOD_ISSUER,
+            "signing.validity",
+            "duration",
+        ),
+        (
+            'database = "x.db"\n[responder]\nlisten = "8080"\n' + GOOD_ISSUER,
+            "responder.listen",
+            "host:port",
+        ),
+        (
+            'database = "x.db"\n[responder]\nserver = "gunicorn"\n' + GOOD_ISSUER,
+            "responder.server",
+            "uvicorn",
+        ),
+        (
+            'database = "x.db"\n[responder]\nworkers = true\n' + GOOD_ISSUER,
+            "responder.workers",
+            "number",
+        ),
         ('database = "x.db"\ncolour = "blue"\n' + GOOD_ISSUER, "colour", "unknown key"),
-        ('database = "x.db"\n[[issuers]]\nname = "a b"\ncertificate = "c"\n',
-         "issuers[0].name", "letters"),
-        ('database = "x.db"\n[[issuers]]\nname = "a"\ncertificate = "c"\n',
-         "issuers[0].responder_key", "required"),
+        (
+            'database = "x.db"\n[[issuers]]\nname = "a b"\ncertificate = "c"\n',
+            "issuers[0].name",
+            "letters",
+        ),
+        (
+            'database = "x.db"\n[[issuers]]\nname = "a"\ncertificate = "c"\n',
+            "issuers[0].responder_key",
+            "required",
+        ),
         ('database = "x.db"\n' + GOOD_ISSUER + GOOD_ISSUER, "issuers[1].name", "used by"),
         ("database = \n", "config", "not valid TOML"),
     ],
@@ -76,14 +100,18 @@ def test_durations() -> None:
 def test_check_config_command(deployment, tmp_path: Path) -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "certstatus.cli", "check-config", str(deployment.config_path)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert ok.returncode == 0, ok.stderr
     assert "1 issuer" in ok.stdout
     bad = write(tmp_path, 'database = "x.db"\n[signing]\nvalidity = "11d"\n' + GOOD_ISSUER)
     refused = subprocess.run(
         [sys.executable, "-m", "certstatus.cli", "check-config", str(bad)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert refused.returncode == 2
     assert "signing.validity" in refused.stderr

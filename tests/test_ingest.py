@@ -96,8 +96,9 @@ def test_missing_file_refused(deployment) -> None:
     _refused(deployment, [deployment.dir / "absent.pem"], "cannot read")
 
 
-@pytest.mark.parametrize("reason", ["certificateHold", "cACompromise", "removeFromCRL", "6", "2",
-                                    "nonsense"])
+@pytest.mark.parametrize(
+    "reason", ["certificateHold", "cACompromise", "removeFromCRL", "6", "2", "nonsense"]
+)
 def test_revocation_reason_outside_r7_refused(deployment, reason: str) -> None:
     store = deployment.store()
     ingest = deployment.ingest(store)

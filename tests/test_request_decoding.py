@@ -4,6 +4,7 @@ input makes the decoder raise anything but MalformedRequest."""
 from __future__ import annotations
 
 import base64
+import contextlib
 from urllib.parse import quote
 
 import pytest
@@ -24,8 +25,10 @@ from certstatus.ocsp.request import (
 CA = DemoCA.create()
 
 
-def request_der(serial: int, algorithm: hashes.HashAlgorithm = hashes.SHA1(),
-                nonce: bytes | None = None) -> bytes:
+def request_der(
+    serial: int, algorithm: hashes.HashAlgorithm | None = None, nonce: bytes | None = None
+) -> bytes:
+    algorithm = algorithm or hashes.SHA1()
     keys = issuer_keys(CA.certificate)[
         HashAlgorithm.SHA1 if isinstance(algorithm, hashes.SHA1) else HashAlgorithm.SHA256
     ]
@@ -115,19 +118,15 @@ def test_oversized_body_is_malformed() -> None:
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=600))
 def test_arbitrary_bytes_never_escape_the_decoder(data: bytes) -> None:
-    try:
+    with contextlib.suppress(MalformedRequest):
         decode_request(data)
-    except MalformedRequest:
-        pass
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=400))
 def test_arbitrary_get_paths_never_escape_the_decoder(path: str) -> None:
-    try:
+    with contextlib.suppress(MalformedRequest):
         decode_request(decode_get_path(path))
-    except MalformedRequest:
-        pass
 
 
 @settings(max_examples=200, deadline=None)

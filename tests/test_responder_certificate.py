@@ -37,8 +37,9 @@ def built(change: Change = lambda e: e, signer: DemoCA = CA, days: int = 90) -> 
     return builder.sign(signer.key, hashes.SHA256())
 
 
-def replace(oid: x509.ObjectIdentifier, value: x509.ExtensionType | None,
-            critical: bool = False) -> Change:
+def replace(
+    oid: x509.ObjectIdentifier, value: x509.ExtensionType | None, critical: bool = False
+) -> Change:
     """Drop the extension with oid from the profile and add value in its place (if any)."""
 
     def change(extensions: Extensions) -> Extensions:
@@ -59,22 +60,55 @@ def test_demo_profile_passes_r6() -> None:
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        (replace(ExtensionOID.EXTENDED_KEY_USAGE, x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.OCSP_SIGNING, ExtendedKeyUsageOID.SERVER_AUTH])),
-         "extendedKeyUsage"),
+        (
+            replace(
+                ExtensionOID.EXTENDED_KEY_USAGE,
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.OCSP_SIGNING, ExtendedKeyUsageOID.SERVER_AUTH]
+                ),
+            ),
+            "extendedKeyUsage",
+        ),
         (replace(ExtensionOID.OCSP_NO_CHECK, None), "nocheck extension is missing"),
-        (replace(ExtensionOID.OCSP_NO_CHECK, x509.OCSPNoCheck(), critical=True),
-         "nocheck must not be critical"),
-        (replace(ExtensionOID.KEY_USAGE, x509.KeyUsage(
-            True, False, True, False, False, False, False, False, False), critical=True),
-         "digitalSignature only"),
-        (replace(ExtensionOID.BASIC_CONSTRAINTS, x509.BasicConstraints(True, None), True),
-         "cA must be false"),
-        (replace(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, x509.SubjectAlternativeName(
-            [x509.DNSName("ocsp.example")])), "subjectAltName"),
-        (replace(ExtensionOID.CRL_DISTRIBUTION_POINTS, x509.CRLDistributionPoints([
-            x509.DistributionPoint([x509.UniformResourceIdentifier("http://crl.example/")],
-                                   None, None, None)])), "cRLDistributionPoints"),
+        (
+            replace(ExtensionOID.OCSP_NO_CHECK, x509.OCSPNoCheck(), critical=True),
+            "nocheck must not be critical",
+        ),
+        (
+            replace(
+                ExtensionOID.KEY_USAGE,
+                x509.KeyUsage(True, False, True, False, False, False, False, False, False),
+                critical=True,
+            ),
+            "digitalSignature only",
+        ),
+        (
+            replace(ExtensionOID.BASIC_CONSTRAINTS, x509.BasicConstraints(True, None), True),
+            "cA must be false",
+        ),
+        (
+            replace(
+                ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+                x509.SubjectAlternativeName([x509.DNSName("ocsp.example")]),
+            ),
+            "subjectAltName",
+        ),
+        (
+            replace(
+                ExtensionOID.CRL_DISTRIBUTION_POINTS,
+                x509.CRLDistributionPoints(
+                    [
+                        x509.DistributionPoint(
+                            [x509.UniformResourceIdentifier("http://crl.example/")],
+                            None,
+                            None,
+                            None,
+                        )
+                    ]
+                ),
+            ),
+            "cRLDistributionPoints",
+        ),
     ],
 )
 def test_each_r6_violation_is_named(change, fragment: str) -> None:

@@ -29,9 +29,15 @@ class Answer:
     body: bytes
 
 
-def call(app: OcspApp, method: str, path: str, body: bytes = b"",
-         headers: list[tuple[bytes, bytes]] | None = None, chunks: list[bytes] | None = None,
-         stall: bool = False) -> Answer:
+def call(
+    app: OcspApp,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    chunks: list[bytes] | None = None,
+    stall: bool = False,
+) -> Answer:
     pending = [*(chunks if chunks is not None else [body])]
     sent: list[dict] = []
 
@@ -44,12 +50,18 @@ def call(app: OcspApp, method: str, path: str, body: bytes = b"",
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
-             "headers": headers or []}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "headers": headers or [],
+    }
     asyncio.run(app(scope, receive, send))
     start, end = sent
-    return Answer(start["status"],
-                  {k.decode(): v.decode() for k, v in start["headers"]}, end["body"])
+    return Answer(
+        start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, end["body"]
+    )
 
 
 def request_der(issuer: x509.Certificate, serial: int, algorithm=None) -> bytes:
@@ -81,8 +93,9 @@ def signed(deployment):
     with deployment.signer(store) as signer:
         signer.sign_due()
     issuer_id = ingest.issuer_id("demo")
-    app = OcspApp(store, issuer_index([(issuer_id, deployment.materials()[0])]),
-                  request_timeout=0.3)
+    app = OcspApp(
+        store, issuer_index([(issuer_id, deployment.materials()[0])]), request_timeout=0.3
+    )
     return deployment, store, app, good, bad, issuer_id
 
 
@@ -96,8 +109,7 @@ def assert_no_store(answer: Answer) -> None:
 def test_authoritative_answer_headers_r12(signed, method, algorithm) -> None:
     deployment, store, app, good, _, issuer_id = signed
     der = request_der(deployment.ca.certificate, good.serial_number, algorithm)
-    answer = (call(app, "GET", get_path(der)) if method == "GET"
-              else call(app, "POST", "/", der))
+    answer = call(app, "GET", get_path(der)) if method == "GET" else call(app, "POST", "/", der)
     assert answer.status == 200
     parsed = ocsp.load_der_ocsp_response(answer.body)
     assert parsed.certificate_status is ocsp.OCSPCertStatus.GOOD
@@ -206,8 +218,10 @@ class BrokenStore:
         raise StoreError("database is gone")
 
 
-@pytest.mark.parametrize(("error", "expected"), [(StoreError("down"), r.TRY_LATER),
-                                                 (RuntimeError("bug"), r.INTERNAL_ERROR)])
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(StoreError("down"), r.TRY_LATER), (RuntimeError("bug"), r.INTERNAL_ERROR)],
+)
 def test_store_failures_are_uncacheable_errors_r13(signed, error, expected) -> None:
     deployment, _, app, good, _, _ = signed
     app.store = BrokenStore(error)

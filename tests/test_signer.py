@@ -80,8 +80,9 @@ def test_stale_good_is_not_stored_over_a_revocation(deployment) -> None:
     issuer_id = ingest.issuer_id("demo")
     [claim] = store.claim_due(NOW, 10, 60)
     ingest.revoke("demo", serial, "keyCompromise", NOW)  # lands while the good is being signed
-    stale = SignedResponse(issuer_id, serial, claim.version, b"good1", b"good256", NOW, NOW + 1,
-                           NOW + 1)
+    stale = SignedResponse(
+        issuer_id, serial, claim.version, b"good1", b"good256", NOW, NOW + 1, NOW + 1
+    )
     assert store.store_signed([stale], NOW) == 0
     assert store.response(issuer_id, serial) is None
     with deployment.signer(store, clock=Clock(NOW)) as signer:
@@ -134,8 +135,9 @@ def test_revocations_racing_the_signer_never_leave_good(deployment, processes: i
             chosen = [s for s in serials if s not in set(chosen)][:150]
         thread = threading.Thread(target=revoker)
         with deployment.signer(store, processes=processes, clock=clock) as signer:
-            signer.config = type(config.signing)(config.signing.policy, processes, 16,
-                                                  config.signing.lease, 0)
+            signer.config = type(config.signing)(
+                config.signing.policy, processes, 16, config.signing.lease, 0
+            )
             thread.start()
             while thread.is_alive():
                 signer.sign_due()
@@ -143,9 +145,7 @@ def test_revocations_racing_the_signer_never_leave_good(deployment, processes: i
             signer.sign_due()
         due = store.due_count(int(clock.now))
         assert due[Priority.NEW] == due[Priority.REVOKED] == 0
-    revoked = {
-        s for s in serials if store.certificate(issuer_id, s).revoked
-    }
+    revoked = {s for s in serials if store.certificate(issuer_id, s).revoked}
     assert len(revoked) == 300
     for serial in serials:
         expected = ocsp.OCSPCertStatus.REVOKED if serial in revoked else ocsp.OCSPCertStatus.GOOD

@@ -137,8 +137,13 @@ class OcspApp:
         except MalformedRequest:
             await _send(send, 200, h.NO_STORE, ocsp_response.MALFORMED_REQUEST, head)
             return Outcome.MALFORMED
-        issuer_id = self.index.get((request.algorithm, request.name_hash, request.key_hash))
-        if issuer_id is None or request.algorithm is None:
+        algorithm = request.algorithm
+        issuer_id = (
+            None
+            if algorithm is None
+            else self.index.get((algorithm, request.name_hash, request.key_hash))
+        )
+        if issuer_id is None:
             await _send(send, 200, h.NO_STORE, ocsp_response.UNAUTHORIZED, head)  # R10
             return Outcome.UNAUTHORIZED
         try:
@@ -164,7 +169,7 @@ class OcspApp:
             )
             await _send(send, 200, h.NO_STORE, ocsp_response.TRY_LATER, head)
             return Outcome.TRY_LATER
-        der = stored.der_sha1 if request.algorithm is HashAlgorithm.SHA1 else stored.der_sha256
+        der = stored.der_sha1 if algorithm is HashAlgorithm.SHA1 else stored.der_sha256
         headers, tag = h.authoritative(
             der, stored.this_update, stored.next_update, stored.refresh_at, now
         )

@@ -57,7 +57,7 @@ def run_server(config: Config) -> None:
     os.environ[CONFIG_ENV] = str(config.path)
     r = config.responder
     if r.server == "granian":
-        from granian import Granian  # type: ignore[attr-defined]
+        from granian import Granian
         from granian.constants import Interfaces
 
         Granian(

@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.config import IssuerMaterial, SigningConfig
+from certstatus.ocsp.response import ResponseBuilder
 from certstatus.ocsp.schedule import ScheduleError, Validity, plan
 from certstatus.signer.worker import IssuerSpec, Job, init_worker, sign_jobs
 from certstatus.store.base import DueCertificate, SignedResponse, Store
@@ -56,7 +57,7 @@ class Signer:
         }
         self.processes = processes if processes is not None else config.process_count
         self._pool: ProcessPoolExecutor | None = None
-        self._local_builders = None
+        self._local_builders: dict[int, ResponseBuilder] | None = None
         self._random = random.Random()
 
     def __enter__(self) -> Signer:

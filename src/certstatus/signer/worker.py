@@ -6,6 +6,7 @@ the serial, its status and its times.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,8 @@ _builders: dict[int, ResponseBuilder] = {}
 
 
 def init_worker(specs: list[IssuerSpec]) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _builders.clear()
     _builders.update({spec.issuer_id: spec.builder() for spec in specs})
 

@@ -1,0 +1,164 @@
+"""The command line as an operator meets it: the demo end to end (files, the printed openssl
+command, Ctrl-C, a second run reusing the directory), and clear errors with exit status 2."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, wait_ready
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "certstatus.cli"]
+
+
+def start_demo(directory: Path, port: int, certs: int = 300) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            *CLI,
+            "demo",
+            "--dir",
+            str(directory),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--certs",
+            str(certs),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out, err = process.communicate(timeout=30)
+    return out, err
+
+
+def children_alive(pgid: int, grace: float = 10) -> list[str]:
+    """Processes left in the demo's process group once `grace` seconds have passed."""
+    deadline = time.monotonic() + grace
+    while (alive := _group(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+def _group(pgid: int) -> list[str]:
+    alive = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.getpgid(int(proc.name)) == pgid:
+                    alive.append(proc.name)
+            except ProcessLookupError:
+                pass
+    return alive
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    port = free_port()
+    process = start_demo(directory, port)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/", process, timeout=60)
+    except Exception:
+        process.kill()
+        raise
+    for name in ("issuer.pem", "responder.pem", "certstatus.toml"):
+        assert (directory / name).is_file()
+    good = list((directory / "certs").glob("*.pem"))
+    revoked = list((directory / "certs" / "revoked").glob("*.pem"))
+    assert good and len(revoked) == 3  # 1% of 300
+    out, err = stop(process)
+    assert process.returncode == 0, err
+    assert "stopped cleanly" in err and "Traceback" not in err
+    assert children_alive(process.pid) == []
+    commands = [line for line in out.splitlines() if line.startswith("openssl ocsp")]
+    assert len(commands) == 2
+
+    # second run reuses the directory and its CA; the printed commands work against it
+    issuer = (directory / "issuer.pem").read_bytes()
+    again = start_demo(directory, port)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/", again, timeout=60)
+        for command, expected in zip(commands, ("good", "revoked"), strict=True):
+            result = subprocess.run(
+                shlex.split(command), capture_output=True, text=True, timeout=30, check=False
+            )
+            assert "Response verify OK" in result.stderr, result.stderr
+            assert f": {expected}" in result.stdout
+    finally:
+        out, err = stop(again)
+    assert "reusing" in err
+    assert (directory / "issuer.pem").read_bytes() == issuer
+
+
+def run(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    if config is not None:
+        env["CERTSTATUS_CONFIG"] = str(config)
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def test_add_and_revoke_errors_are_clear(deployment) -> None:
+    cfg = deployment.config_path
+    missing = run("add", str(deployment.dir / "nope.pem"), config=cfg)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    leaf = deployment.write_leaf(deployment.leaf())
+    assert run("add", str(leaf), config=cfg).returncode == 0
+    again = run("add", str(leaf), config=cfg)
+    assert again.returncode == 0 and "already known 1" in again.stdout
+    serial = leaf.stem
+    bad_reason = run(
+        "revoke", "--issuer", "demo", "--reason", "certificateHold", serial, config=cfg
+    )
+    assert bad_reason.returncode == 2 and "R7" in bad_reason.stderr
+    bad_time = run(
+        "revoke",
+        "--issuer",
+        "demo",
+        "--reason",
+        "superseded",
+        "--time",
+        "yesterday",
+        serial,
+        config=cfg,
+    )
+    assert bad_time.returncode == 2 and "ISO 8601" in bad_time.stderr
+    ok = run(
+        "revoke",
+        "--issuer",
+        "demo",
+        "--reason",
+        "superseded",
+        "--time",
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        serial,
+        config=cfg,
+    )
+    assert ok.returncode == 0, ok.stderr
+    stats = run("stats", config=cfg)
+    assert "revoked: 1" in stats.stdout.replace("  ", "")
+    for result in (missing, bad_reason, bad_time):
+        assert "Traceback" not in result.stderr
+
+
+def test_sign_command_signs_everything_due(deployment) -> None:
+    ingest = deployment.ingest()
+    ingest.add_certificates([(deployment.leaf(), "a"), (deployment.leaf(), "b")], int(time.time()))
+    result = run("sign", config=deployment.config_path)
+    assert result.returncode == 0, result.stderr
+    assert "stored 2" in result.stdout
+    assert deployment.store().counts()["responses"] == 2
