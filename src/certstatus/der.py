@@ -28,6 +28,17 @@ def length(n: int) -> bytes:
     return bytes((0x80 | len(body),)) + body
 
 
+def header(tag: int, size: int) -> bytes:
+    """Tag and length of an element whose content is size bytes, for building by concatenation."""
+    if size < 0x80:
+        return bytes((tag, size))
+    if size < 0x100:
+        return bytes((tag, 0x81, size))
+    if size < 0x10000:
+        return bytes((tag, 0x82, size >> 8, size & 0xFF))
+    return bytes((tag,)) + length(size)
+
+
 def tlv(tag: int, content: bytes) -> bytes:
     """One tag-length-value element with a single-byte tag."""
     return bytes((tag,)) + length(len(content)) + content

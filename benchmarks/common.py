@@ -1,0 +1,94 @@
+"""Helpers shared by the benchmarks: a deployment in a temp dir, fast bulk ingest, openssl speed."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from certstatus.demo.ca import DemoCA, responder_builder, write_key, write_pem
+from certstatus.store.base import CertificateRecord
+
+CONFIG = """\
+database = "certstatus.db"
+
+[responder]
+listen = "127.0.0.1:{port}"
+workers = {workers}
+server = "{server}"
+run_signer = false
+
+[signing]
+workers = {signers}
+batch_size = 256
+
+[[issuers]]
+name = "bench"
+certificate = "issuer.pem"
+responder_certificate = "responder.pem"
+responder_key = "responder.key"
+"""
+
+
+def make_deployment(
+    directory: Path,
+    key_type: str = "p256",
+    port: int = 0,
+    workers: int = 2,
+    server: str = "uvicorn",
+    signers: int = 2,
+) -> Path:
+    """Write a CA, a responder with a P-256 or RSA-2048 key, and a config; return the config."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = DemoCA.create("bench CA")
+    now = dt.datetime.now(dt.UTC)
+    key = (
+        ec.generate_private_key(ec.SECP256R1())
+        if key_type == "p256"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    responder = responder_builder(
+        ca,
+        key,
+        now - dt.timedelta(minutes=5),  # type: ignore[arg-type]
+        now + dt.timedelta(days=365),
+    ).sign(ca.key, hashes.SHA256())
+    write_pem(directory / "issuer.pem", ca.certificate)
+    write_pem(directory / "responder.pem", responder)
+    write_key(directory / "responder.key", key)  # type: ignore[arg-type]
+    config = directory / "certstatus.toml"
+    config.write_text(CONFIG.format(port=port, workers=workers, server=server, signers=signers))
+    return config
+
+
+def bulk_records(issuer_id: int, count: int, seed: int = 1) -> list[CertificateRecord]:
+    """Certificate records without building X.509 certificates: ingest's checks are not what a
+    serving or signing benchmark measures."""
+    rng = random.Random(seed)
+    not_after = int(time.time()) + 90 * 86400
+    return [
+        CertificateRecord(issuer_id, rng.getrandbits(127) | (1 << 64), "cert", not_after)
+        for _ in range(count)
+    ]
+
+
+def openssl_speed(algorithm: str, multi: int = 2, seconds: int = 5) -> float:
+    """Signatures per second from `openssl speed -mr -multi N`, all processes together."""
+    out = subprocess.run(
+        ["openssl", "speed", "-mr", "-multi", str(multi), "-seconds", str(seconds), algorithm],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # the combined machine-readable line: +F<kind>:<index>:<bits>:<sign/s>:<verify/s>
+    totals = [line for line in out.splitlines() if line.startswith("+F")]
+    if not totals:
+        raise RuntimeError(f"cannot read openssl speed output: {out[-400:]}")
+    return float(totals[-1].split(":")[3])
