@@ -10,6 +10,7 @@ import time
 import pytest
 from cryptography.x509 import ocsp
 
+from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.store.base import Priority, SignedResponse
 
 NOW = int(time.time())
@@ -31,12 +32,16 @@ def ingest_leaves(deployment, store, count: int) -> list[int]:
 
 
 def status_of(store, issuer_id: int, serial: int) -> ocsp.OCSPCertStatus:
-    stored = store.response(issuer_id, serial)
-    assert stored is not None
-    for der in (stored.der_sha1, stored.der_sha256):
-        parsed = ocsp.load_der_ocsp_response(der)
+    statuses = set()
+    for algorithm in HashAlgorithm:
+        stored = store.response(issuer_id, serial, algorithm)
+        assert stored is not None
+        parsed = ocsp.load_der_ocsp_response(stored.der)
         assert parsed.serial_number == serial
-    return ocsp.load_der_ocsp_response(stored.der_sha1).certificate_status
+        assert type(parsed.hash_algorithm).__name__.lower() == algorithm.value
+        statuses.add(parsed.certificate_status)
+    assert len(statuses) == 1  # both CertID variants say the same thing
+    return statuses.pop()
 
 
 def test_claims_new_then_revoked_then_refresh(deployment) -> None:

@@ -197,7 +197,7 @@ def serve(config_path: Path) -> None:
         r = config.responder
         console.print(
             f"serving OCSP on http://{r.listen_host}:{r.listen_port}/ "
-            f"({r.server}, {r.workers} worker(s)"
+            f"({r.server}, {r.process_count} worker(s)"
             f"{', with signer' if r.run_signer else ''})"
         )
         run(config)

@@ -21,7 +21,6 @@ _HASHES: dict[type[hashes.HashAlgorithm], HashAlgorithm] = {
     hashes.SHA1: HashAlgorithm.SHA1,
     hashes.SHA256: HashAlgorithm.SHA256,
 }
-_URL_SAFE = str.maketrans("-_", "+/")
 
 
 class MalformedRequest(ValueError):
@@ -54,7 +53,9 @@ def decode_get_path(raw_path: str) -> bytes:
         raise MalformedRequest("percent-escape outside base64's alphabet") from None
     text = text.replace(" ", "+")
     text = "".join(text.split())
-    text = text.translate(_URL_SAFE).rstrip("=")
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+    text = text.rstrip("=")
     if not text:
         raise MalformedRequest("empty request")
     text += "=" * (-len(text) % 4)

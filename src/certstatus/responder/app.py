@@ -143,11 +143,11 @@ class OcspApp:
             if algorithm is None
             else self.index.get((algorithm, request.name_hash, request.key_hash))
         )
-        if issuer_id is None:
+        if algorithm is None or issuer_id is None:
             await _send(send, 200, h.NO_STORE, ocsp_response.UNAUTHORIZED, head)  # R10
             return Outcome.UNAUTHORIZED
         try:
-            stored = self.store.response(issuer_id, request.serial)
+            stored = self.store.response(issuer_id, request.serial, algorithm)
         except StoreError:
             log.exception("store unavailable")
             await _send(send, 200, h.NO_STORE, ocsp_response.TRY_LATER, head)
@@ -169,7 +169,7 @@ class OcspApp:
             )
             await _send(send, 200, h.NO_STORE, ocsp_response.TRY_LATER, head)
             return Outcome.TRY_LATER
-        der = stored.der_sha1 if algorithm is HashAlgorithm.SHA1 else stored.der_sha256
+        der = stored.der
         headers, tag = h.authoritative(
             der, stored.this_update, stored.next_update, stored.refresh_at, now
         )

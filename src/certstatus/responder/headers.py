@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from email.utils import formatdate
+import time
+from functools import lru_cache
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -16,8 +17,19 @@ NO_STORE: Headers = [
 ]
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@lru_cache(maxsize=65_536)
 def http_date(unix_seconds: int) -> bytes:
-    return formatdate(unix_seconds, usegmt=True).encode("ascii")
+    """IMF-fixdate (RFC 9110 5.6.7), independent of the locale. Cached: a response's
+    Last-Modified and Expires are the same on every request for it."""
+    t = time.gmtime(unix_seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    ).encode("ascii")
 
 
 def etag(der: bytes) -> bytes:

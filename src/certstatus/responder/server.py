@@ -65,7 +65,7 @@ def run_server(config: Config) -> None:
             address=r.listen_host,
             port=r.listen_port,
             interface=Interfaces.ASGI,
-            workers=r.workers,
+            workers=r.process_count,
             factory=True,
             log_access=False,
         ).serve()
@@ -77,7 +77,7 @@ def run_server(config: Config) -> None:
         factory=True,
         host=r.listen_host,
         port=r.listen_port,
-        workers=r.workers,
+        workers=r.process_count,
         loop="uvloop",
         http="httptools",
         access_log=False,

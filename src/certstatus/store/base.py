@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
+from certstatus.ocsp.certid import HashAlgorithm
+
 
 class StoreError(RuntimeError):
     pass
@@ -87,10 +89,9 @@ class SignedResponse:
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
-    """What the responder serves: one DER per CertID hash, and the times its headers come from."""
+    """What the responder serves for one CertID hash, and the times its headers come from."""
 
-    der_sha1: bytes
-    der_sha256: bytes
+    der: bytes
     this_update: int
     next_update: int
     refresh_at: int
@@ -129,7 +130,11 @@ class Store(Protocol):
         """Store responses whose certificate version is unchanged since the claim; returns stored."""
         ...
 
-    def response(self, issuer_id: int, serial: int) -> StoredResponse | None: ...
+    def response(
+        self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
+    ) -> StoredResponse | None:
+        """The stored response whose CertID uses algorithm (R8), or None if none is signed."""
+        ...
 
     def due_count(self, now: int) -> dict[Priority, int]: ...
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import RevocationState, revocation_transition
 from certstatus.store.base import (
     AddResult,
@@ -28,6 +29,12 @@ from certstatus.store.base import (
 )
 from certstatus.store.schema import SQLITE_MIGRATIONS
 
+# One query per CertID hash, so a lookup copies only the DER it serves.
+_RESPONSE_BY_ALGORITHM = {
+    algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at "
+    "FROM responses WHERE issuer_id = ? AND serial = ?"
+    for algorithm in HashAlgorithm
+}
 _CERT_COLUMNS = (
     "issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, priority"
 )
@@ -268,16 +275,11 @@ class SqliteStore:
             )
         return stored
 
-    def response(self, issuer_id: int, serial: int) -> StoredResponse | None:
-        row = (
-            self._connect()
-            .execute(
-                "SELECT der_sha1, der_sha256, this_update, next_update, refresh_at "
-                "FROM responses WHERE issuer_id = ? AND serial = ?",
-                (issuer_id, serial_key(serial)),
-            )
-            .fetchone()
-        )
+    def response(
+        self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
+    ) -> StoredResponse | None:
+        query = _RESPONSE_BY_ALGORITHM[algorithm]
+        row = self._connect().execute(query, (issuer_id, serial_key(serial))).fetchone()
         return None if row is None else StoredResponse(*row)
 
     def due_count(self, now: int) -> dict[Priority, int]:
