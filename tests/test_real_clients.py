@@ -278,3 +278,38 @@ def wait_for_status(
             return True
         time.sleep(0.2)
     return False
+
+
+def test_slow_header_client_is_disconnected(tmp_path) -> None:
+    """A client that trickles its headers (slowloris) is cut off after request_timeout."""
+    import socket
+
+    deployment = make_deployment(tmp_path / "ca")
+    text = deployment.config_path.read_text()
+    deployment.config_path.write_text(
+        text.replace("[responder]\n", '[responder]\nrequest_timeout = "1s"\n')
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(deployment.config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(deployment.url, process)
+        with socket.create_connection(("127.0.0.1", deployment.port), timeout=0.5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finishes the headers
+            started = time.monotonic()
+            closed = False
+            while not closed and time.monotonic() - started < 12:
+                try:
+                    closed = sock.recv(4096) == b""
+                except TimeoutError:
+                    continue  # still open
+                except ConnectionResetError:
+                    closed = True
+        assert closed, "the server kept a connection with unfinished headers open"
+        # and it still serves well-behaved clients
+        wait_ready(deployment.url, process)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

@@ -58,7 +58,8 @@ def run_server(config: Config) -> None:
     r = config.responder
     if r.server == "granian":
         from granian import Granian
-        from granian.constants import Interfaces
+        from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP1Settings
 
         Granian(
             APP_FACTORY,
@@ -67,6 +68,13 @@ def run_server(config: Config) -> None:
             interface=Interfaces.ASGI,
             workers=r.process_count,
             factory=True,
+            http=HTTPModes.http1,
+            # slow clients: headers must arrive within the request timeout (the body's own
+            # deadline is enforced by the app), and a connection buffers at most 64 KiB
+            http1_settings=HTTP1Settings(
+                header_read_timeout=r.request_timeout * 1000, max_buffer_size=65_536
+            ),
+            respawn_failed_workers=True,
             log_access=False,
         ).serve()
         return
