@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,22 +133,21 @@ def wait_ready(url: str, process: subprocess.Popen | None = None, timeout: float
     raise TimeoutError(f"{url} not ready in {timeout}s")
 
 
-@pytest.fixture
-def served(deployment: Deployment) -> Iterator[Deployment]:
-    """The deployment's responder running as `certstatus serve`, a real HTTP server on loopback."""
+@contextmanager
+def serving(deployment: Deployment) -> Iterator[subprocess.Popen[bytes]]:
+    """`certstatus serve` for the deployment: a real HTTP server on loopback, stopped after."""
     process = subprocess.Popen(
         [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(deployment.config_path)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_ready(deployment.url, process)
-        yield deployment
+        yield process
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -22,7 +22,7 @@ from certstatus.ocsp import response as r
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.ocsp.reasons import ALLOWED
 from certstatus.ocsp.response import CertStatus, ResponseBuilder
-from tests.conftest import make_deployment, wait_ready
+from tests.conftest import make_deployment, serving, wait_ready
 
 pytestmark = pytest.mark.integration
 OPENSSL = shutil.which("openssl") or "openssl"
@@ -56,17 +56,8 @@ def live(tmp_path_factory):
         name: deployment.write_leaf(cert)
         for name, cert in (("good", good), ("revoked", revoked), ("precert", precert))
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(deployment.config_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_ready(deployment.url, process)
+    with serving(deployment):
         yield deployment, paths
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def check_args(deployment, cert: Path, digest: str, trust: str) -> list[str]:
@@ -234,11 +225,7 @@ def test_served_signer_answers_new_and_revoked_serials(tmp_path) -> None:
     deployment = make_deployment(tmp_path / "ca", run_signer=True)
     cli = [sys.executable, "-m", "certstatus.cli"]
     env = {**os.environ, "CERTSTATUS_CONFIG": str(deployment.config_path)}
-    process = subprocess.Popen(
-        [*cli, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_ready(deployment.url, process)
+    with serving(deployment):
         leaf = deployment.write_leaf(deployment.leaf())
         added = subprocess.run(
             [*cli, "add", str(leaf)], env=env, capture_output=True, text=True, check=False
@@ -263,9 +250,6 @@ def test_served_signer_answers_new_and_revoked_serials(tmp_path) -> None:
         )
         assert revoked.returncode == 0, revoked.stderr
         assert wait_for_status(args, deployment.url, leaf, "revoked")
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def wait_for_status(
@@ -289,13 +273,7 @@ def test_slow_header_client_is_disconnected(tmp_path) -> None:
     deployment.config_path.write_text(
         text.replace("[responder]\n", '[responder]\nrequest_timeout = "1s"\n')
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(deployment.config_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_ready(deployment.url, process)
+    with serving(deployment) as process:
         with socket.create_connection(("127.0.0.1", deployment.port), timeout=0.5) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finishes the headers
             started = time.monotonic()
@@ -310,6 +288,3 @@ def test_slow_header_client_is_disconnected(tmp_path) -> None:
         assert closed, "the server kept a connection with unfinished headers open"
         # and it still serves well-behaved clients
         wait_ready(deployment.url, process)
-    finally:
-        process.terminate()
-        process.wait(timeout=15)

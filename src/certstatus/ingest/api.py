@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.config import IssuerMaterial
+from certstatus.keys.certificates import CertificateError, read_certificates
 from certstatus.ocsp.reasons import parse_reason
 from certstatus.status import RevocationRefused
 from certstatus.store.base import (
@@ -26,7 +27,6 @@ from certstatus.store.base import (
 
 CT_POISON = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.3")
 CLOCK_SKEW = 60
-_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 
 
 class IngestError(ValueError):
@@ -36,18 +36,9 @@ class IngestError(ValueError):
 def read_certificate_file(path: Path) -> list[x509.Certificate]:
     """All certificates in a PEM file (one or more blocks) or a single DER certificate."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise IngestError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        if b"-----BEGIN" in data:
-            blocks = _PEM_BLOCK.findall(data)
-            if not blocks:
-                raise ValueError("no CERTIFICATE block")
-            return [x509.load_pem_x509_certificate(block) for block in blocks]
-        return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
-        raise IngestError(f"{path}: not a PEM or DER certificate ({exc})") from None
+        return read_certificates(path)
+    except CertificateError as exc:
+        raise IngestError(str(exc)) from None
 
 
 def is_precertificate(certificate: x509.Certificate) -> bool:

@@ -16,18 +16,26 @@ class CertificateError(ValueError):
     """A certificate that cannot be used; the message says which file and why."""
 
 
-def load_certificate(path: Path) -> x509.Certificate:
-    """Load one certificate from a PEM or DER file."""
+def read_certificates(path: Path) -> list[x509.Certificate]:
+    """Every certificate in a PEM file (one or more blocks) or the one in a DER file."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise CertificateError(f"cannot read certificate file {path}: {exc.strerror}") from None
+        raise CertificateError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
     except ValueError as exc:
-        raise CertificateError(f"{path} is not a PEM or DER certificate: {exc}") from None
+        raise CertificateError(f"{path}: not a PEM or DER certificate ({exc})") from None
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    """The single certificate in a PEM or DER file; a bundle here is a configuration mistake."""
+    certificates = read_certificates(path)
+    if len(certificates) != 1:
+        raise CertificateError(f"{path}: holds {len(certificates)} certificates; expected one")
+    return certificates[0]
 
 
 def _public_der(certificate: x509.Certificate) -> bytes:
