@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from certstatus.config import Config, ConfigError, load_config, load_issuer_material
+from certstatus.crlbuilder import CrlService
 from certstatus.ingest.api import Ingest, IngestError, parse_serial
 from certstatus.keys.base import KeyFileError
 from certstatus.keys.certificates import CertificateError
@@ -216,6 +217,80 @@ def stats(config_path: Path) -> None:
         out.print(f"{name:>16}: {value}")
     for priority, value in due.items():
         out.print(f"{'due ' + priority.name.lower():>16}: {value}")
+
+
+@main.group()
+def crl() -> None:
+    """Certificate revocation lists: build, export for static hosting, CCADB disclosure."""
+
+
+def _crl_service(config_path: Path) -> CrlService:
+    from certstatus.responder.server import register_issuers
+
+    config = _load(config_path)
+    materials, ids = register_issuers(config)
+    store = open_store(config.database, config.base_dir)
+    service = CrlService(store, [(ids[m.name], m) for m in materials], config.crl)
+    if not service.issuers:
+        raise ConfigError(
+            [("issuers", "no issuer has crl_url and issuer_key; nothing to do")], config.path
+        )
+    return service
+
+
+@crl.command("build")
+@_config_option
+def crl_build(config_path: Path) -> None:
+    """Build, gate and publish every CRL now, due or not."""
+    with user_errors():
+        results = _crl_service(config_path).build_due(force=True)
+    failed = 0
+    for r in results:
+        state = "[green]published[/]" if r.published else "[red]NOT published[/]"
+        out.print(f"{r.issuer}/{r.crl_partition}: #{r.number} {r.entries} entries {state}")
+        for rejection in r.rejections:
+            out.print(f"  gate: {rejection.code}: {rejection.message}")
+        failed += not r.published
+    if failed:
+        sys.exit(1)
+
+
+@crl.command("export")
+@_config_option
+@click.argument("directory", type=click.Path(path_type=Path))
+def crl_export(config_path: Path, directory: Path) -> None:
+    """Write the current CRLs under DIRECTORY at their URL paths, for static hosting."""
+    with user_errors():
+        service = _crl_service(config_path)
+        written = 0
+        for issuer in service.issuers:
+            for partition in service.partitions(issuer):
+                current = service.store.current_crl(issuer.id, partition)
+                if current is None:
+                    continue
+                target = directory / issuer.layout.path(partition).lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                staging = target.with_suffix(".crl.tmp")
+                staging.write_bytes(current.der)
+                staging.replace(target)  # atomic: a web server never sees half a CRL
+                written += 1
+    out.print(f"wrote {written} CRL(s) under {directory}")
+
+
+@crl.command("disclosure")
+@_config_option
+@click.option("--issuer", "name", required=True, help="Issuer name from the configuration.")
+def crl_disclosure(config_path: Path, name: str) -> None:
+    """Print the CCADB JSON array of every CRL URL of an issuer (R20)."""
+    import json
+
+    with user_errors():
+        service = _crl_service(config_path)
+        matches = [i for i in service.issuers if i.material.name == name]
+        if not matches:
+            raise IngestError(f"issuer {name!r} has no CRLs configured")
+        urls = [matches[0].layout.url(p) for p in service.partitions(matches[0])]
+    click.echo(json.dumps(urls))
 
 
 @main.command()

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from certstatus.crl.layout import CrlLayout, layout_problems
+from certstatus.crl.schedule import CrlPolicy
 from certstatus.keys.base import KeyFileError, SigningKey
 from certstatus.keys.certificates import CertificateError, load_certificate, responder_problems
 from certstatus.keys.pem import load_pem_key
@@ -52,6 +55,8 @@ class IssuerConfig:
     certificate: Path
     responder_certificate: Path
     responder_key: Path
+    issuer_key: Path | None = None
+    crl: CrlLayout | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class Config:
     issuers: list[IssuerConfig]
     responder: ResponderConfig
     signing: SigningConfig
+    crl: CrlPolicy = field(default_factory=CrlPolicy)
 
     @property
     def base_dir(self) -> Path:
@@ -219,6 +225,20 @@ def _signing(table: dict[str, Any], problems: list[tuple[str, str]]) -> SigningC
     return SigningConfig(policy, workers, batch, lease, margin)
 
 
+def _crl(table: dict[str, Any], problems: list[tuple[str, str]]) -> CrlPolicy:
+    r = _Reader(table, "crl.", problems)
+    r.unknown({"period", "validity", "debounce", "jitter"})
+    defaults = CrlPolicy()
+    policy = CrlPolicy(
+        period=r.duration("period", defaults.period),
+        validity=r.duration("validity", defaults.validity),
+        debounce=r.duration("debounce", defaults.debounce),
+        jitter=r.duration("jitter", defaults.jitter),
+    )
+    problems.extend((f"crl.{key}", message) for key, message in policy.problems())
+    return policy
+
+
 def _issuers(items: Any, base: Path, problems: list[tuple[str, str]]) -> list[IssuerConfig]:
     if not isinstance(items, list) or not items:
         problems.append(
@@ -237,7 +257,17 @@ def _issuers(items: Any, base: Path, problems: list[tuple[str, str]]) -> list[Is
             problems.append((f"issuers[{index}]", "must be a table"))
             continue
         r = _Reader(item, prefix, problems)
-        r.unknown({"name", "certificate", "responder_certificate", "responder_key"})
+        r.unknown(
+            {
+                "name",
+                "certificate",
+                "responder_certificate",
+                "responder_key",
+                "issuer_key",
+                "crl_url",
+                "crl_partitions",
+            }
+        )
         name = r.get("name", str, "", "a short name")
         if not _NAME.match(name):
             problems.append((prefix + "name", "required: letters, digits, '.', '_' or '-'"))
@@ -250,7 +280,41 @@ def _issuers(items: Any, base: Path, problems: list[tuple[str, str]]) -> list[Is
             if not value:
                 problems.append((prefix + key, "required: path to a PEM file"))
             paths.append(base / value)
-        issuers.append(IssuerConfig(name, *paths))
+        crl_url = r.get(
+            "crl_url",
+            str,
+            "",
+            'a URL template like "http://crl.example.com/{issuer}/{partition}.crl"',
+        )
+        partitions = r.get("crl_partitions", int, 1, "a number of CRL partitions")
+        issuer_key = r.get("issuer_key", str, "", "a file path")
+        layout = None
+        if crl_url:
+            found = layout_problems(crl_url, partitions)
+            problems.extend(
+                (prefix + ("crl_partitions" if "partitions" in p else "crl_url"), p) for p in found
+            )
+            if not found and _NAME.match(name):
+                layout = CrlLayout(name, crl_url, partitions)
+            if not issuer_key:
+                problems.append(
+                    (
+                        prefix + "issuer_key",
+                        "required with crl_url: the issuer's PEM private key signs its CRLs",
+                    )
+                )
+        elif "crl_partitions" in item:
+            problems.append((prefix + "crl_url", "required with crl_partitions"))
+        issuers.append(
+            IssuerConfig(
+                name,
+                certificate=paths[0],
+                responder_certificate=paths[1],
+                responder_key=paths[2],
+                issuer_key=base / issuer_key if issuer_key else None,
+                crl=layout,
+            )
+        )
     return issuers
 
 
@@ -267,12 +331,12 @@ def load_config(path: Path) -> Config:
         raise ConfigError([("config", f"not valid TOML: {exc}")], path) from None
     problems: list[tuple[str, str]] = []
     top = _Reader(data, "", problems)
-    top.unknown({"database", "responder", "signing", "issuers"})
+    top.unknown({"database", "responder", "signing", "issuers", "crl"})
     database = top.get("database", str, "", 'a SQLite path or "sqlite:///abs/path.db"')
     if not database:
         problems.append(("database", 'required: e.g. database = "certstatus.db"'))
     sections = {}
-    for section in ("responder", "signing"):
+    for section in ("responder", "signing", "crl"):
         value = data.get(section, {})
         if not isinstance(value, dict):
             problems.append((section, f"must be a [{section}] table"))
@@ -284,6 +348,7 @@ def load_config(path: Path) -> Config:
         issuers=_issuers(data.get("issuers"), path.resolve().parent, problems),
         responder=_responder(sections["responder"], problems),
         signing=_signing(sections["signing"], problems),
+        crl=_crl(sections["crl"], problems),
     )
     if problems:
         raise ConfigError(problems, path)
@@ -298,10 +363,21 @@ class IssuerMaterial:
     certificate: x509.Certificate
     responder_certificate: x509.Certificate
     responder_key: SigningKey
+    issuer_key: SigningKey | None = None
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def crl(self) -> CrlLayout | None:
+        return self.config.crl
+
+
+def _public_key_der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list[IssuerMaterial]:
@@ -328,6 +404,20 @@ def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list
         except KeyFileError as exc:
             problems.append((prefix + "responder_key", str(exc)))
             continue
+        issuer_key = None
+        if issuer.issuer_key is not None:
+            try:
+                issuer_key = load_pem_key(issuer.issuer_key)
+            except KeyFileError as exc:
+                problems.append((prefix + "issuer_key", str(exc)))
+            else:
+                if issuer_key.public_key_der() != _public_key_der(ca):
+                    problems.append(
+                        (
+                            prefix + "issuer_key",
+                            f"{issuer.issuer_key} is not the key of {issuer.certificate}",
+                        )
+                    )
         for problem in responder_problems(responder, ca, now, margin, key.public_key_der()):
             problems.append(
                 (
@@ -335,7 +425,7 @@ def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list
                     f"{issuer.responder_certificate} {problem} (R6/R21)",
                 )
             )
-        loaded.append(IssuerMaterial(issuer, ca, responder, key))
+        loaded.append(IssuerMaterial(issuer, ca, responder, key, issuer_key))
     if problems:
         raise ConfigError(problems, config.path)
     return loaded

@@ -17,7 +17,9 @@ OCTET_STRING = 0x04
 NULL = 0x05
 OID = 0x06
 ENUMERATED = 0x0A
+UTC_TIME = 0x17
 GENERALIZED_TIME = 0x18
+BOOLEAN_TRUE = b"\x01\x01\xff"
 
 
 def length(n: int) -> bytes:
@@ -94,6 +96,25 @@ def generalized_time(unix_seconds: int) -> bytes:
     """GeneralizedTime in Zulu with whole seconds only (R8: fractional seconds broke clients)."""
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(unix_seconds)) + "Z"
     return tlv(GENERALIZED_TIME, stamp.encode("ascii"))
+
+
+def x509_time(unix_seconds: int) -> bytes:
+    """RFC 5280 Time: UTCTime through 2049, GeneralizedTime from 2050 (4.1.2.5, 5.1.2.4)."""
+    moment = time.gmtime(unix_seconds)
+    if moment.tm_year < 2050:
+        return tlv(UTC_TIME, time.strftime("%y%m%d%H%M%SZ", moment).encode("ascii"))
+    return generalized_time(unix_seconds)
+
+
+def elements(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
+    """(tag, element start, content start, end) of each element between start and end."""
+    found = []
+    pos = start
+    while pos < end:
+        tag, content_start, content_end = read_tlv(data, pos)
+        found.append((tag, pos, content_start, content_end))
+        pos = content_end
+    return found
 
 
 def parse_generalized_time(value: str) -> int:

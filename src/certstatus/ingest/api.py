@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.config import IssuerMaterial
+from certstatus.crl.layout import CrlLayout
 from certstatus.keys.certificates import CertificateError, read_certificates
 from certstatus.ocsp.reasons import parse_reason
 from certstatus.status import RevocationRefused
@@ -39,6 +40,35 @@ def read_certificate_file(path: Path) -> list[x509.Certificate]:
         return read_certificates(path)
     except CertificateError as exc:
         raise IngestError(str(exc)) from None
+
+
+def crl_partition(certificate: x509.Certificate, layout: CrlLayout | None, source: str) -> int:
+    """The CRL partition a certificate belongs to, decided once and stored (R19).
+
+    The CDP written at issuance is the truth; a certificate without one takes the partition the
+    layout assigns to its serial. A CDP naming a URL this issuer does not publish is refused:
+    no CRL we serve could ever list that certificate.
+    """
+    if layout is None:
+        return 0
+    try:
+        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return layout.partition_for_serial(certificate.serial_number)
+    urls = [
+        name.value
+        for point in points
+        for name in point.full_name or []
+        if isinstance(name, x509.UniformResourceIdentifier)
+    ]
+    for url in urls:
+        partition = layout.partition_from_url(url)
+        if partition is not None:
+            return partition
+    raise IngestError(
+        f"{source}: its CRL distribution point {urls} is not a URL of issuer "
+        f"{layout.issuer!r} ({layout.url_template}); fix crl_url or the CA's CDP"
+    )
 
 
 def is_precertificate(certificate: x509.Certificate) -> bool:
@@ -88,6 +118,7 @@ class Ingest:
                 certificate.serial_number,
                 kind,
                 int(certificate.not_valid_after_utc.timestamp()),
+                crl_partition(certificate, issuer.material.crl, source),
             )
         raise IngestError(
             f"{source}: signature does not verify against issuer "

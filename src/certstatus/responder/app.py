@@ -19,6 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.config import IssuerMaterial, load_config, load_issuer_material
+from certstatus.crl.layout import CrlLayout
 from certstatus.ocsp import response as ocsp_response
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import CertRequest, MalformedRequest, decode_get_path, decode_request
@@ -62,9 +63,11 @@ class OcspApp:
         max_post_body: int = 10_000,
         request_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        crl_layouts: Sequence[tuple[int, CrlLayout]] = (),
     ) -> None:
         self.store = store
         self.index = index
+        self.crl_layouts = list(crl_layouts)
         self.max_post_body = max_post_body
         self.request_timeout = request_timeout
         self.clock = clock
@@ -87,6 +90,9 @@ class OcspApp:
             return
         if path == "/readyz":
             await self._readyz(send)
+            return
+        if method in ("GET", "HEAD") and path.endswith(".crl"):
+            await self._crl(scope, send, path, head=method == "HEAD")
             return
         if method in ("GET", "HEAD"):
             raw = scope.get("raw_path")
@@ -173,12 +179,34 @@ class OcspApp:
         headers, tag = h.authoritative(
             der, stored.this_update, stored.next_update, stored.refresh_at, now
         )
-        for name, value in scope["headers"]:
-            if name == b"if-none-match" and h.etag_matches(value, tag):
-                await _send(send, 304, headers[1:], b"")
-                return Outcome.NOT_MODIFIED
+        if _if_none_match(scope, tag):
+            await _send(send, 304, headers[1:], b"")
+            return Outcome.NOT_MODIFIED
         await _send(send, 200, headers, der, head)
         return Outcome.AUTHORITATIVE
+
+    async def _crl(self, scope: Scope, send: Send, path: str, head: bool) -> None:
+        """A published CRL at its configured path (R15); '.' never occurs in an OCSP GET path."""
+        for issuer_id, layout in self.crl_layouts:
+            partition = layout.partition_from_path(path)
+            if partition is None:
+                continue
+            try:
+                crl = self.store.current_crl(issuer_id, partition)
+            except StoreError:
+                await _send(send, 503, h.NO_STORE_TEXT, b"CRL store unavailable\n")
+                return
+            if crl is None:
+                break
+            headers, tag = h.crl(
+                crl.der, crl.this_update, crl.next_update, crl.next_build_at, int(self.clock())
+            )
+            if _if_none_match(scope, tag):
+                await _send(send, 304, headers[1:], b"")
+                return
+            await _send(send, 200, headers, crl.der, head)
+            return
+        await _send(send, 404, h.NO_STORE_TEXT, b"no such CRL\n")
 
     async def _readyz(self, send: Send) -> None:
         try:
@@ -187,6 +215,12 @@ class OcspApp:
             await _send(send, 503, h.NO_STORE_TEXT, f"not ready: {exc}\n".encode())
             return
         await _send(send, 200, h.NO_STORE_TEXT, b"ready\n")
+
+
+def _if_none_match(scope: Scope, tag: bytes) -> bool:
+    return any(
+        name == b"if-none-match" and h.etag_matches(value, tag) for name, value in scope["headers"]
+    )
 
 
 async def _send(
@@ -233,4 +267,11 @@ def create_app() -> OcspApp:
             continue
         known.append((issuer_id, material))
     index = issuer_index(known)
-    return OcspApp(store, index, config.responder.max_post_body, config.responder.request_timeout)
+    layouts = [(issuer_id, m.crl) for issuer_id, m in known if m.crl is not None]
+    return OcspApp(
+        store,
+        index,
+        config.responder.max_post_body,
+        config.responder.request_timeout,
+        crl_layouts=layouts,
+    )

@@ -58,6 +58,27 @@ def authoritative(
     ], tag
 
 
+def crl(
+    der: bytes, this_update: int, next_update: int, next_build_at: int, now: int
+) -> tuple[Headers, bytes]:
+    """Headers for a CRL (R15): cacheable until its planned successor, never past nextUpdate.
+    An expired CRL is still served (it is the newest there is) but never cached."""
+    tag = etag(der)
+    age = max_age(now, next_build_at, next_update)
+    control = (
+        b"max-age=%d, public, no-transform, must-revalidate" % age
+        if age
+        else b"no-cache, no-store, max-age=0"
+    )
+    return [
+        (b"content-type", b"application/pkix-crl"),
+        (b"cache-control", control),
+        (b"last-modified", http_date(this_update)),
+        (b"expires", http_date(now + age)),
+        (b"etag", tag),
+    ], tag
+
+
 def etag_matches(if_none_match: bytes, tag: bytes) -> bool:
     """If-None-Match as RFC 9110 13.1.2 compares: weak comparison, a list, or '*'."""
     for candidate in if_none_match.split(b","):

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.config import Config, IssuerMaterial, load_issuer_material
+from certstatus.crlbuilder import CrlService
 from certstatus.responder.app import CONFIG_ENV
 from certstatus.signer import Signer
 from certstatus.store import open_store
@@ -37,17 +38,25 @@ def register_issuers(config: Config) -> tuple[list[IssuerMaterial], dict[str, in
 def background_signer(
     config: Config, materials: list[IssuerMaterial], ids: dict[str, int]
 ) -> Iterator[Signer]:
-    """A signer thread (driving its own process pool) for the life of the block."""
+    """The signing roles for the life of the block: the OCSP signer thread (driving its own
+    process pool) and, when an issuer publishes CRLs, the CRL builder thread."""
     store = open_store(config.database, config.base_dir)
     stop = threading.Event()
     signer = Signer(store, materials, ids, config.signing)
-    thread = threading.Thread(target=signer.run, args=(stop,), name="signer", daemon=True)
-    thread.start()
+    crls = CrlService(store, [(ids[m.name], m) for m in materials], config.crl)
+    threads = [threading.Thread(target=signer.run, args=(stop,), name="signer", daemon=True)]
+    if crls.issuers:
+        threads.append(
+            threading.Thread(target=crls.run, args=(stop,), name="crl-builder", daemon=True)
+        )
+    for thread in threads:
+        thread.start()
     try:
         yield signer
     finally:
         stop.set()
-        thread.join(timeout=30)
+        for thread in threads:
+            thread.join(timeout=30)
         signer.close()
         store.close()
 

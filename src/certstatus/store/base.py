@@ -46,6 +46,7 @@ class CertificateRecord:
     serial: int
     kind: str  # "cert" or "precert"
     not_after: int
+    crl_partition: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,27 @@ class StoredResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredCrl:
+    """A published CRL: the current one per (issuer, partition), served and replicated."""
+
+    issuer_id: int
+    crl_partition: int
+    number: int
+    this_update: int
+    next_update: int
+    next_build_at: int
+    entries: int
+    der: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedEntry:
+    serial: int
+    revoked_at: int
+    reason: int
+
+
+@dataclass(frozen=True, slots=True)
 class AddResult:
     added: int
     existing: int
@@ -137,6 +159,40 @@ class Store(Protocol):
         ...
 
     def due_count(self, now: int) -> dict[Priority, int]: ...
+
+    # CRLs
+    def crl_partitions_in_use(self, issuer_id: int) -> set[int]: ...
+
+    def revoked_entries(
+        self, issuer_id: int, crl_partition: int, not_after_from: int
+    ) -> list[RevokedEntry]:
+        """Revoked certificates of a partition whose notAfter is at or after not_after_from."""
+        ...
+
+    def revoked_recorded_before(
+        self, issuer_id: int, crl_partition: int, recorded_before: int, not_after_from: int
+    ) -> set[int]: ...
+
+    def not_after_of(self, issuer_id: int, serials: set[int]) -> dict[int, int]: ...
+
+    def reserve_crl_number(self, issuer_id: int, crl_partition: int) -> int:
+        """A CRLNumber no other builder will get; numbers survive restarts (R17)."""
+        ...
+
+    def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None: ...
+
+    def publish_crl(self, crl: StoredCrl, snapshot: int) -> bool:
+        """Publish if its number is above the published one; revocations recorded at or after
+        snapshot keep the partition due. False when another builder got there first."""
+        ...
+
+    def crl_dirty_since(self, issuer_id: int) -> dict[int, int]: ...
+
+    def record_crl_rejection(
+        self, issuer_id: int, crl_partition: int, number: int, code: str, message: str, at: int
+    ) -> None: ...
+
+    def crl_rejection_count(self) -> int: ...
 
     def counts(self) -> dict[str, int]: ...
 

@@ -46,3 +46,42 @@ SQLITE_MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
 ]
+
+SQLITE_MIGRATIONS.append(
+    (
+        2,
+        """
+        ALTER TABLE certificates ADD COLUMN crl_partition INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE certificates ADD COLUMN revoked_recorded_at INTEGER;
+        CREATE INDEX certificates_revoked ON certificates (issuer_id, crl_partition, not_after)
+            WHERE revoked = 1;
+        CREATE TABLE crl_state (
+            issuer_id INTEGER NOT NULL REFERENCES issuers (id),
+            crl_partition INTEGER NOT NULL,
+            next_number INTEGER NOT NULL DEFAULT 1,
+            dirty_since INTEGER,
+            PRIMARY KEY (issuer_id, crl_partition)
+        );
+        CREATE TABLE crls (
+            issuer_id INTEGER NOT NULL REFERENCES issuers (id),
+            crl_partition INTEGER NOT NULL,
+            crl_number INTEGER NOT NULL,
+            this_update INTEGER NOT NULL,
+            next_update INTEGER NOT NULL,
+            next_build_at INTEGER NOT NULL,
+            entries INTEGER NOT NULL,
+            der BLOB NOT NULL,
+            PRIMARY KEY (issuer_id, crl_partition)
+        );
+        CREATE TABLE crl_rejections (
+            id INTEGER PRIMARY KEY,
+            issuer_id INTEGER NOT NULL,
+            crl_partition INTEGER NOT NULL,
+            crl_number INTEGER NOT NULL,
+            code TEXT NOT NULL,
+            message TEXT NOT NULL,
+            at INTEGER NOT NULL
+        );
+        """,
+    )
+)

@@ -21,7 +21,9 @@ from certstatus.store.base import (
     DueCertificate,
     IssuerRecord,
     Priority,
+    RevokedEntry,
     SignedResponse,
+    StoredCrl,
     StoredResponse,
     StoreError,
     UnknownCertificate,
@@ -153,9 +155,9 @@ class SqliteStore:
         with self._transaction() as db:
             for r in records:
                 cur = db.execute(
-                    "INSERT INTO certificates "
-                    "(issuer_id, serial, kind, not_after, ingested_at, priority, due_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
+                    "priority, due_at, crl_partition) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (
                         r.issuer_id,
                         serial_key(r.serial),
@@ -164,6 +166,7 @@ class SqliteStore:
                         now,
                         Priority.NEW,
                         now,
+                        r.crl_partition,
                     ),
                 )
                 if cur.rowcount:
@@ -193,9 +196,18 @@ class SqliteStore:
             )
             db.execute(
                 "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ?, "
-                "version = version + 1, priority = ?, due_at = ? "
+                "version = version + 1, priority = ?, due_at = ?, revoked_recorded_at = ? "
                 "WHERE issuer_id = ? AND serial = ?",
-                (state.time, state.reason, Priority.REVOKED, now, issuer_id, key),
+                (state.time, state.reason, Priority.REVOKED, now, now, issuer_id, key),
+            )
+            # the partition's CRL is now due (after the debounce window); the oldest revocation
+            # not yet on a published CRL decides when
+            db.execute(
+                "INSERT INTO crl_state (issuer_id, crl_partition, dirty_since) "
+                "SELECT issuer_id, crl_partition, ? FROM certificates "
+                "WHERE issuer_id = ? AND serial = ? "
+                "ON CONFLICT DO UPDATE SET dirty_since = coalesce(dirty_since, excluded.dirty_since)",
+                (now, issuer_id, key),
             )
             found = db.execute(
                 f"SELECT {_CERT_COLUMNS} FROM certificates WHERE issuer_id = ? AND serial = ?",
@@ -292,6 +304,123 @@ class SqliteStore:
             ).fetchone()[0]
             for p in Priority
         }
+
+    def crl_partitions_in_use(self, issuer_id: int) -> set[int]:
+        rows = self._connect().execute(
+            "SELECT DISTINCT crl_partition FROM certificates WHERE issuer_id = ? "
+            "UNION SELECT crl_partition FROM crls WHERE issuer_id = ?",
+            (issuer_id, issuer_id),
+        )
+        return {p for (p,) in rows}
+
+    def revoked_entries(
+        self, issuer_id: int, crl_partition: int, not_after_from: int
+    ) -> list[RevokedEntry]:
+        rows = self._connect().execute(
+            "SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 "
+            "AND issuer_id = ? AND crl_partition = ? AND not_after >= ?",
+            (issuer_id, crl_partition, not_after_from),
+        )
+        return [RevokedEntry(int(s, 16), at, reason or 0) for s, at, reason in rows]
+
+    def revoked_recorded_before(
+        self, issuer_id: int, crl_partition: int, recorded_before: int, not_after_from: int
+    ) -> set[int]:
+        rows = self._connect().execute(
+            "SELECT serial FROM certificates WHERE revoked = 1 AND issuer_id = ? "
+            "AND crl_partition = ? AND not_after >= ? AND revoked_recorded_at < ?",
+            (issuer_id, crl_partition, not_after_from, recorded_before),
+        )
+        return {int(s, 16) for (s,) in rows}
+
+    def not_after_of(self, issuer_id: int, serials: set[int]) -> dict[int, int]:
+        db = self._connect()
+        found: dict[int, int] = {}
+        keys = [serial_key(s) for s in serials]
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(
+                f"SELECT serial, not_after FROM certificates WHERE issuer_id = ? "
+                f"AND serial IN ({marks})",
+                (issuer_id, *chunk),
+            )
+            found.update((int(s, 16), n) for s, n in rows)
+        return found
+
+    def reserve_crl_number(self, issuer_id: int, crl_partition: int) -> int:
+        with self._transaction() as db:
+            (number,) = db.execute(
+                "INSERT INTO crl_state (issuer_id, crl_partition, next_number) VALUES (?, ?, 2) "
+                "ON CONFLICT DO UPDATE SET next_number = next_number + 1 "
+                "RETURNING next_number - 1",
+                (issuer_id, crl_partition),
+            ).fetchone()
+        return int(number)
+
+    def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
+        row = (
+            self._connect()
+            .execute(
+                "SELECT issuer_id, crl_partition, crl_number, this_update, next_update, "
+                "next_build_at, entries, der FROM crls WHERE issuer_id = ? AND crl_partition = ?",
+                (issuer_id, crl_partition),
+            )
+            .fetchone()
+        )
+        return None if row is None else StoredCrl(*row)
+
+    def publish_crl(self, crl: StoredCrl, snapshot: int) -> bool:
+        with self._transaction() as db:
+            cur = db.execute(
+                "INSERT INTO crls (issuer_id, crl_partition, crl_number, this_update, "
+                "next_update, next_build_at, entries, der) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET crl_number = excluded.crl_number, "
+                "this_update = excluded.this_update, next_update = excluded.next_update, "
+                "next_build_at = excluded.next_build_at, entries = excluded.entries, "
+                "der = excluded.der WHERE excluded.crl_number > crls.crl_number",
+                (
+                    crl.issuer_id,
+                    crl.crl_partition,
+                    crl.number,
+                    crl.this_update,
+                    crl.next_update,
+                    crl.next_build_at,
+                    crl.entries,
+                    crl.der,
+                ),
+            )
+            if not cur.rowcount:
+                return False
+            db.execute(
+                "UPDATE crl_state SET dirty_since = (SELECT min(revoked_recorded_at) "
+                "FROM certificates WHERE revoked = 1 AND issuer_id = ?1 AND crl_partition = ?2 "
+                "AND revoked_recorded_at >= ?3) WHERE issuer_id = ?1 AND crl_partition = ?2",
+                (crl.issuer_id, crl.crl_partition, snapshot),
+            )
+        return True
+
+    def crl_dirty_since(self, issuer_id: int) -> dict[int, int]:
+        rows = self._connect().execute(
+            "SELECT crl_partition, dirty_since FROM crl_state "
+            "WHERE issuer_id = ? AND dirty_since IS NOT NULL",
+            (issuer_id,),
+        )
+        return dict(rows.fetchall())
+
+    def record_crl_rejection(
+        self, issuer_id: int, crl_partition: int, number: int, code: str, message: str, at: int
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO crl_rejections (issuer_id, crl_partition, crl_number, code, message, "
+                "at) VALUES (?, ?, ?, ?, ?, ?)",
+                (issuer_id, crl_partition, number, code, message, at),
+            )
+
+    def crl_rejection_count(self) -> int:
+        (count,) = self._connect().execute("SELECT count(*) FROM crl_rejections").fetchone()
+        return int(count)
 
     def counts(self) -> dict[str, int]:
         db = self._connect()

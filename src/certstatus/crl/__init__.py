@@ -1,0 +1,1 @@
+"""CRLs: partition layout, DER building and signing, the pre-publish gate. Pure: no I/O."""

@@ -1,0 +1,182 @@
+"""Building, gating and publishing CRLs for every issuer and partition.
+
+Numbers come from the database (reserved in their own transaction), so several builders on
+several hosts never reuse one, and a restart continues the sequence (R17). A CRL is published
+only if the gate passes and its number is above the published one; otherwise the previous CRL
+stays and the rejection is logged and recorded (F5).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from certstatus.config import IssuerMaterial
+from certstatus.crl.builder import CrlSigner, Entry
+from certstatus.crl.gate import GateInput, Rejection, check, crl_serials
+from certstatus.crl.layout import CrlLayout
+from certstatus.crl.schedule import CrlPolicy, due_reason
+from certstatus.store.base import Store, StoredCrl
+
+log = logging.getLogger("certstatus.crl")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    issuer: str
+    crl_partition: int
+    number: int
+    published: bool
+    entries: int
+    reason: str
+    rejections: tuple[Rejection, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Issuer:
+    id: int
+    material: IssuerMaterial
+    layout: CrlLayout
+    signer: CrlSigner
+
+
+class CrlService:
+    def __init__(
+        self,
+        store: Store,
+        issuers: Sequence[tuple[int, IssuerMaterial]],
+        policy: CrlPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self._random = random.Random()
+        self.issuers = [
+            _Issuer(issuer_id, m, m.crl, CrlSigner(m.certificate, m.issuer_key))
+            for issuer_id, m in issuers
+            if m.crl is not None and m.issuer_key is not None
+        ]
+
+    def partitions(self, issuer: _Issuer) -> list[int]:
+        return issuer.layout.published(self.store.crl_partitions_in_use(issuer.id))
+
+    def idp_url(self, issuer: _Issuer, partition: int, partitions: list[int]) -> str | None:
+        """A single full CRL carries no IDP; partitions name their own URL (R19)."""
+        return None if partitions == [0] else issuer.layout.url(partition)
+
+    def due(self, now: int) -> list[tuple[_Issuer, int, str]]:
+        found = []
+        for issuer in self.issuers:
+            dirty = self.store.crl_dirty_since(issuer.id)
+            for partition in self.partitions(issuer):
+                current = self.store.current_crl(issuer.id, partition)
+                reason = due_reason(
+                    now,
+                    self.policy,
+                    current.next_build_at if current else None,
+                    current.next_update if current else None,
+                    dirty.get(partition),
+                )
+                if reason is not None:
+                    found.append((issuer, partition, reason))
+        return found
+
+    def build_due(self, force: bool = False) -> list[BuildResult]:
+        now = int(self.clock())
+        if force:
+            work = [(i, p, "requested") for i in self.issuers for p in self.partitions(i)]
+        else:
+            work = self.due(now)
+        return [self.build(issuer, partition, reason) for issuer, partition, reason in work]
+
+    def build(
+        self, issuer: _Issuer, partition: int, reason: str, sign: Callable[..., bytes] | None = None
+    ) -> BuildResult:
+        """Build one CRL, gate it, publish it. `sign` replaces the signer (tests build bad CRLs)."""
+        number = self.store.reserve_crl_number(issuer.id, partition)
+        snapshot = int(self.clock())
+        this_update = snapshot
+        next_update = this_update + self.policy.validity
+        cutoff = self.policy.r18_cutoff(this_update)
+        entries = [
+            Entry(e.serial, e.revoked_at, e.reason)
+            for e in self.store.revoked_entries(issuer.id, partition, cutoff)
+        ]
+        idp = self.idp_url(issuer, partition, self.partitions(issuer))
+        der = (sign or issuer.signer.sign)(entries, number, this_update, next_update, idp)
+        previous = self.store.current_crl(issuer.id, partition)
+        gate = GateInput(
+            issuer.material.certificate,
+            idp,
+            previous.number if previous else None,
+            frozenset(self._carried(issuer.id, previous, cutoff, {e.serial for e in entries})),
+            frozenset(
+                self.store.revoked_recorded_before(
+                    issuer.id, partition, snapshot - self.policy.debounce, cutoff
+                )
+            ),
+        )
+        problems, _ = check(der, gate)
+        result = BuildResult(
+            issuer.material.name, partition, number, False, len(entries), reason, tuple(problems)
+        )
+        if problems:
+            for problem in problems:
+                log.error(
+                    "CRL %s/%d #%d not published: %s: %s",
+                    issuer.material.name,
+                    partition,
+                    number,
+                    problem.code,
+                    problem.message,
+                )
+                self.store.record_crl_rejection(
+                    issuer.id, partition, number, problem.code, problem.message, snapshot
+                )
+            return result
+        stored = StoredCrl(
+            issuer.id,
+            partition,
+            number,
+            this_update,
+            next_update,
+            self.policy.next_build_at(this_update, self._random.random()),
+            len(entries),
+            der,
+        )
+        if not self.store.publish_crl(stored, snapshot):
+            log.info(
+                "CRL %s/%d #%d superseded by a newer one from another builder",
+                issuer.material.name,
+                partition,
+                number,
+            )
+            return result
+        return BuildResult(issuer.material.name, partition, number, True, len(entries), reason)
+
+    def _carried(
+        self, issuer_id: int, previous: StoredCrl | None, cutoff: int, built: set[int]
+    ) -> set[int]:
+        """Entries of the previous CRL that R18 still requires: all but those whose certificate
+        expired before the cutoff. Only entries missing from the new build need dating, and a
+        serial the database cannot date is kept (fail safe)."""
+        if previous is None:
+            return set()
+        listed = crl_serials(previous.der)
+        absent = listed - built
+        not_after = self.store.not_after_of(issuer_id, absent)
+        return (listed & built) | {s for s in absent if not_after.get(s, cutoff) >= cutoff}
+
+    def run(self, stop: threading.Event, interval: float = 5.0) -> None:
+        """Build whatever is due every few seconds until stop is set."""
+        while not stop.is_set():
+            try:
+                self.build_due()
+            except Exception:
+                log.exception("CRL pass failed; retrying")
+            stop.wait(interval)
