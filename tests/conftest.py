@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certstatus.config import Config, IssuerMaterial, load_config, load_issuer_material
+from certstatus.crlbuilder import CrlService
 from certstatus.demo.ca import DemoCA, write_key, write_pem
 from certstatus.ingest import Ingest
 from certstatus.signer import Signer
@@ -33,11 +34,20 @@ run_signer = {run_signer}
 [signing]
 workers = 1
 
+[crl]
+period = "1d"
+validity = "7d"
+debounce = "5m"
+jitter = "1h"
+
 [[issuers]]
 name = "demo"
 certificate = "issuer.pem"
 responder_certificate = "responder.pem"
 responder_key = "responder.key"
+issuer_key = "issuer.key"
+crl_url = "http://127.0.0.1:{port}/crl/{{issuer}}/{{partition}}.crl"
+crl_partitions = {partitions}
 """
 
 
@@ -87,6 +97,13 @@ class Deployment:
         ids = {m.name: ingest.issuer_id(m.name) for m in self.materials()}
         return Signer(store, self.materials(), ids, self.config.signing, clock, processes)
 
+    def crl_service(self, store: SqliteStore, clock=time.time) -> CrlService:
+        materials = self.materials()
+        ingest = Ingest(store, materials)
+        return CrlService(
+            store, [(ingest.issuer_id(m.name), m) for m in materials], self.config.crl, clock
+        )
+
     def leaf(self, precertificate: bool = False, serial: int | None = None) -> x509.Certificate:
         if serial is None:
             self._serial += 0x10001
@@ -99,7 +116,7 @@ class Deployment:
         return path
 
 
-def make_deployment(directory: Path, run_signer: bool = False) -> Deployment:
+def make_deployment(directory: Path, run_signer: bool = False, partitions: int = 1) -> Deployment:
     directory.mkdir(parents=True, exist_ok=True)
     ca = DemoCA.create()
     responder, key = ca.responder()
@@ -109,7 +126,7 @@ def make_deployment(directory: Path, run_signer: bool = False) -> Deployment:
     write_key(directory / "responder.key", key)
     port = free_port()
     (directory / "certstatus.toml").write_text(
-        CONFIG.format(port=port, run_signer=str(run_signer).lower())
+        CONFIG.format(port=port, run_signer=str(run_signer).lower(), partitions=partitions)
     )
     return Deployment(directory, ca, port)
 

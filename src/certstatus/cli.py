@@ -307,7 +307,7 @@ def crl_disclosure(config_path: Path, name: str) -> None:
 )
 def demo(directory: Path, listen: str, count: int) -> None:
     """A whole status service on SQLite in one process: CA, certificates, signing, OCSP."""
-    from certstatus.demo.run import DemoFiles, create, openssl_command
+    from certstatus.demo.run import DemoFiles, create, crl_command, openssl_command
     from certstatus.responder.server import register_issuers
     from certstatus.responder.server import serve as run
     from certstatus.signer import Signer
@@ -335,6 +335,9 @@ def demo(directory: Path, listen: str, count: int) -> None:
                 Signer(store, materials, ids, config.signing) as signer_,
             ):
                 signer_.sign_due(progress=advance)
+            crls = CrlService(store, [(ids[m.name], m) for m in materials], config.crl)
+            built = crls.build_due()
+            published = [i.layout.url(p) for i in crls.issuers for p in crls.partitions(i)]
             counts = store.counts()
             store.close()
             console.print(
@@ -345,7 +348,10 @@ def demo(directory: Path, listen: str, count: int) -> None:
             out.print(openssl_command(files, listen), soft_wrap=True, highlight=False)
             console.print("check a revoked one:")
             out.print(openssl_command(files, listen, revoked=True), soft_wrap=True, highlight=False)
-            console.print(f"serving OCSP on http://{listen}/ — Ctrl-C stops")
+            console.print(f"CRLs ({len(built)} built now): " + " ".join(published))
+            console.print("check a revoked certificate against its CRL:")
+            out.print(crl_command(files), soft_wrap=True, highlight=False)
+            console.print(f"serving OCSP and CRLs on http://{listen}/ — Ctrl-C stops")
             run(config)
     except KeyboardInterrupt:
         console.print("stopped")

@@ -136,6 +136,7 @@ class DemoCA:
         precertificate: bool = False,
         days: int = 90,
         now: dt.datetime | None = None,
+        crl_url: str | None = None,
     ) -> x509.Certificate:
         now = now or dt.datetime.now(dt.UTC)
         host = f"host-{serial:x}.demo.invalid"[:63]
@@ -170,6 +171,11 @@ class DemoCA:
                 critical=False,
             )
         )
+        if crl_url is not None:
+            point = x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(crl_url)], None, None, None
+            )
+            builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
         if precertificate:
             builder = builder.add_extension(x509.PrecertPoison(), critical=True)
         return builder.sign(self.key, hashes.SHA256())

@@ -51,11 +51,20 @@ refresh_after = "3d"
 backdate = "1h"
 jitter = "6h"
 
+[crl]
+period = "24h"
+validity = "7d"
+debounce = "1m"
+
 [[issuers]]
 name = "demo"
 certificate = "issuer.pem"
 responder_certificate = "responder.pem"
 responder_key = "responder.key"
+issuer_key = "issuer.key"
+# one template: the CDP in the demo certificates, the publish path, the IDP, the disclosure list
+crl_url = "http://{listen}/crl/{{issuer}}/{{partition}}.crl"
+crl_partitions = 2
 """
 
 
@@ -85,9 +94,14 @@ def create(
     precert_every = max(count // 5, 1)  # a few precertificates with no final certificate (F2)
     pending: list = []
     issued_at = dt.datetime.now(dt.UTC)
+    [material] = materials
+    layout = material.crl
+    assert layout is not None
     for n in range(count):
         precert = n % precert_every == precert_every - 1
-        leaf = ca.leaf(leaf_key, _serial(n), url, precertificate=precert, now=issued_at)
+        serial = _serial(n)
+        cdp = layout.url(layout.partition_for_serial(serial))
+        leaf = ca.leaf(leaf_key, serial, url, precertificate=precert, now=issued_at, crl_url=cdp)
         pending.append((leaf, f"leaf {n}"))
         revoked = n % revoke_every == revoke_every // 2
         if revoked:
@@ -111,6 +125,17 @@ def _serial(n: int) -> int:
     import secrets
 
     return (secrets.randbits(120) << 16) | (n & 0xFFFF) | (1 << 135 if n % 3 == 0 else 0)
+
+
+def crl_command(files: DemoFiles) -> str:
+    """Fetch the CRL a revoked demo certificate names in its CDP and check it with OpenSSL."""
+    sample = sorted(files.revoked.glob("*.pem"))
+    cert = sample[0] if sample else files.revoked / "SERIAL.pem"
+    return (
+        f"curl -s $(openssl x509 -in {cert} -noout -ext crlDistributionPoints | grep -o 'http.*')"
+        f" | openssl crl -inform DER -out /tmp/demo.crl && openssl verify -crl_check "
+        f"-CAfile {files.dir / 'issuer.pem'} -CRLfile /tmp/demo.crl {cert}"
+    )
 
 
 def openssl_command(files: DemoFiles, listen: str, revoked: bool = False) -> str:

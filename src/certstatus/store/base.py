@@ -61,6 +61,7 @@ class CertificateRow:
     version: int
     due_at: int | None
     priority: Priority
+    crl_partition: int = 0
 
 
 @dataclass(frozen=True, slots=True)

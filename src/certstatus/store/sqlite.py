@@ -38,12 +38,25 @@ _RESPONSE_BY_ALGORITHM = {
     for algorithm in HashAlgorithm
 }
 _CERT_COLUMNS = (
-    "issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, priority"
+    "issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, priority, "
+    "crl_partition"
 )
 
 
 def _row_to_certificate(row: tuple) -> CertificateRow:
-    issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, prio = row
+    (
+        issuer_id,
+        serial,
+        kind,
+        not_after,
+        revoked,
+        revoked_at,
+        reason,
+        version,
+        due_at,
+        prio,
+        partition,
+    ) = row
     return CertificateRow(
         issuer_id,
         int(serial, 16),
@@ -55,6 +68,7 @@ def _row_to_certificate(row: tuple) -> CertificateRow:
         version,
         due_at,
         Priority(prio),
+        partition,
     )
 
 
