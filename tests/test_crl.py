@@ -560,7 +560,7 @@ def test_agreement_flags_an_unrevoked_serial_on_a_crl_f6(deployment) -> None:
     leaves, _ = populate(deployment, store)
     service = deployment.crl_service(store)
     [issuer] = service.issuers
-    from certstatus.crl.builder import Entry
+    from certstatus.status import RevokedEntry as Entry
     from certstatus.store.base import StoredCrl
 
     bogus = issuer.signer.sign([Entry(leaves[1].serial_number, NOW, 4)], 99, NOW, NOW + DAY, None)
@@ -592,3 +592,29 @@ def test_crl_config_errors_name_their_keys(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match=r"issuer_key.*is not the key"):
         load_issuer_material(load_config(deployment.config_path))
+
+
+def test_x509_time_matches_strftime() -> None:
+    """The arithmetic UTCTime encoder (a measured hot path) agrees with time.strftime, and
+    switches to GeneralizedTime from 2050 (RFC 5280 5.1.2.4)."""
+    import random
+
+    from certstatus import der
+
+    end = 2_524_608_000
+    for moment in [
+        0,
+        86399,
+        951_782_400,
+        end - 1,
+        end,
+        4_102_444_800,
+        *random.Random(1).sample(range(end), 5000),
+    ]:
+        if moment < end:
+            expected = der.tlv(
+                der.UTC_TIME, time.strftime("%y%m%d%H%M%SZ", time.gmtime(moment)).encode()
+            )
+        else:
+            expected = der.generalized_time(moment)
+        assert der.x509_time(moment) == expected, moment

@@ -98,12 +98,26 @@ def generalized_time(unix_seconds: int) -> bytes:
     return tlv(GENERALIZED_TIME, stamp.encode("ascii"))
 
 
+_UTC_DAYS: dict[int, bytes] = {}
+_UTC_TIME_END = 2_524_608_000  # 2050-01-01T00:00:00Z
+
+
 def x509_time(unix_seconds: int) -> bytes:
-    """RFC 5280 Time: UTCTime through 2049, GeneralizedTime from 2050 (4.1.2.5, 5.1.2.4)."""
-    moment = time.gmtime(unix_seconds)
-    if moment.tm_year < 2050:
-        return tlv(UTC_TIME, time.strftime("%y%m%d%H%M%SZ", moment).encode("ascii"))
-    return generalized_time(unix_seconds)
+    """RFC 5280 Time: UTCTime through 2049, GeneralizedTime from 2050 (4.1.2.5, 5.1.2.4).
+
+    A large CRL encodes a million revocation dates: the date part is cached per day and the
+    time of day is plain arithmetic (checked against strftime in the tests)."""
+    if not 0 <= unix_seconds < _UTC_TIME_END:
+        return generalized_time(unix_seconds)
+    day, second = divmod(unix_seconds, 86400)
+    prefix = _UTC_DAYS.get(day)
+    if prefix is None:
+        prefix = _UTC_DAYS[day] = b"\x17\x0d" + time.strftime(
+            "%y%m%d", time.gmtime(day * 86400)
+        ).encode("ascii")
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    return b"%s%02d%02d%02dZ" % (prefix, hour, minute, second)
 
 
 def elements(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:

@@ -13,6 +13,15 @@ class RevocationRefused(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class RevokedEntry:
+    """One line of a CRL: what the store reads and the CRL builder encodes."""
+
+    serial: int
+    revoked_at: int
+    reason: int
+
+
+@dataclass(frozen=True, slots=True)
 class RevocationState:
     revoked: bool
     time: int | None = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from cryptography import x509
 
@@ -17,6 +16,7 @@ from certstatus import der
 from certstatus.keys.base import SigningKey
 from certstatus.ocsp.certid import subject_public_key_bits
 from certstatus.ocsp.reasons import encoded_reason
+from certstatus.status import RevokedEntry as Entry
 
 MAX_VALIDITY = 10 * 86400  # R16: nextUpdate at most 10 days after thisUpdate
 MAX_CRL_NUMBER = 1 << 159  # R17
@@ -26,13 +26,6 @@ _AKI = der.oid("2.5.29.35")
 _CRL_NUMBER = der.oid("2.5.29.20")
 _IDP = der.oid("2.5.29.28")
 _V2 = der.integer(1)
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    serial: int
-    revoked_at: int
-    reason: int
 
 
 def raw_subject(certificate: x509.Certificate) -> bytes:

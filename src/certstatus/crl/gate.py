@@ -51,11 +51,18 @@ def crl_serials(crl_der: bytes) -> set[int]:
     listed = [f for f in _tbs_fields(crl_der)[4:] if f[0] == der.SEQUENCE]
     if not listed:
         return set()
-    _, _, list_start, list_end = listed[0]
-    serials = set()
-    for _, _, entry_start, _ in der.elements(crl_der, list_start, list_end):
-        _, serial_start, serial_end = der.read_tlv(crl_der, entry_start)
-        serials.add(int.from_bytes(crl_der[serial_start:serial_end], "big", signed=True))
+    _, _, pos, list_end = listed[0]
+    serials: set[int] = set()
+    add = serials.add
+    read_tlv = der.read_tlv
+    from_bytes = int.from_bytes
+    while pos < list_end:
+        _, entry_start, entry_end = read_tlv(crl_der, pos)
+        size = crl_der[entry_start + 1]
+        if crl_der[entry_start] != der.INTEGER or size >= 0x80:
+            raise ValueError(f"CRL entry at {pos} does not start with a short INTEGER serial")
+        add(from_bytes(crl_der[entry_start + 2 : entry_start + 2 + size], "big", signed=True))
+        pos = entry_end
     return serials
 
 

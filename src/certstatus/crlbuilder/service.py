@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from certstatus.config import IssuerMaterial
-from certstatus.crl.builder import CrlSigner, Entry
+from certstatus.crl.builder import CrlSigner
 from certstatus.crl.gate import GateInput, Rejection, check, crl_serials
 from certstatus.crl.layout import CrlLayout
 from certstatus.crl.schedule import CrlPolicy, due_reason
@@ -103,10 +103,7 @@ class CrlService:
         this_update = snapshot
         next_update = this_update + self.policy.validity
         cutoff = self.policy.r18_cutoff(this_update)
-        entries = [
-            Entry(e.serial, e.revoked_at, e.reason)
-            for e in self.store.revoked_entries(issuer.id, partition, cutoff)
-        ]
+        entries = self.store.revoked_entries(issuer.id, partition, cutoff)
         idp = self.idp_url(issuer, partition, self.partitions(issuer))
         der = (sign or issuer.signer.sign)(entries, number, this_update, next_update, idp)
         previous = self.store.current_crl(issuer.id, partition)

@@ -8,6 +8,7 @@ from enum import IntEnum
 from typing import Protocol
 
 from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.status import RevokedEntry
 
 
 class StoreError(RuntimeError):
@@ -111,13 +112,6 @@ class StoredCrl:
     next_build_at: int
     entries: int
     der: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class RevokedEntry:
-    serial: int
-    revoked_at: int
-    reason: int
 
 
 @dataclass(frozen=True, slots=True)

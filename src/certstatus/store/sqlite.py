@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.status import RevocationState, revocation_transition
+from certstatus.status import RevocationState, RevokedEntry, revocation_transition
 from certstatus.store.base import (
     AddResult,
     CertificateRecord,
@@ -21,7 +21,6 @@ from certstatus.store.base import (
     DueCertificate,
     IssuerRecord,
     Priority,
-    RevokedEntry,
     SignedResponse,
     StoredCrl,
     StoredResponse,
