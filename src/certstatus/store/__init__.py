@@ -10,9 +10,9 @@ from certstatus.store.base import Store, StoreError
 def open_store(url: str, base_dir: Path | None = None) -> Store:
     """Open the store a database URL names: `sqlite:///abs.db`, `sqlite:rel.db` or a plain path."""
     if url.startswith(("postgres://", "postgresql://")):
-        raise StoreError(
-            "database: PostgreSQL is not available in this build yet; use a SQLite path"
-        )
+        from certstatus.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     from certstatus.store.sqlite import SqliteStore
 
     return SqliteStore(sqlite_path(url, base_dir))

@@ -98,6 +98,7 @@ class StoredResponse:
     this_update: int
     next_update: int
     refresh_at: int
+    source: str = ""  # which database answered, for the source header and drill reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +194,10 @@ class Store(Protocol):
 
     def ping(self) -> None:
         """Raise if the store cannot answer a query."""
+        ...
+
+    def server_time(self) -> float:
+        """The database server's clock (F10: signing refuses a disagreeing local clock)."""
         ...
 
     def close(self) -> None: ...

@@ -85,3 +85,99 @@ SQLITE_MIGRATIONS.append(
         """,
     )
 )
+
+SQLITE_MIGRATIONS.append(
+    (
+        3,
+        """
+        CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at_ms INTEGER NOT NULL);
+        INSERT INTO heartbeat (id, at_ms) VALUES (1, 0);
+        """,
+    )
+)
+
+# PostgreSQL: the same versions and tables in its dialect. Times are Unix seconds (BIGINT),
+# except the heartbeat, which is milliseconds of the primary's clock.
+POSTGRES_MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE issuers (
+            id BIGSERIAL PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            certificate BYTEA NOT NULL
+        );
+        CREATE TABLE certificates (
+            issuer_id BIGINT NOT NULL REFERENCES issuers (id),
+            serial TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('cert', 'precert')),
+            not_after BIGINT NOT NULL,
+            ingested_at BIGINT NOT NULL,
+            revoked SMALLINT NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
+            revoked_at BIGINT,
+            reason INTEGER,
+            version BIGINT NOT NULL DEFAULT 1,
+            priority SMALLINT NOT NULL DEFAULT 0,
+            due_at BIGINT,
+            PRIMARY KEY (issuer_id, serial),
+            CHECK (revoked = 0 OR revoked_at IS NOT NULL)
+        );
+        CREATE INDEX certificates_due ON certificates (priority, due_at)
+            WHERE due_at IS NOT NULL;
+        CREATE TABLE responses (
+            issuer_id BIGINT NOT NULL,
+            serial TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            this_update BIGINT NOT NULL,
+            next_update BIGINT NOT NULL,
+            refresh_at BIGINT NOT NULL,
+            der_sha1 BYTEA NOT NULL,
+            der_sha256 BYTEA NOT NULL,
+            PRIMARY KEY (issuer_id, serial)
+        );
+        """,
+    ),
+    (
+        2,
+        """
+        ALTER TABLE certificates ADD COLUMN crl_partition INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE certificates ADD COLUMN revoked_recorded_at BIGINT;
+        CREATE INDEX certificates_revoked ON certificates (issuer_id, crl_partition, not_after)
+            WHERE revoked = 1;
+        CREATE TABLE crl_state (
+            issuer_id BIGINT NOT NULL REFERENCES issuers (id),
+            crl_partition INTEGER NOT NULL,
+            next_number BIGINT NOT NULL DEFAULT 1,
+            dirty_since BIGINT,
+            PRIMARY KEY (issuer_id, crl_partition)
+        );
+        CREATE TABLE crls (
+            issuer_id BIGINT NOT NULL REFERENCES issuers (id),
+            crl_partition INTEGER NOT NULL,
+            crl_number BIGINT NOT NULL,
+            this_update BIGINT NOT NULL,
+            next_update BIGINT NOT NULL,
+            next_build_at BIGINT NOT NULL,
+            entries BIGINT NOT NULL,
+            der BYTEA NOT NULL,
+            PRIMARY KEY (issuer_id, crl_partition)
+        );
+        CREATE TABLE crl_rejections (
+            id BIGSERIAL PRIMARY KEY,
+            issuer_id BIGINT NOT NULL,
+            crl_partition INTEGER NOT NULL,
+            crl_number BIGINT NOT NULL,
+            code TEXT NOT NULL,
+            message TEXT NOT NULL,
+            at BIGINT NOT NULL
+        );
+        """,
+    ),
+    (
+        3,
+        """
+        CREATE TABLE heartbeat (id SMALLINT PRIMARY KEY CHECK (id = 1), at_ms BIGINT NOT NULL);
+        INSERT INTO heartbeat (id, at_ms) VALUES (1, 0);
+        """,
+    ),
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -454,6 +455,9 @@ class SqliteStore:
             self._connect().execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"database {self.path} does not answer: {exc}") from None
+
+    def server_time(self) -> float:
+        return time.time()  # the database is a file on this machine: one clock
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

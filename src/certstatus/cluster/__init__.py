@@ -1,0 +1,1 @@
+"""A local PostgreSQL primary with streaming replicas, and real faults to rehearse with."""

@@ -1,0 +1,513 @@
+"""PostgreSQL behind the same Store interface: the primary for writes, replicas for reads.
+
+Differences from SQLite live here only: row locks and SKIP LOCKED instead of a database-wide
+write lock, arrays (unnest) to store a batch in one round trip, and an advisory lock around
+migrations so two processes starting together do not both migrate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.status import RevocationState, RevokedEntry, revocation_transition
+from certstatus.store.base import (
+    AddResult,
+    CertificateRecord,
+    CertificateRow,
+    DueCertificate,
+    IssuerRecord,
+    Priority,
+    SignedResponse,
+    StoredCrl,
+    StoredResponse,
+    StoreError,
+    UnknownCertificate,
+    serial_key,
+)
+from certstatus.store.schema import POSTGRES_MIGRATIONS
+
+_MIGRATION_LOCK = 0x63657274  # "cert"
+_CERT_COLUMNS = (
+    "issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, priority, "
+    "crl_partition"
+)
+_RESPONSE_BY_ALGORITHM = {
+    algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at "
+    "FROM responses WHERE issuer_id = %s AND serial = %s"
+    for algorithm in HashAlgorithm
+}
+_NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+
+def _certificate(row: Sequence[Any]) -> CertificateRow:
+    (
+        issuer_id,
+        serial,
+        kind,
+        not_after,
+        revoked,
+        revoked_at,
+        reason,
+        version,
+        due_at,
+        prio,
+        partition,
+    ) = row
+    return CertificateRow(
+        issuer_id,
+        int(serial, 16),
+        kind,
+        not_after,
+        bool(revoked),
+        revoked_at,
+        reason,
+        version,
+        due_at,
+        Priority(prio),
+        partition,
+    )
+
+
+class PostgresStore:
+    """One PostgreSQL server. read_only: a hot standby (no migrations, no writes)."""
+
+    def __init__(
+        self,
+        url: str,
+        read_only: bool = False,
+        max_connections: int = 8,
+        timeout: float = 5.0,
+        name: str = "primary",
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.read_only = read_only
+        self.timeout = timeout
+        self._pool = ConnectionPool(
+            url,
+            min_size=0,
+            max_size=max_connections,
+            timeout=timeout,
+            kwargs={
+                "connect_timeout": max(1, int(timeout)),
+                "autocommit": True,
+                "options": f"-c statement_timeout={int(timeout * 1000)}",
+            },
+            open=True,
+            name=name,
+        )
+        if not read_only:
+            self._migrate()
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise StoreError(f"database {self.name} unavailable: {exc}") from None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._connection() as conn, conn.transaction():
+            yield conn
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            applied = {v for (v,) in db.execute("SELECT version FROM schema_migrations")}
+            newest = max(v for v, _ in POSTGRES_MIGRATIONS)
+            if applied and max(applied) > newest:
+                raise StoreError(
+                    f"database {self.name} has schema version {max(applied)}, newer "
+                    f"than this certstatus knows ({newest}); upgrade certstatus"
+                )
+            for version, sql in POSTGRES_MIGRATIONS:
+                if version not in applied:
+                    db.execute(sql.encode())
+                    db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+
+    def schema_version(self) -> int:
+        with self._connection() as db:
+            row = db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row else 0
+
+    # issuers and certificates
+
+    def ensure_issuer(self, name: str, certificate_der: bytes) -> int:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO issuers (name, certificate) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, certificate_der),
+            )
+            row = db.execute(
+                "SELECT id, certificate FROM issuers WHERE name = %s", (name,)
+            ).fetchone()
+        assert row is not None
+        if bytes(row[1]) != certificate_der:
+            raise StoreError(
+                f"issuer {name!r} is already recorded with a different certificate; "
+                "an issuer's certificate cannot change under the same name"
+            )
+        return int(row[0])
+
+    def issuers(self) -> list[IssuerRecord]:
+        with self._connection() as db:
+            rows = db.execute("SELECT id, name, certificate FROM issuers ORDER BY id").fetchall()
+        return [IssuerRecord(i, n, bytes(c)) for i, n, c in rows]
+
+    def add_certificates(self, records: Sequence[CertificateRecord], now: int) -> AddResult:
+        if not records:
+            return AddResult(0, 0)
+        with self._transaction() as db:
+            cur = db.execute(
+                "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
+                "priority, due_at, crl_partition) "
+                "SELECT i, s, k, n, %s, %s, %s, p FROM unnest(%s::bigint[], %s::text[], "
+                "%s::text[], %s::bigint[], %s::int[]) AS v(i, s, k, n, p) "
+                "ON CONFLICT DO NOTHING",
+                (
+                    now,
+                    Priority.NEW,
+                    now,
+                    [r.issuer_id for r in records],
+                    [serial_key(r.serial) for r in records],
+                    [r.kind for r in records],
+                    [r.not_after for r in records],
+                    [r.crl_partition for r in records],
+                ),
+            )
+            added = cur.rowcount
+            finals = [r for r in records if r.kind == "cert"]
+            if finals:
+                db.execute(
+                    "UPDATE certificates c SET kind = 'cert' FROM unnest(%s::bigint[], %s::text[]) "
+                    "AS v(i, s) WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert'",
+                    ([r.issuer_id for r in finals], [serial_key(r.serial) for r in finals]),
+                )
+        return AddResult(added, len(records) - added)
+
+    def revoke(
+        self, issuer_id: int, serial: int, time: int, reason: int, time_given: bool, now: int
+    ) -> CertificateRow:
+        key = serial_key(serial)
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT revoked, revoked_at, reason FROM certificates "
+                "WHERE issuer_id = %s AND serial = %s FOR UPDATE",
+                (issuer_id, key),
+            ).fetchone()
+            if row is None:
+                raise UnknownCertificate(f"serial {key} is not known for this issuer")
+            state = revocation_transition(
+                RevocationState(bool(row[0]), row[1], row[2]), time, reason, time_given
+            )
+            found = db.execute(
+                "UPDATE certificates SET revoked = 1, revoked_at = %s, reason = %s, "
+                "version = version + 1, priority = %s, due_at = %s, revoked_recorded_at = %s "
+                f"WHERE issuer_id = %s AND serial = %s RETURNING {_CERT_COLUMNS}",
+                (state.time, state.reason, Priority.REVOKED, now, now, issuer_id, key),
+            ).fetchone()
+            assert found is not None  # the row was locked above
+            db.execute(
+                "INSERT INTO crl_state (issuer_id, crl_partition, dirty_since) VALUES (%s, %s, %s)"
+                " ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
+                "dirty_since = coalesce(crl_state.dirty_since, excluded.dirty_since)",
+                (issuer_id, found[-1], now),
+            )
+        return _certificate(found)
+
+    def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None:
+        with self._connection() as db:
+            row = db.execute(
+                f"SELECT {_CERT_COLUMNS} FROM certificates WHERE issuer_id = %s AND serial = %s",
+                (issuer_id, serial_key(serial)),
+            ).fetchone()
+        return None if row is None else _certificate(row)
+
+    # signing
+
+    def claim_due(self, now: int, limit: int, lease: int) -> list[DueCertificate]:
+        """Several signers on several hosts claim disjoint rows: SKIP LOCKED passes over rows
+        another signer is claiming, and the lease hides claimed rows until it runs out."""
+        claimed: list[DueCertificate] = []
+        with self._transaction() as db:
+            for priority in Priority:
+                if len(claimed) >= limit:
+                    break
+                rows = db.execute(
+                    "WITH due AS (SELECT issuer_id, serial FROM certificates "
+                    "WHERE priority = %s AND due_at IS NOT NULL AND due_at <= %s "
+                    "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+                    "UPDATE certificates c SET due_at = %s FROM due "
+                    "WHERE c.issuer_id = due.issuer_id AND c.serial = due.serial "
+                    "RETURNING c.issuer_id, c.serial, c.version, c.revoked, c.revoked_at, c.reason",
+                    (priority, now, limit - len(claimed), now + lease),
+                ).fetchall()
+                claimed.extend(
+                    DueCertificate(i, int(s, 16), v, bool(rv), ra, rs, priority)
+                    for i, s, v, rv, ra, rs in rows
+                )
+        return claimed
+
+    def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
+        """One statement: update the certificate rows whose version is still the claimed one
+        (taking their row locks, so a concurrent revocation either waits or wins), and store
+        responses for exactly those rows."""
+        if not responses:
+            return 0
+        with self._transaction() as db:
+            cur = db.execute(
+                "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], "
+                "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[]) AS "
+                "v(issuer_id, serial, version, this_update, next_update, refresh_at, der_sha1, "
+                "der_sha256)), kept AS (UPDATE certificates c SET priority = %s, "
+                "due_at = CASE WHEN v.refresh_at < c.not_after THEN v.refresh_at END FROM v "
+                "WHERE c.issuer_id = v.issuer_id AND c.serial = v.serial "
+                "AND c.version = v.version RETURNING c.issuer_id, c.serial) "
+                "INSERT INTO responses (issuer_id, serial, version, this_update, next_update, "
+                "refresh_at, der_sha1, der_sha256) SELECT v.* FROM v JOIN kept "
+                "ON kept.issuer_id = v.issuer_id AND kept.serial = v.serial "
+                "ON CONFLICT (issuer_id, serial) DO UPDATE SET version = excluded.version, "
+                "this_update = excluded.this_update, next_update = excluded.next_update, "
+                "refresh_at = excluded.refresh_at, der_sha1 = excluded.der_sha1, "
+                "der_sha256 = excluded.der_sha256 WHERE excluded.version >= responses.version",
+                (
+                    [r.issuer_id for r in responses],
+                    [serial_key(r.serial) for r in responses],
+                    [r.version for r in responses],
+                    [r.this_update for r in responses],
+                    [r.next_update for r in responses],
+                    [r.refresh_at for r in responses],
+                    [r.der_sha1 for r in responses],
+                    [r.der_sha256 for r in responses],
+                    Priority.REFRESH,
+                ),
+            )
+            return cur.rowcount
+
+    def response(
+        self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
+    ) -> StoredResponse | None:
+        with self._connection() as db:
+            row = db.execute(
+                _RESPONSE_BY_ALGORITHM[algorithm], (issuer_id, serial_key(serial))
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredResponse(bytes(row[0]), row[1], row[2], row[3], self.name)
+
+    def due_count(self, now: int) -> dict[Priority, int]:
+        with self._connection() as db:
+            rows = dict(
+                db.execute(
+                    "SELECT priority, count(*) FROM certificates WHERE due_at IS NOT NULL "
+                    "AND due_at <= %s GROUP BY priority",
+                    (now,),
+                ).fetchall()
+            )
+        return {p: int(rows.get(int(p), 0)) for p in Priority}
+
+    def counts(self) -> dict[str, int]:
+        with self._connection() as db:
+            certs, revoked, precerts = db.execute(
+                "SELECT count(*), coalesce(sum(revoked), 0), count(*) FILTER "
+                "(WHERE kind = 'precert') FROM certificates"
+            ).fetchone() or (0, 0, 0)
+            (responses,) = db.execute("SELECT count(*) FROM responses").fetchone() or (0,)
+        return {
+            "certificates": int(certs),
+            "revoked": int(revoked),
+            "precertificates": int(precerts),
+            "responses": int(responses),
+        }
+
+    # CRLs
+
+    def crl_partitions_in_use(self, issuer_id: int) -> set[int]:
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT DISTINCT crl_partition FROM certificates WHERE issuer_id = %s"
+                " UNION SELECT crl_partition FROM crls WHERE issuer_id = %s",
+                (issuer_id, issuer_id),
+            ).fetchall()
+        return {p for (p,) in rows}
+
+    def revoked_entries(
+        self, issuer_id: int, crl_partition: int, not_after_from: int
+    ) -> list[RevokedEntry]:
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT serial, revoked_at, reason FROM certificates WHERE "
+                "revoked = 1 AND issuer_id = %s AND crl_partition = %s "
+                "AND not_after >= %s",
+                (issuer_id, crl_partition, not_after_from),
+            )
+            return [RevokedEntry(int(s, 16), at, reason or 0) for s, at, reason in rows]
+
+    def revoked_recorded_before(
+        self, issuer_id: int, crl_partition: int, recorded_before: int, not_after_from: int
+    ) -> set[int]:
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT serial FROM certificates WHERE revoked = 1 AND issuer_id = %s"
+                " AND crl_partition = %s AND not_after >= %s "
+                "AND revoked_recorded_at < %s",
+                (issuer_id, crl_partition, not_after_from, recorded_before),
+            )
+            return {int(s, 16) for (s,) in rows}
+
+    def not_after_of(self, issuer_id: int, serials: set[int]) -> dict[int, int]:
+        if not serials:
+            return {}
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT serial, not_after FROM certificates WHERE issuer_id = %s "
+                "AND serial = ANY(%s)",
+                (issuer_id, [serial_key(s) for s in serials]),
+            ).fetchall()
+        return {int(s, 16): n for s, n in rows}
+
+    def reserve_crl_number(self, issuer_id: int, crl_partition: int) -> int:
+        with self._transaction() as db:
+            row = db.execute(
+                "INSERT INTO crl_state (issuer_id, crl_partition, next_number) VALUES (%s, %s, 2) "
+                "ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
+                "next_number = crl_state.next_number + 1 RETURNING next_number - 1",
+                (issuer_id, crl_partition),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
+        with self._connection() as db:
+            row = db.execute(
+                "SELECT issuer_id, crl_partition, crl_number, this_update, "
+                "next_update, next_build_at, entries, der FROM crls "
+                "WHERE issuer_id = %s AND crl_partition = %s",
+                (issuer_id, crl_partition),
+            ).fetchone()
+        if row is None:
+            return None
+        issuer_id, partition, number, this_update, next_update, next_build_at, entries, der = row
+        return StoredCrl(
+            issuer_id,
+            partition,
+            number,
+            this_update,
+            next_update,
+            next_build_at,
+            entries,
+            bytes(der),
+        )
+
+    def publish_crl(self, crl: StoredCrl, snapshot: int) -> bool:
+        with self._transaction() as db:
+            cur = db.execute(
+                "INSERT INTO crls (issuer_id, crl_partition, crl_number, this_update, "
+                "next_update, next_build_at, entries, der) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
+                "crl_number = excluded.crl_number, this_update = excluded.this_update, "
+                "next_update = excluded.next_update, next_build_at = excluded.next_build_at, "
+                "entries = excluded.entries, der = excluded.der "
+                "WHERE excluded.crl_number > crls.crl_number",
+                (
+                    crl.issuer_id,
+                    crl.crl_partition,
+                    crl.number,
+                    crl.this_update,
+                    crl.next_update,
+                    crl.next_build_at,
+                    crl.entries,
+                    crl.der,
+                ),
+            )
+            if not cur.rowcount:
+                return False
+            db.execute(
+                "UPDATE crl_state SET dirty_since = (SELECT min(revoked_recorded_at) "
+                "FROM certificates WHERE revoked = 1 AND issuer_id = %(i)s "
+                "AND crl_partition = %(p)s AND revoked_recorded_at >= %(s)s) "
+                "WHERE issuer_id = %(i)s AND crl_partition = %(p)s",
+                {"i": crl.issuer_id, "p": crl.crl_partition, "s": snapshot},
+            )
+        return True
+
+    def crl_dirty_since(self, issuer_id: int) -> dict[int, int]:
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT crl_partition, dirty_since FROM crl_state WHERE "
+                "issuer_id = %s AND dirty_since IS NOT NULL",
+                (issuer_id,),
+            )
+            return dict(rows.fetchall())
+
+    def record_crl_rejection(
+        self, issuer_id: int, crl_partition: int, number: int, code: str, message: str, at: int
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO crl_rejections (issuer_id, crl_partition, crl_number, code, "
+                "message, at) VALUES (%s, %s, %s, %s, %s, %s)",
+                (issuer_id, crl_partition, number, code, message, at),
+            )
+
+    def crl_rejection_count(self) -> int:
+        with self._connection() as db:
+            row = db.execute("SELECT count(*) FROM crl_rejections").fetchone()
+        return int(row[0]) if row else 0
+
+    # health, time, heartbeat
+
+    def ping(self) -> None:
+        with self._connection() as db:
+            db.execute("SELECT 1")
+
+    def server_time(self) -> float:
+        """The database server's clock, to refuse signing when ours disagrees (F10)."""
+        with self._connection() as db:
+            row = db.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        assert row is not None
+        return float(row[0])
+
+    def beat(self) -> None:
+        """Write the heartbeat with synchronous_commit on: it is the replicas' clock."""
+        with self._transaction() as db:
+            db.execute("SET LOCAL synchronous_commit = on")
+            db.execute(f"UPDATE heartbeat SET at_ms = {_NOW_MS} WHERE id = 1")
+
+    def heartbeat_age(self) -> float:
+        """Seconds since the heartbeat this server holds was written (its replayed heartbeat on a
+        replica). Grows if replay stops, the link hangs, WAL is lost or the writer dies."""
+        with self._connection() as db:
+            row = db.execute(f"SELECT {_NOW_MS} - at_ms FROM heartbeat WHERE id = 1").fetchone()
+        assert row is not None
+        return max(0.0, row[0] / 1000.0)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def wait_for_server(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
