@@ -71,10 +71,23 @@ class ResponderConfig:
     run_signer: bool = True
     max_post_body: int = 10_000
     request_timeout: int = 5
+    site: str | None = None
+    max_staleness: float = 5.0
+    primary_fallback: bool = True
+    fallback_concurrency: int = 4
 
     @property
     def process_count(self) -> int:
         return self.workers or (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """A hot standby the responder may read from, in preference order."""
+
+    name: str
+    url: str
+    site: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,11 @@ class Config:
     responder: ResponderConfig
     signing: SigningConfig
     crl: CrlPolicy = field(default_factory=CrlPolicy)
+    replicas: list[ReplicaConfig] = field(default_factory=list)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database.startswith(("postgres://", "postgresql://"))
 
     @property
     def base_dir(self) -> Path:
@@ -150,7 +168,20 @@ class _Reader:
 
 def _responder(table: dict[str, Any], problems: list[tuple[str, str]]) -> ResponderConfig:
     r = _Reader(table, "responder.", problems)
-    r.unknown({"listen", "workers", "server", "run_signer", "max_post_body", "request_timeout"})
+    r.unknown(
+        {
+            "listen",
+            "workers",
+            "server",
+            "run_signer",
+            "max_post_body",
+            "request_timeout",
+            "site",
+            "max_staleness",
+            "primary_fallback",
+            "fallback_concurrency",
+        }
+    )
     listen = r.get("listen", str, "127.0.0.1:8080", 'a "host:port" string')
     host, _, port_text = listen.rpartition(":")
     port = int(port_text) if port_text.isdigit() else -1
@@ -171,14 +202,24 @@ def _responder(table: dict[str, Any], problems: list[tuple[str, str]]) -> Respon
     timeout = r.duration("request_timeout", 5)
     if not 1 <= timeout <= 60:
         problems.append(("responder.request_timeout", "must be between 1s and 60s"))
+    staleness = r.duration("max_staleness", 5)
+    if not 1 <= staleness <= 3600:
+        problems.append(("responder.max_staleness", "must be between 1s and 1h"))
+    fallback_concurrency = r.get("fallback_concurrency", int, 4, "a number of queries")
+    if not 1 <= fallback_concurrency <= 256:
+        problems.append(("responder.fallback_concurrency", "must be between 1 and 256"))
     return ResponderConfig(
-        host.strip("[]"),
-        port,
-        workers,
-        server,
-        r.get("run_signer", bool, True, "true or false"),
-        max_body,
-        timeout,
+        listen_host=host.strip("[]"),
+        listen_port=port,
+        workers=workers,
+        server=server,
+        run_signer=r.get("run_signer", bool, True, "true or false"),
+        max_post_body=max_body,
+        request_timeout=timeout,
+        site=r.get("site", str, None, "a site name") or None,
+        max_staleness=float(staleness),
+        primary_fallback=r.get("primary_fallback", bool, True, "true or false"),
+        fallback_concurrency=fallback_concurrency,
     )
 
 
@@ -237,6 +278,30 @@ def _crl(table: dict[str, Any], problems: list[tuple[str, str]]) -> CrlPolicy:
     )
     problems.extend((f"crl.{key}", message) for key, message in policy.problems())
     return policy
+
+
+def _replicas(items: Any, problems: list[tuple[str, str]]) -> list[ReplicaConfig]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        problems.append(("replicas", "must be a list of [[replicas]] tables"))
+        return []
+    found = []
+    for index, item in enumerate(items):
+        prefix = f"replicas[{index}]."
+        if not isinstance(item, dict):
+            problems.append((f"replicas[{index}]", "must be a table"))
+            continue
+        r = _Reader(item, prefix, problems)
+        r.unknown({"name", "url", "site"})
+        name = r.get("name", str, "", "a node name")
+        url = r.get("url", str, "", "a postgresql:// URL")
+        if not name:
+            problems.append((prefix + "name", "required"))
+        if not url.startswith(("postgres://", "postgresql://")):
+            problems.append((prefix + "url", 'required: e.g. "postgresql://host:5433/certstatus"'))
+        found.append(ReplicaConfig(name, url, r.get("site", str, None, "a site name") or None))
+    return found
 
 
 def _issuers(items: Any, base: Path, problems: list[tuple[str, str]]) -> list[IssuerConfig]:
@@ -331,7 +396,7 @@ def load_config(path: Path) -> Config:
         raise ConfigError([("config", f"not valid TOML: {exc}")], path) from None
     problems: list[tuple[str, str]] = []
     top = _Reader(data, "", problems)
-    top.unknown({"database", "responder", "signing", "issuers", "crl"})
+    top.unknown({"database", "responder", "signing", "issuers", "crl", "replicas"})
     database = top.get("database", str, "", 'a SQLite path or "sqlite:///abs/path.db"')
     if not database:
         problems.append(("database", 'required: e.g. database = "certstatus.db"'))
@@ -349,7 +414,10 @@ def load_config(path: Path) -> Config:
         responder=_responder(sections["responder"], problems),
         signing=_signing(sections["signing"], problems),
         crl=_crl(sections["crl"], problems),
+        replicas=_replicas(data.get("replicas"), problems),
     )
+    if config.replicas and not config.is_postgres:
+        problems.append(("replicas", "replicas need a PostgreSQL primary in database"))
     if problems:
         raise ConfigError(problems, path)
     return config

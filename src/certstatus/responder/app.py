@@ -8,6 +8,7 @@ key is held (DESIGN: web nodes never hold a signing key).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certstatus.config import IssuerMaterial, load_config, load_issuer_material
+from certstatus.config import Config, IssuerMaterial, load_config, load_issuer_material
 from certstatus.crl.layout import CrlLayout
 from certstatus.ocsp import response as ocsp_response
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
@@ -90,6 +91,9 @@ class OcspApp:
             return
         if path == "/readyz":
             await self._readyz(send)
+            return
+        if path == "/sources":
+            await self._sources(send)
             return
         if method in ("GET", "HEAD") and path.endswith(".crl"):
             await self._crl(scope, send, path, head=method == "HEAD")
@@ -179,6 +183,8 @@ class OcspApp:
         headers, tag = h.authoritative(
             der, stored.this_update, stored.next_update, stored.refresh_at, now
         )
+        if stored.source:
+            headers.append((b"certstatus-source", stored.source.encode()))
         if _if_none_match(scope, tag):
             await _send(send, 304, headers[1:], b"")
             return Outcome.NOT_MODIFIED
@@ -207,6 +213,17 @@ class OcspApp:
             await _send(send, 200, headers, crl.der, head)
             return
         await _send(send, 404, h.NO_STORE_TEXT, b"no such CRL\n")
+
+    async def _sources(self, send: Send) -> None:
+        """Each source's measured staleness and whether it is in use (operators, drills)."""
+        describe = getattr(self.store, "sources", None)
+        body = json.dumps(describe() if describe else []).encode()
+        await _send(
+            send,
+            200,
+            [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
+            body,
+        )
 
     async def _readyz(self, send: Send) -> None:
         try:
@@ -249,11 +266,54 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 CONFIG_ENV = "CERTSTATUS_CONFIG"
 
 
+def open_read_store(config: Config) -> Any:
+    """The responder's read side: the SQLite file, or PostgreSQL replicas with the primary as
+    the last resort (store/replicaset.py)."""
+    if not config.is_postgres:
+        return open_store(config.database, config.base_dir)
+    from certstatus.store.postgres import PostgresStore
+    from certstatus.store.replicaset import ReplicaSet, Source
+
+    r = config.responder
+    timeout = 1.0  # a hung database must not hold a request for long
+    primary = Source(
+        "primary",
+        "primary",
+        None,
+        PostgresStore(
+            config.database,
+            read_only=True,
+            timeout=timeout,
+            max_connections=r.fallback_concurrency + 1,
+            name="primary",
+        ),
+    )
+    ordered = sorted(config.replicas, key=lambda rep: rep.site != r.site)  # this site first
+    replicas = [
+        Source(
+            rep.name,
+            "replica",
+            rep.site,
+            PostgresStore(
+                rep.url, read_only=True, timeout=timeout, max_connections=4, name=rep.name
+            ),
+        )
+        for rep in ordered
+    ]
+    replica_set = ReplicaSet(
+        primary, replicas, r.max_staleness, r.primary_fallback, r.fallback_concurrency
+    )
+    for source in [primary, *replicas]:
+        replica_set.sample(source)
+    replica_set.start()
+    return replica_set
+
+
 def create_app() -> OcspApp:
     """Factory for servers that import the app in each worker process; reads CERTSTATUS_CONFIG."""
     config = load_config(Path(os.environ.get(CONFIG_ENV, "certstatus.toml")))
     materials = load_issuer_material(config)
-    store = open_store(config.database, config.base_dir)
+    store = open_read_store(config)
     recorded = {(r.name, r.certificate_der): r.id for r in store.issuers()}
     known = []
     for material in materials:

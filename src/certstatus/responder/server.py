@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.config import Config, IssuerMaterial, load_issuer_material
 from certstatus.crlbuilder import CrlService
+from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.responder.app import CONFIG_ENV
 from certstatus.signer import Signer
 from certstatus.store import open_store
@@ -45,6 +46,11 @@ def background_signer(
     signer = Signer(store, materials, ids, config.signing)
     crls = CrlService(store, [(ids[m.name], m) for m in materials], config.crl)
     threads = [threading.Thread(target=signer.run, args=(stop,), name="signer", daemon=True)]
+    if config.is_postgres:
+        writer = HeartbeatWriter(store)  # type: ignore[arg-type]
+        threads.append(
+            threading.Thread(target=writer.run, args=(stop,), name="heartbeat", daemon=True)
+        )
     if crls.issuers:
         threads.append(
             threading.Thread(target=crls.run, args=(stop,), name="crl-builder", daemon=True)

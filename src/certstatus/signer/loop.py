@@ -59,6 +59,7 @@ class Signer:
         self._pool: ProcessPoolExecutor | None = None
         self._local_builders: dict[int, ResponseBuilder] | None = None
         self._random = random.Random()
+        self.max_clock_skew = 2.0
 
     def __enter__(self) -> Signer:
         return self
@@ -118,10 +119,28 @@ class Signer:
         ]
         return self.store.store_signed(responses, int(self.clock()))
 
+    def clock_problem(self) -> str | None:
+        """F10: a signer whose clock disagrees with the database's must not sign, or its
+        thisUpdate lands in the future (or far past) for every client."""
+        server = self.store.server_time()
+        if server is None:
+            return None
+        skew = self.clock() - server
+        if abs(skew) > self.max_clock_skew:
+            return (
+                f"local clock is {skew:+.1f}s off the database server's; not signing until "
+                f"they agree within {self.max_clock_skew}s (F10)"
+            )
+        return None
+
     def sign_due(
         self, progress: Progress | None = None, stop: threading.Event | None = None
     ) -> int:
         """Sign everything due now, pipelining claims, signing and stores; returns responses stored."""
+        problem = self.clock_problem()
+        if problem is not None:
+            log.error(problem)
+            return 0
         batch = self.config.batch_size
         in_flight: dict[Future[list[tuple[bytes, bytes]]], list] = {}
         stored = 0

@@ -196,8 +196,9 @@ class Store(Protocol):
         """Raise if the store cannot answer a query."""
         ...
 
-    def server_time(self) -> float:
-        """The database server's clock (F10: signing refuses a disagreeing local clock)."""
+    def server_time(self) -> float | None:
+        """The database server's clock (F10: signing refuses a disagreeing local clock), or
+        None when the database has no clock of its own (SQLite)."""
         ...
 
     def close(self) -> None: ...

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -456,8 +455,8 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"database {self.path} does not answer: {exc}") from None
 
-    def server_time(self) -> float:
-        return time.time()  # the database is a file on this machine: one clock
+    def server_time(self) -> float | None:
+        return None  # the database is a file on this machine: its clock is ours
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -1,0 +1,180 @@
+"""The responder's read side on PostgreSQL: ordered sources, measured staleness, and the primary
+as the last resort, so replicas that lag, hang or die can never make a known serial
+non-authoritative quietly (F1, the founding incident).
+
+- Every source's staleness is sampled continuously from its replayed heartbeat.
+- A replica staler than max_staleness is not used until it recovers.
+- A miss on a fresh replica is asked of the primary (bounded concurrency, short timeout)
+  before anyone answers "unauthorized": a serial signed on the primary is authoritative from
+  that moment, whatever the replicas do.
+- With no fresh source and the primary unreachable, hits are still served from the freshest
+  replica that answers (a signed response stays valid until its nextUpdate, and nothing newer
+  can be written while the primary is down); misses raise NoAuthoritativeSource (tryLater),
+  and the node reports not ready so a load balancer drains it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.store.base import StoredCrl, StoredResponse, StoreError
+from certstatus.store.postgres import PostgresStore
+
+T = TypeVar("T")
+
+
+class NoAuthoritativeSource(StoreError):
+    """No source can answer authoritatively: the caller answers tryLater, uncacheable."""
+
+
+@dataclass
+class Source:
+    name: str
+    role: str  # "primary" or "replica"
+    site: str | None
+    store: PostgresStore
+    staleness: float | None = None  # seconds; None while unreachable
+    sampled_at: float = 0.0
+    stale_since: float | None = None
+    answers: int = 0
+
+    def describe(self, max_staleness: float) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "site": self.site,
+            "staleness_s": None if self.staleness is None else round(self.staleness, 3),
+            "fresh": self.fresh(max_staleness),
+            "answers": self.answers,
+        }
+
+    def fresh(self, max_staleness: float) -> bool:
+        return self.staleness is not None and self.staleness <= max_staleness
+
+
+@dataclass
+class ReplicaSet:
+    primary: Source
+    replicas: list[Source]
+    max_staleness: float = 5.0
+    fallback: bool = True
+    fallback_concurrency: int = 4
+    fallback_wait: float = 0.5
+    sample_interval: float = 0.1
+    _slots: threading.BoundedSemaphore = field(init=False)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    fallbacks: int = 0
+
+    def __post_init__(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.fallback_concurrency)
+
+    # sampling -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for source in [self.primary, *self.replicas]:
+            threading.Thread(
+                target=self._sample_forever,
+                args=(source,),
+                daemon=True,
+                name=f"staleness-{source.name}",
+            ).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _sample_forever(self, source: Source) -> None:
+        while not self._stop.is_set():
+            self.sample(source)
+            self._stop.wait(self.sample_interval)
+
+    def sample(self, source: Source) -> None:
+        """A replica's staleness is its heartbeat's age. The primary is the truth: reachable
+        means staleness 0 (its own heartbeat age tells whether the writer lives)."""
+        try:
+            age = source.store.heartbeat_age()
+            source.staleness = 0.0 if source.role == "primary" else age
+        except StoreError:
+            source.staleness = None
+        source.sampled_at = time.monotonic()
+        if source.fresh(self.max_staleness):
+            source.stale_since = None
+        elif source.stale_since is None:
+            source.stale_since = time.monotonic()
+
+    # reading ------------------------------------------------------------------------------
+
+    def fresh_replicas(self) -> list[Source]:
+        return [r for r in self.replicas if r.fresh(self.max_staleness)]
+
+    @property
+    def ready(self) -> bool:
+        """True while some source can answer authoritatively."""
+        primary_ok = self.fallback and self.primary.staleness is not None
+        return primary_ok or bool(self.fresh_replicas())
+
+    def _read(self, read: Callable[[PostgresStore], T | None]) -> T | None:
+        for source in self.fresh_replicas():
+            try:
+                found = read(source.store)
+            except StoreError:
+                source.staleness = None
+                continue
+            if found is not None:
+                source.answers += 1
+                return found
+            break  # a miss on a fresh replica: the primary may have it already
+        if self.fallback and self.primary.staleness is not None:
+            if not self._slots.acquire(timeout=self.fallback_wait):
+                raise NoAuthoritativeSource("primary fallback busy")
+            try:
+                self.fallbacks += 1
+                found = read(self.primary.store)
+                self.primary.answers += 1
+                return found
+            except StoreError:
+                self.primary.staleness = None
+            finally:
+                self._slots.release()
+        return self._degraded(read)
+
+    def _degraded(self, read: Callable[[PostgresStore], T | None]) -> T | None:
+        """No authoritative source: serve a hit from the freshest replica that answers."""
+        reachable = sorted(
+            (r for r in self.replicas if r.staleness is not None), key=lambda r: r.staleness or 0.0
+        )
+        for source in reachable:
+            try:
+                found = read(source.store)
+            except StoreError:
+                source.staleness = None
+                continue
+            if found is not None:
+                source.answers += 1
+                return found
+        raise NoAuthoritativeSource("no fresh source, and the primary cannot be asked")
+
+    def response(
+        self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
+    ) -> StoredResponse | None:
+        return self._read(lambda store: store.response(issuer_id, serial, algorithm))
+
+    def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
+        return self._read(lambda store: store.current_crl(issuer_id, crl_partition))
+
+    def ping(self) -> None:
+        if not self.ready:
+            raise NoAuthoritativeSource(
+                "no fresh source: every replica is staler than "
+                f"{self.max_staleness}s and the primary is not usable"
+            )
+
+    def issuers(self) -> Any:
+        return self._read(lambda store: store.issuers())
+
+    def sources(self) -> list[dict[str, Any]]:
+        return [s.describe(self.max_staleness) for s in [self.primary, *self.replicas]]
