@@ -293,6 +293,162 @@ def crl_disclosure(config_path: Path, name: str) -> None:
     click.echo(json.dumps(urls))
 
 
+@main.group()
+def cluster() -> None:
+    """A local PostgreSQL primary and streaming replicas, to run and to rehearse failures on."""
+
+
+def _cluster_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(path_type=Path),
+        default=lambda: os.environ.get("CERTSTATUS_CLUSTER", "certstatus-cluster"),
+        show_default="$CERTSTATUS_CLUSTER or ./certstatus-cluster",
+        help="Cluster directory.",
+    )(function)
+
+
+@contextmanager
+def cluster_errors() -> Iterator[None]:
+    from certstatus.cluster.local import ClusterError
+
+    try:
+        yield
+    except ClusterError as exc:
+        _fail(str(exc))
+
+
+@cluster.command("up")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--replicas", type=click.IntRange(0, 16), default=2, show_default=True)
+@click.option("--sites", help="Replicas per site, e.g. a:2,b:2 (overrides --replicas).")
+@click.option(
+    "--keep-wal",
+    "keep_wal_mb",
+    type=click.IntRange(16, 100_000),
+    default=32,
+    show_default=True,
+    help="max_slot_wal_keep_size in MB.",
+)
+def cluster_up(directory: Path, replicas: int, sites: str | None, keep_wal_mb: int) -> None:
+    """Start a primary and hot-standby replicas on loopback; write DIR/certstatus.toml."""
+    from certstatus.cluster.local import Cluster, parse_sites
+    from certstatus.cluster.setup import write_deployment
+
+    with cluster_errors():
+        count = len(parse_sites(sites, replicas)) if sites else replicas
+        started = Cluster.up(directory, count, sites, keep_wal_mb)
+        config = write_deployment(started)
+    for node in started.nodes:
+        out.print(f"{node.name:>8} {node.role:<8} {node.site or '-':<4} {node.url}")
+    out.print(f"config: {config}")
+    out.print(f"next: certstatus serve --config {config}")
+
+
+@cluster.command("status")
+@_cluster_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cluster_status(directory: Path, as_json: bool) -> None:
+    """Every node: role, site, address, staleness, slot wal_status and safe_wal_size."""
+    import json
+
+    from rich.table import Table
+
+    from certstatus.cluster.local import Cluster
+
+    with cluster_errors():
+        rows = Cluster.load(directory).status()
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    table = Table(
+        "node", "role", "site", "port", "up", "staleness s", "link", "slot", "safe WAL bytes"
+    )
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["role"],
+            r["site"] or "-",
+            str(r["port"]),
+            str(r["up"]),
+            str(r["staleness_s"]),
+            r.get("link", "-"),
+            str(r.get("slot_wal_status", "-")),
+            str(r.get("slot_safe_wal_size", "-")),
+        )
+    out.print(table)
+
+
+@cluster.command("down")
+@_cluster_dir_option
+def cluster_down(directory: Path) -> None:
+    """Stop every node and link proxy; leave no process behind."""
+    from certstatus.cluster.local import Cluster
+
+    with cluster_errors():
+        Cluster.load(directory).down()
+    out.print(f"stopped {directory}")
+
+
+FAULTS = [
+    "pause-replay",
+    "resume-replay",
+    "stall-link",
+    "delay-link",
+    "heal-link",
+    "stop",
+    "start",
+    "lose-wal",
+]
+
+
+@cluster.command("fault")
+@_cluster_dir_option
+@click.argument("node")
+@click.argument("action", type=click.Choice(FAULTS))
+@click.argument("milliseconds", type=int, required=False)
+def cluster_fault(directory: Path, node: str, action: str, milliseconds: int | None) -> None:
+    """Inject a real fault into NODE (delay-link takes MILLISECONDS)."""
+    from certstatus.cluster.local import Cluster
+
+    with cluster_errors():
+        running = Cluster.load(directory)
+        apply_fault(running, running.node(node), action, milliseconds)
+    out.print(f"{node}: {action} done")
+
+
+def apply_fault(running: Any, node: Any, action: str, milliseconds: int | None = None) -> None:
+    from certstatus.cluster.local import ClusterError
+
+    if action == "delay-link" and not milliseconds:
+        raise ClusterError("delay-link needs MILLISECONDS, e.g. `delay-link 300`")
+    actions: dict[str, Callable[[], None]] = {
+        "pause-replay": lambda: running.pause_replay(node, True),
+        "resume-replay": lambda: running.pause_replay(node, False),
+        "stall-link": lambda: running.set_link(node, "stall"),
+        "delay-link": lambda: running.set_link(node, "delay", milliseconds or 0),
+        "heal-link": lambda: running.set_link(node, "ok"),
+        "stop": lambda: running.stop(node),
+        "start": lambda: running.start(node),
+        "lose-wal": lambda: running.lose_wal(node),
+    }
+    actions[action]()
+
+
+@cluster.command("rebuild")
+@_cluster_dir_option
+@click.argument("node")
+def cluster_rebuild(directory: Path, node: str) -> None:
+    """Re-seed a replica from a fresh base backup (after lose-wal, for instance)."""
+    from certstatus.cluster.local import Cluster
+
+    with cluster_errors():
+        running = Cluster.load(directory)
+        running.rebuild(running.node(node))
+    out.print(f"{node}: rebuilt")
+
+
 @main.command()
 @click.option(
     "--dir",
