@@ -450,6 +450,44 @@ def cluster_rebuild(directory: Path, node: str) -> None:
 
 
 @main.command()
+@click.argument(
+    "name", type=click.Choice(["incident", "pause-replay", "stall-link", "primary-down"])
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--hold",
+    type=float,
+    default=8.0,
+    show_default=True,
+    help="Seconds the fault lasts before it is healed.",
+)
+@click.option(
+    "--keep",
+    "keep",
+    type=click.Path(path_type=Path),
+    help="Run in this directory and keep it (logs, configs) instead of a temp dir.",
+)
+def drill(name: str, as_json: bool, hold: float, keep: Path | None) -> None:
+    """Run a failure drill on a fresh local cluster and report what every client saw.
+
+    incident: the founding incident, lose-wal on 2 of 3 replicas under load. pause-replay,
+    stall-link: one replica stops applying or receiving WAL. primary-down: the primary stops.
+    """
+    from certstatus.drill import run_drill
+
+    with cluster_errors():
+        report = run_drill(name, hold=hold, directory=keep)
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        out.print(report.to_json())
+        verdict = "[green]PASSED[/]" if report.passed else "[red]FAILED[/]"
+        out.print(f"drill {name}: {verdict}")
+    if not report.passed:
+        sys.exit(1)
+
+
+@main.command()
 @click.option(
     "--dir",
     "directory",
