@@ -141,9 +141,7 @@ def main() -> None:
         assert second.published
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         report["peak_rss_above_setup_mib"] = round((peak - baseline) / 1024)
-        report["peak_rss_mib"] = round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        )
+        report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         report["phases"] = {k: round(v, 2) for k, v in phases(service).items()}
         tenth = args.entries // 10
         elapsed = cryptography_builder(service.issuers[0].material, tenth)

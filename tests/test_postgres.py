@@ -1,0 +1,266 @@
+"""The PostgreSQL store and replica set on a real primary and streaming replica: the same
+guarantees as SQLite (version guard, priorities, CRL numbers), SKIP LOCKED claims across
+signers, a signer SIGKILLed mid-batch losing nothing, F10, and source selection (F1)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+
+from certstatus.cluster.local import Cluster
+from certstatus.cluster.setup import write_deployment
+from certstatus.config import load_config, load_issuer_material
+from certstatus.demo.ca import DemoCA
+from certstatus.ingest import Ingest
+from certstatus.monitor.heartbeat import HeartbeatWriter
+from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.signer import Signer
+from certstatus.store.base import Priority, SignedResponse
+from certstatus.store.postgres import PostgresStore
+from certstatus.store.replicaset import NoAuthoritativeSource, ReplicaSet, Source
+
+pytestmark = pytest.mark.integration
+NOW = int(time.time())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("pg")
+    for path in (directory, directory.parent, directory.parent.parent):
+        path.chmod(0o755)
+    running = Cluster.up(directory / "cluster", replicas=1)
+    config_path = write_deployment(running, max_staleness="2s")
+    primary = PostgresStore(running.primary.url)
+    stop = threading.Event()
+    beat = threading.Thread(target=HeartbeatWriter(primary).run, args=(stop,), daemon=True)
+    beat.start()
+    try:
+        yield running, config_path, primary
+    finally:
+        stop.set()
+        beat.join()
+        primary.close()
+        running.down()
+
+
+class Env:
+    def __init__(self, cluster) -> None:
+        self.cluster, self.config_path, self.primary = cluster
+        self.config = load_config(self.config_path)
+        self.materials = load_issuer_material(self.config)
+        self.ingest = Ingest(self.primary, self.materials)
+        self.issuer_id = self.ingest.issuer_id("demo")
+        self.ca = DemoCA.load(
+            self.config_path.parent / "issuer.pem", self.config_path.parent / "issuer.key"
+        )
+        self.key = ec.generate_private_key(ec.SECP256R1()).public_key()
+
+    def leaves(self, count: int, base: int) -> list[int]:
+        certs = [self.ca.leaf(self.key, base + n, "http://t/") for n in range(count)]
+        self.ingest.add_certificates([(c, "t") for c in certs], int(time.time()))
+        return [c.serial_number for c in certs]
+
+    def signer(self, processes: int = 1, clock=time.time) -> Signer:
+        return Signer(
+            self.primary,
+            self.materials,
+            {"demo": self.issuer_id},
+            self.config.signing,
+            clock,
+            processes,
+        )
+
+    def status(self, serial: int) -> ocsp.OCSPCertStatus | None:
+        stored = self.primary.response(self.issuer_id, serial, HashAlgorithm.SHA256)
+        return (
+            None if stored is None else ocsp.load_der_ocsp_response(stored.der).certificate_status
+        )
+
+
+@pytest.fixture
+def env(cluster) -> Env:
+    return Env(cluster)
+
+
+def test_guard_and_priorities_on_postgres(env: Env) -> None:
+    serials = env.leaves(3, 0x10_0000)
+    now = int(time.time()) + 1
+    [first] = [c for c in env.primary.claim_due(now, 100, 60) if c.serial == serials[0]]
+    env.ingest.revoke("demo", serials[0], "keyCompromise", NOW)
+    stale = SignedResponse(
+        env.issuer_id, serials[0], first.version, b"g1", b"g2", NOW, NOW + 1, NOW + 1
+    )
+    assert env.primary.store_signed([stale], NOW) == 0  # a good never lands on a revocation
+    row = env.primary.certificate(env.issuer_id, serials[0])
+    assert row.revoked and row.priority is Priority.REVOKED and row.due_at <= now
+    with env.signer() as signer:
+        signer.sign_due()
+    assert env.status(serials[0]) is ocsp.OCSPCertStatus.REVOKED
+
+
+def test_skip_locked_claims_are_disjoint(env: Env) -> None:
+    env.leaves(400, 0x20_0000)
+    claims: list[list[int]] = [[], []]
+
+    def claim(slot: int) -> None:
+        own = PostgresStore(env.cluster.primary.url, name=f"claimer{slot}")
+        while batch := own.claim_due(int(time.time()), 25, 120):
+            claims[slot].extend(c.serial for c in batch)
+        own.close()
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert claims[0] and claims[1]
+    assert not set(claims[0]) & set(claims[1])
+
+
+def test_crl_numbers_on_postgres(env: Env) -> None:
+    first = env.primary.reserve_crl_number(env.issuer_id, 7)
+    second = env.primary.reserve_crl_number(env.issuer_id, 7)
+    assert second == first + 1
+
+
+def test_signer_refuses_a_disagreeing_clock_f10(env: Env) -> None:
+    [serial] = env.leaves(1, 0x30_0000)
+    with env.signer(clock=lambda: time.time() + 30) as signer:
+        assert signer.clock_problem() is not None
+        assert signer.sign_due() == 0
+    assert env.status(serial) is None
+    with env.signer() as signer:
+        assert signer.clock_problem() is None
+
+
+def test_sigkill_mid_batch_loses_nothing(env: Env) -> None:
+    """A signer process killed with SIGKILL mid-batch: after a restart every revocation is
+    served as revoked and every certificate has a response (claims come back after the lease)."""
+    config = env.config_path.read_text().replace(
+        "[signing]\n", '[signing]\nlease = "10s"\nbatch_size = 64\n'
+    )
+    path = env.config_path.parent / "sigkill.toml"
+    path.write_text(config)
+    serials = env.leaves(3000, 0x40_0000)
+    revoked = serials[::10]
+    for serial in revoked:
+        env.ingest.revoke("demo", serial, "superseded", int(time.time()))
+    cli = [sys.executable, "-m", "certstatus.cli", "signer", "--config", str(path)]
+    first = subprocess.Popen(
+        cli, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while env.primary.counts()["responses"] < 500 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # the parent and its signing processes, mid-batch
+    first.wait()
+    second = subprocess.Popen(
+        cli, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            # rows the killed signer had claimed are leased, not lost: count them as pending
+            due = env.primary.due_count(int(time.time()) + 15)
+            if due[Priority.NEW] == due[Priority.REVOKED] == 0:
+                break
+            time.sleep(0.5)
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    for serial in revoked:
+        assert env.status(serial) is ocsp.OCSPCertStatus.REVOKED, hex(serial)
+    for serial in serials[1::10]:
+        assert env.status(serial) is ocsp.OCSPCertStatus.GOOD, hex(serial)
+
+
+def test_replica_set_falls_back_to_the_primary_f1(env: Env) -> None:
+    replica_node = env.cluster.replicas[0]
+    primary = Source(
+        "primary",
+        "primary",
+        None,
+        PostgresStore(env.cluster.primary.url, read_only=True, timeout=1),
+    )
+    replica = Source(
+        replica_node.name,
+        "replica",
+        "a",
+        PostgresStore(replica_node.url, read_only=True, timeout=1, name=replica_node.name),
+    )
+    replicas = ReplicaSet(primary, [replica], max_staleness=2.0)
+    [old] = env.leaves(1, 0x50_0000)
+    with env.signer() as signer:
+        signer.sign_due()
+    time.sleep(1)
+    for source in (primary, replica):
+        replicas.sample(source)
+    assert replica.fresh(2.0) and replicas.ready
+    assert replicas.response(env.issuer_id, old).source == replica_node.name
+    env.cluster.pause_replay(replica_node, True)
+    try:
+        [new] = env.leaves(1, 0x51_0000)
+        with env.signer() as signer:
+            signer.sign_due()
+        replicas.sample(replica)
+        # fresh but behind: the miss goes to the primary, never "unauthorized"
+        assert replicas.response(env.issuer_id, new).source == "primary"
+        time.sleep(2.5)
+        replicas.sample(replica)
+        assert not replica.fresh(2.0)  # paused replay: heartbeat ages, replica unused
+        assert replicas.response(env.issuer_id, old).source == "primary"
+        assert replicas.response(env.issuer_id, 0xBAD) is None  # authoritative miss
+        replicas.fallback = False
+        assert not replicas.ready
+        assert replicas.response(env.issuer_id, old).source == replica_node.name  # degraded hit
+        with pytest.raises(NoAuthoritativeSource):
+            replicas.response(env.issuer_id, new)
+    finally:
+        env.cluster.pause_replay(replica_node, False)
+        primary.store.close()
+        replica.store.close()
+
+
+def test_cluster_status_shows_a_lost_slot(cluster, tmp_path: Path) -> None:
+    running, _, _ = cluster
+    node = running.replicas[0]
+    running.lose_wal(node)
+    try:
+        time.sleep(2.5)
+        [row] = [r for r in running.status() if r["name"] == node.name]
+        assert row["slot_wal_status"] == "lost"
+        assert row["staleness_s"] > 2
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "certstatus.cli",
+                "cluster",
+                "status",
+                "--dir",
+                str(running.dir),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert '"slot_wal_status": "lost"' in status.stdout
+    finally:
+        running.rebuild(node)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        [row] = [r for r in running.status() if r["name"] == node.name]
+        if row["slot_wal_status"] == "reserved" and (row["staleness_s"] or 99) < 2:
+            break
+        time.sleep(0.2)
+    assert row["slot_wal_status"] == "reserved" and row["staleness_s"] < 2
