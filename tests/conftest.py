@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -134,6 +135,18 @@ def make_deployment(directory: Path, run_signer: bool = False, partitions: int =
 @pytest.fixture
 def deployment(tmp_path: Path) -> Deployment:
     return make_deployment(tmp_path / "ca")
+
+
+def postgres_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A temp dir the postgres user can reach: pytest's own directories are made traversable,
+    never the system temp dir itself (its sticky, world-writable mode must stay)."""
+    directory = tmp_path_factory.mktemp(name)
+    system = {Path(tempfile.gettempdir()).resolve(), Path("/")}
+    path = directory
+    while path.resolve() not in system:
+        path.chmod(0o755)
+        path = path.parent
+    return directory
 
 
 def wait_ready(url: str, process: subprocess.Popen | None = None, timeout: float = 20) -> None:

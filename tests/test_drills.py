@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from certstatus.drill import run_drill
+from tests.conftest import postgres_dir
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +24,7 @@ def leftover_processes(marker: str) -> list[str]:
 
 @pytest.mark.parametrize("name", ["incident", "pause-replay", "stall-link"])
 def test_replica_drills_f1(name: str, tmp_path_factory) -> None:
-    directory = tmp_path_factory.mktemp("drill")
-    directory.chmod(0o755)
-    directory.parent.chmod(0o755)
-    directory.parent.parent.chmod(0o755)
+    directory = postgres_dir(tmp_path_factory, "drill")
     report = run_drill(name, warmup=3, hold=5, directory=directory / "cluster")
     assert report.late_non_authoritative == 0, report.late_examples
     broken = 2 if name == "incident" else 1
@@ -41,9 +39,7 @@ def test_replica_drills_f1(name: str, tmp_path_factory) -> None:
 
 
 def test_primary_down_drill_f1_f9(tmp_path_factory) -> None:
-    directory = tmp_path_factory.mktemp("drill")
-    for path in (directory, directory.parent, directory.parent.parent):
-        path.chmod(0o755)
+    directory = postgres_dir(tmp_path_factory, "drill")
     report = run_drill("primary-down", warmup=3, hold=5, directory=directory / "cluster")
     assert report.hits_during_fault > 0
     assert report.misses_try_later_no_store

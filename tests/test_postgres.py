@@ -27,6 +27,7 @@ from certstatus.signer import Signer
 from certstatus.store.base import Priority, SignedResponse
 from certstatus.store.postgres import PostgresStore
 from certstatus.store.replicaset import NoAuthoritativeSource, ReplicaSet, Source
+from tests.conftest import postgres_dir
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time())
@@ -34,9 +35,7 @@ NOW = int(time.time())
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("pg")
-    for path in (directory, directory.parent, directory.parent.parent):
-        path.chmod(0o755)
+    directory = postgres_dir(tmp_path_factory, "pg")
     running = Cluster.up(directory / "cluster", replicas=1)
     config_path = write_deployment(running, max_staleness="2s")
     primary = PostgresStore(running.primary.url)
