@@ -263,3 +263,29 @@ def test_cluster_status_shows_a_lost_slot(cluster, tmp_path: Path) -> None:
             break
         time.sleep(0.2)
     assert row["slot_wal_status"] == "reserved" and row["staleness_s"] < 2
+
+
+def test_delay_link_slows_replication_and_heals(cluster) -> None:
+    """delay-link holds each chunk of the replication stream: the replica's heartbeat age rises
+    by about the delay, and falls back once the link is healed."""
+    running, _, _ = cluster
+    node = running.replicas[0]
+    replica = PostgresStore(node.url, read_only=True, timeout=2, name=node.name)
+
+    def worst_age(seconds: float) -> float:
+        deadline = time.monotonic() + seconds
+        worst = 0.0
+        while time.monotonic() < deadline:
+            worst = max(worst, replica.heartbeat_age())
+            time.sleep(0.05)
+        return worst
+
+    try:
+        assert worst_age(1.0) < 0.6
+        running.set_link(node, "delay", 800)
+        assert worst_age(3.0) > 0.8
+    finally:
+        running.set_link(node, "ok")
+    time.sleep(1.0)
+    assert worst_age(1.5) < 0.6
+    replica.close()
