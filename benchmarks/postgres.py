@@ -38,7 +38,7 @@ from certstatus.ingest import Ingest
 from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.signer import Signer
-from certstatus.store.base import Priority
+from certstatus.store.base import CertificateRecord, Priority
 from certstatus.store.postgres import PostgresStore
 
 
@@ -47,6 +47,17 @@ def setup(directory: Path, replicas: int) -> tuple[Cluster, Path]:
     directory.chmod(0o755)  # the postgres user must reach the cluster inside
     cluster = Cluster.up(directory / "cluster", replicas=replicas)
     return cluster, write_deployment(cluster)
+
+
+def load(config_path: Path, count: int) -> tuple[PostgresStore, int, list[CertificateRecord]]:
+    """Record `count` certificates on the primary, in batches of 10 000 (one statement each)."""
+    config = load_config(config_path)
+    primary = PostgresStore(config.database)
+    issuer_id = Ingest(primary, load_issuer_material(config)).issuer_id("demo")
+    records = bulk_records(issuer_id, count)
+    for start in range(0, len(records), 10_000):
+        primary.add_certificates(records[start : start + 10_000], int(time.time()))
+    return primary, issuer_id, records
 
 
 def _sign_all(config_path: Path, processes: int) -> None:
@@ -65,11 +76,7 @@ def serving(args: argparse.Namespace) -> dict[str, object]:
         try:
             config = load_config(config_path)
             materials = load_issuer_material(config)
-            primary = PostgresStore(config.database)
-            issuer_id = Ingest(primary, materials).issuer_id("demo")
-            records = bulk_records(issuer_id, args.certs)
-            for start in range(0, len(records), 10_000):
-                primary.add_certificates(records[start : start + 10_000], int(time.time()))
+            primary, issuer_id, records = load(config_path, args.certs)
             _sign_all(config_path, 2)
             replica = PostgresStore(cluster.replicas[0].url, read_only=True, name="replica")
             keys = issuer_keys(materials[0].certificate)[HashAlgorithm.SHA1]
@@ -204,13 +211,7 @@ def signing(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         cluster, config_path = setup(Path(tmp), 1)
         try:
-            config = load_config(config_path)
-            materials = load_issuer_material(config)
-            primary = PostgresStore(config.database)
-            issuer_id = Ingest(primary, materials).issuer_id("demo")
-            records = bulk_records(issuer_id, args.certs)
-            for start in range(0, len(records), 10_000):
-                primary.add_certificates(records[start : start + 10_000], int(time.time()))
+            primary, _, _ = load(config_path, args.certs)
             openssl = openssl_speed("ecdsap256", 2)
             context = multiprocessing.get_context("spawn")
             ready = context.Event()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import RevokedEntry
@@ -63,6 +63,31 @@ class CertificateRow:
     due_at: int | None
     priority: Priority
     crl_partition: int = 0
+
+
+# The certificate columns every engine selects, in CertificateRow's order.
+CERTIFICATE_COLUMNS = (
+    "issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, priority, "
+    "crl_partition"
+)
+
+
+def certificate_from_row(row: Sequence[Any]) -> CertificateRow:
+    """A CertificateRow from a row of CERTIFICATE_COLUMNS, whichever engine read it."""
+    issuer_id, serial, kind, not_after, revoked, at, reason, version, due, prio, part = row
+    return CertificateRow(
+        issuer_id,
+        int(serial, 16),
+        kind,
+        not_after,
+        bool(revoked),
+        at,
+        reason,
+        version,
+        due,
+        Priority(prio),
+        part,
+    )
 
 
 @dataclass(frozen=True, slots=True)

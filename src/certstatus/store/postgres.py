@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import RevocationState, RevokedEntry, revocation_transition
 from certstatus.store.base import (
+    CERTIFICATE_COLUMNS,
     AddResult,
     CertificateRecord,
     CertificateRow,
@@ -29,50 +30,18 @@ from certstatus.store.base import (
     StoredResponse,
     StoreError,
     UnknownCertificate,
+    certificate_from_row,
     serial_key,
 )
 from certstatus.store.schema import POSTGRES_MIGRATIONS
 
 _MIGRATION_LOCK = 0x63657274  # "cert"
-_CERT_COLUMNS = (
-    "issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, priority, "
-    "crl_partition"
-)
 _RESPONSE_BY_ALGORITHM = {
     algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at "
     "FROM responses WHERE issuer_id = %s AND serial = %s"
     for algorithm in HashAlgorithm
 }
 _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-
-
-def _certificate(row: Sequence[Any]) -> CertificateRow:
-    (
-        issuer_id,
-        serial,
-        kind,
-        not_after,
-        revoked,
-        revoked_at,
-        reason,
-        version,
-        due_at,
-        prio,
-        partition,
-    ) = row
-    return CertificateRow(
-        issuer_id,
-        int(serial, 16),
-        kind,
-        not_after,
-        bool(revoked),
-        revoked_at,
-        reason,
-        version,
-        due_at,
-        Priority(prio),
-        partition,
-    )
 
 
 class PostgresStore:
@@ -217,7 +186,7 @@ class PostgresStore:
             found = db.execute(
                 "UPDATE certificates SET revoked = 1, revoked_at = %s, reason = %s, "
                 "version = version + 1, priority = %s, due_at = %s, revoked_recorded_at = %s "
-                f"WHERE issuer_id = %s AND serial = %s RETURNING {_CERT_COLUMNS}",
+                f"WHERE issuer_id = %s AND serial = %s RETURNING {CERTIFICATE_COLUMNS}",
                 (state.time, state.reason, Priority.REVOKED, now, now, issuer_id, key),
             ).fetchone()
             assert found is not None  # the row was locked above
@@ -227,15 +196,15 @@ class PostgresStore:
                 "dirty_since = coalesce(crl_state.dirty_since, excluded.dirty_since)",
                 (issuer_id, found[-1], now),
             )
-        return _certificate(found)
+        return certificate_from_row(found)
 
     def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None:
         with self._connection() as db:
             row = db.execute(
-                f"SELECT {_CERT_COLUMNS} FROM certificates WHERE issuer_id = %s AND serial = %s",
+                f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE issuer_id = %s AND serial = %s",
                 (issuer_id, serial_key(serial)),
             ).fetchone()
-        return None if row is None else _certificate(row)
+        return None if row is None else certificate_from_row(row)
 
     # signing
 

@@ -117,17 +117,25 @@ class ReplicaSet:
         primary_ok = self.fallback and self.primary.staleness is not None
         return primary_ok or bool(self.fresh_replicas())
 
+    @staticmethod
+    def _ask(source: Source, read: Callable[[PostgresStore], T | None]) -> tuple[bool, T | None]:
+        """(answered, result): a source that fails is marked unreachable until resampled."""
+        try:
+            found = read(source.store)
+        except StoreError:
+            source.staleness = None
+            return False, None
+        if found is not None:
+            source.answers += 1
+        return True, found
+
     def _read(self, read: Callable[[PostgresStore], T | None]) -> T | None:
         for source in self.fresh_replicas():
-            try:
-                found = read(source.store)
-            except StoreError:
-                source.staleness = None
-                continue
+            answered, found = self._ask(source, read)
             if found is not None:
-                source.answers += 1
                 return found
-            break  # a miss on a fresh replica: the primary may have it already
+            if answered:
+                break  # a miss on a fresh replica: the primary may have it already
         if self.fallback and self.primary.staleness is not None:
             if not self._slots.acquire(timeout=self.fallback_wait):
                 raise NoAuthoritativeSource("primary fallback busy")
@@ -148,13 +156,8 @@ class ReplicaSet:
             (r for r in self.replicas if r.staleness is not None), key=lambda r: r.staleness or 0.0
         )
         for source in reachable:
-            try:
-                found = read(source.store)
-            except StoreError:
-                source.staleness = None
-                continue
+            _, found = self._ask(source, read)
             if found is not None:
-                source.answers += 1
                 return found
         raise NoAuthoritativeSource("no fresh source, and the primary cannot be asked")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import RevocationState, RevokedEntry, revocation_transition
 from certstatus.store.base import (
+    CERTIFICATE_COLUMNS,
     AddResult,
     CertificateRecord,
     CertificateRow,
@@ -26,6 +27,7 @@ from certstatus.store.base import (
     StoredResponse,
     StoreError,
     UnknownCertificate,
+    certificate_from_row,
     serial_key,
 )
 from certstatus.store.schema import SQLITE_MIGRATIONS
@@ -36,39 +38,6 @@ _RESPONSE_BY_ALGORITHM = {
     "FROM responses WHERE issuer_id = ? AND serial = ?"
     for algorithm in HashAlgorithm
 }
-_CERT_COLUMNS = (
-    "issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, priority, "
-    "crl_partition"
-)
-
-
-def _row_to_certificate(row: tuple) -> CertificateRow:
-    (
-        issuer_id,
-        serial,
-        kind,
-        not_after,
-        revoked,
-        revoked_at,
-        reason,
-        version,
-        due_at,
-        prio,
-        partition,
-    ) = row
-    return CertificateRow(
-        issuer_id,
-        int(serial, 16),
-        kind,
-        not_after,
-        bool(revoked),
-        revoked_at,
-        reason,
-        version,
-        due_at,
-        Priority(prio),
-        partition,
-    )
 
 
 class SqliteStore:
@@ -223,21 +192,21 @@ class SqliteStore:
                 (now, issuer_id, key),
             )
             found = db.execute(
-                f"SELECT {_CERT_COLUMNS} FROM certificates WHERE issuer_id = ? AND serial = ?",
+                f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE issuer_id = ? AND serial = ?",
                 (issuer_id, key),
             ).fetchone()
-        return _row_to_certificate(found)
+        return certificate_from_row(found)
 
     def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None:
         row = (
             self._connect()
             .execute(
-                f"SELECT {_CERT_COLUMNS} FROM certificates WHERE issuer_id = ? AND serial = ?",
+                f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE issuer_id = ? AND serial = ?",
                 (issuer_id, serial_key(serial)),
             )
             .fetchone()
         )
-        return None if row is None else _row_to_certificate(row)
+        return None if row is None else certificate_from_row(row)
 
     def claim_due(self, now: int, limit: int, lease: int) -> list[DueCertificate]:
         claimed: list[DueCertificate] = []
