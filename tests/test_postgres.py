@@ -289,3 +289,29 @@ def test_delay_link_slows_replication_and_heals(cluster) -> None:
     time.sleep(1.0)
     assert worst_age(1.5) < 0.6
     replica.close()
+
+
+def test_crls_on_postgres_r17_f5(env: Env) -> None:
+    """The CRL builder on PostgreSQL: numbers reserved in the database, the gate, publishing
+    only a higher number, and the served bytes reaching the replica."""
+    from certstatus.crl.gate import crl_serials
+    from certstatus.crlbuilder import CrlService
+
+    serials = env.leaves(6, 0x60_0000)
+    env.ingest.revoke("demo", serials[0], "keyCompromise", int(time.time()))
+    service = CrlService(env.primary, [(env.issuer_id, env.materials[0])], env.config.crl)
+    first = service.build_due(force=True)
+    second = service.build_due(force=True)
+    assert [r.published for r in first + second] == [True, True]
+    assert second[0].number > first[0].number
+    current = env.primary.current_crl(env.issuer_id, 0)
+    assert current.number == second[0].number and serials[0] in crl_serials(current.der)
+    replica = PostgresStore(env.cluster.replicas[0].url, read_only=True, name="replica")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        copy = replica.current_crl(env.issuer_id, 0)
+        if copy is not None and copy.number == current.number:
+            break
+        time.sleep(0.1)
+    assert copy is not None and copy.der == current.der
+    replica.close()

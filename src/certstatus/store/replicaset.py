@@ -177,7 +177,10 @@ class ReplicaSet:
             )
 
     def issuers(self) -> Any:
-        return self._read(lambda store: store.issuers())
+        """Issuer ids come from the primary when it answers: a replica still replaying its first
+        seconds may not know an issuer registered just now."""
+        answered, found = self._ask(self.primary, lambda store: store.issuers())
+        return found if answered else self._read(lambda store: store.issuers())
 
     def sources(self) -> list[dict[str, Any]]:
         return [s.describe(self.max_staleness) for s in [self.primary, *self.replicas]]
