@@ -315,3 +315,40 @@ def test_crls_on_postgres_r17_f5(env: Env) -> None:
         time.sleep(0.1)
     assert copy is not None and copy.der == current.der
     replica.close()
+
+
+def test_a_stopped_heartbeat_writer_never_reads_fresh_f1(tmp_path_factory) -> None:
+    """If the heartbeat writer dies, every replica's staleness grows (it is the age of the last
+    heartbeat), so the replica set stops trusting them instead of reading them as fresh."""
+    running = Cluster.up(postgres_dir(tmp_path_factory, "beat") / "cluster", replicas=1)
+    try:
+        write_deployment(running)  # applies the schema
+        writer_store = PostgresStore(running.primary.url)
+        stop = threading.Event()
+        writer = threading.Thread(target=HeartbeatWriter(writer_store, 0.1).run, args=(stop,))
+        writer.start()
+        replica = Source(
+            "r", "replica", None, PostgresStore(running.replicas[0].url, read_only=True, timeout=1)
+        )
+        primary = Source(
+            "primary",
+            "primary",
+            None,
+            PostgresStore(running.primary.url, read_only=True, timeout=1),
+        )
+        replicas = ReplicaSet(primary, [replica], max_staleness=1.0, fallback=False)
+        deadline = time.monotonic() + 10
+        while not replica.fresh(1.0) and time.monotonic() < deadline:
+            replicas.sample(replica)
+            time.sleep(0.1)
+        assert replica.fresh(1.0) and replicas.ready
+        stop.set()
+        writer.join()
+        time.sleep(1.5)
+        replicas.sample(replica)
+        assert replica.staleness is not None and replica.staleness > 1.0
+        assert not replica.fresh(1.0) and not replicas.ready
+        for store in (writer_store, replica.store, primary.store):
+            store.close()
+    finally:
+        running.down()
