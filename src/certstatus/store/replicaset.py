@@ -16,7 +16,6 @@ non-authoritative quietly (F1, the founding incident).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -39,8 +38,6 @@ class Source:
     site: str | None
     store: PostgresStore
     staleness: float | None = None  # seconds; None while unreachable
-    sampled_at: float = 0.0
-    stale_since: float | None = None
     answers: int = 0
 
     def describe(self, max_staleness: float) -> dict[str, Any]:
@@ -100,11 +97,6 @@ class ReplicaSet:
             source.staleness = 0.0 if source.role == "primary" else age
         except StoreError:
             source.staleness = None
-        source.sampled_at = time.monotonic()
-        if source.fresh(self.max_staleness):
-            source.stale_since = None
-        elif source.stale_since is None:
-            source.stale_since = time.monotonic()
 
     # reading ------------------------------------------------------------------------------
 
