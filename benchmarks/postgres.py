@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -139,7 +140,7 @@ def serving(args: argparse.Namespace) -> dict[str, object]:
                 reference = wrk(nginx_url, listing, args.duration)
                 wrk(url, listing, 2)
                 ours = wrk(url, listing, args.duration)
-                with __import__("urllib.request").request.urlopen(url + "/sources") as answer:
+                with urllib.request.urlopen(url + "/sources") as answer:
                     sources = json.loads(answer.read())
             finally:
                 responder.terminate()
