@@ -27,6 +27,7 @@ def test_replica_drills_f1(name: str, tmp_path_factory) -> None:
     directory = postgres_dir(tmp_path_factory, "drill")
     report = run_drill(name, warmup=3, hold=5, directory=directory / "cluster")
     assert report.late_non_authoritative == 0, report.late_examples
+    assert report.late_after_ingest == 0
     broken = 2 if name == "incident" else 1
     assert len(report.detection_s) == broken
     assert all(t is not None and t <= 5 for t in report.detection_s.values()), report
@@ -46,4 +47,5 @@ def test_primary_down_drill_f1_f9(tmp_path_factory) -> None:
     assert report.readyz_failed
     assert report.reused == {"primary": True}
     assert report.late_non_authoritative == 0, report.late_examples
+    assert report.late_after_ingest == 0
     assert leftover_processes(str(directory)) == []

@@ -38,7 +38,9 @@ class DrillReport:
     duration_s: float = 0.0
     answers: dict[str, int] = field(default_factory=dict)
     by_source: dict[str, int] = field(default_factory=dict)
-    late_non_authoritative: int = 0
+    late_non_authoritative: int = 0  # for serials signed on the primary >2 s before the request
+    late_after_ingest: int = 0  # for serials ingested >2 s before the request
+    max_ingest_to_signed_s: float = 0.0
     late_examples: list[str] = field(default_factory=list)
     detection_s: dict[str, float | None] = field(default_factory=dict)
     reused: dict[str, bool] = field(default_factory=dict)
@@ -50,7 +52,7 @@ class DrillReport:
 
     @property
     def passed(self) -> bool:
-        ok = self.late_non_authoritative == 0
+        ok = self.late_non_authoritative == 0 and self.late_after_ingest == 0
         ok &= all(v is not None and v <= 5 for v in self.detection_s.values())
         ok &= all(self.reused.values())
         if self.drill == "primary-down":
@@ -243,6 +245,19 @@ def run_drill(
         report.by_source = dict(sources)
         late = traffic.late_non_authoritative()
         report.late_non_authoritative = len(late)
+        report.late_after_ingest = len(traffic.late_non_authoritative(since="ingested"))
+        ledger = traffic.ledger
+        report.max_ingest_to_signed_s = round(
+            max(
+                (
+                    ledger.good_at[s] - ledger.ingested_at[s]
+                    for s in ledger.good_at
+                    if s in ledger.ingested_at
+                ),
+                default=0.0,
+            ),
+            3,
+        )
         report.late_examples = [f"{a.responder} serial {a.serial:x}: {a.kind}" for a in late[:5]]
         report.primary_fallbacks = sources.get("primary", 0)
         report.duration_s = round(time.monotonic() - started, 1)

@@ -47,6 +47,7 @@ class Answer:
 class Ledger:
     """What exists on the primary and since when (monotonic seconds)."""
 
+    ingested_at: dict[int, float] = field(default_factory=dict)
     good_at: dict[int, float] = field(default_factory=dict)
     revoked_at: dict[int, float] = field(default_factory=dict)
     ingested: list[int] = field(default_factory=list)
@@ -149,6 +150,7 @@ class Traffic:
                 self.ingest.add_certificates([(leaf, "drill")], int(time.time()))
                 with self.ledger.lock:
                     self.ledger.ingested.append(serial)
+                    self.ledger.ingested_at[serial] = time.monotonic()
                 if serial % 5 == 0:
                     victim = self._rng.choice(self.ledger.ingested[:-1] or [serial])
                     if victim not in self.ledger.revoked_at:
@@ -198,15 +200,15 @@ class Traffic:
 
     # judging ------------------------------------------------------------------------------
 
-    def late_non_authoritative(self, grace: float = 2.0) -> list[Answer]:
-        """Non-authoritative answers for serials whose response existed on the primary more than
-        `grace` seconds before the request: the founding incident's symptom. Must be none."""
+    def late_non_authoritative(self, grace: float = 2.0, since: str = "signed") -> list[Answer]:
+        """Non-authoritative answers for serials whose response existed on the primary (or that
+        were ingested, since="ingested") more than `grace` seconds before the request: the
+        founding incident's symptom. Must be none."""
+        times = self.ledger.good_at if since == "signed" else self.ledger.ingested_at
         return [
             a
             for a in self.answers
-            if a.kind in NON_AUTHORITATIVE
-            and a.serial in self.ledger.good_at
-            and self.ledger.good_at[a.serial] < a.at - grace
+            if a.kind in NON_AUTHORITATIVE and a.serial in times and times[a.serial] < a.at - grace
         ]
 
     def counts(self) -> tuple[Counter[str], Counter[str]]:
