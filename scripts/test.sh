@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v ocsptool >/dev/null 2>&1 || need_apt+=(gnutls-bin)  # GnuTLS, a second OCSP client
 # PostgreSQL server binaries for the cluster, replica and drill tests (started by the tests)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt+=(postgresql)

@@ -288,3 +288,32 @@ def test_slow_header_client_is_disconnected(tmp_path) -> None:
         assert closed, "the server kept a connection with unfinished headers open"
         # and it still serves well-behaved clients
         wait_ready(deployment.url, process)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"), [("good", "good"), ("revoked", "revoked"), ("precert", "good")]
+)
+def test_gnutls_ocsptool_verifies_responses_f7(live, kind, expected) -> None:
+    """A second real client (GnuTLS), so no one TLS stack's leniency hides an encoding error."""
+    deployment, paths = live
+    result = subprocess.run(
+        [
+            shutil.which("ocsptool") or "ocsptool",
+            f"--ask={deployment.url}",
+            "--load-issuer",
+            str(deployment.dir / "issuer.pem"),
+            "--load-cert",
+            str(paths[kind]),
+            "--load-trust",
+            str(deployment.dir / "issuer.pem"),
+            "--outfile",
+            os.devnull,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Verifying OCSP Response: Success." in result.stdout
+    assert f"Certificate Status: {expected}" in result.stdout
