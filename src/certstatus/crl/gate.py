@@ -66,14 +66,12 @@ def crl_serials(crl_der: bytes) -> set[int]:
     return serials
 
 
-def check(
-    crl_der: bytes, gate: GateInput
-) -> tuple[list[Rejection], x509.CertificateRevocationList | None]:
-    """Every reason the CRL must not be published (empty when it may be), and the parsed CRL."""
+def check(crl_der: bytes, gate: GateInput) -> list[Rejection]:
+    """Every reason the CRL must not be published; empty when it may be."""
     try:
         crl = x509.load_der_x509_crl(crl_der)
     except ValueError as exc:
-        return [Rejection("unparseable", f"not a DER CRL: {exc}")], None
+        return [Rejection("unparseable", f"not a DER CRL: {exc}")]
     problems: list[Rejection] = []
     if not crl.is_signature_valid(gate.issuer.public_key()):  # type: ignore[arg-type]
         problems.append(Rejection("signature", "signature does not verify with the issuer key"))
@@ -117,7 +115,7 @@ def check(
                 f"missing, e.g. serial {min(missing):x}",
             )
         )
-    return problems, crl
+    return problems
 
 
 def _idp_problems(crl: x509.CertificateRevocationList, idp_url: str | None) -> list[Rejection]:

@@ -118,7 +118,7 @@ class CrlService:
                 )
             ),
         )
-        problems, _ = check(der, gate)
+        problems = check(der, gate)
         result = BuildResult(
             issuer.material.name, partition, number, False, len(entries), reason, tuple(problems)
         )
