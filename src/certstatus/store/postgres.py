@@ -166,6 +166,12 @@ class PostgresStore:
                     "AS v(i, s) WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert'",
                     ([r.issuer_id for r in finals], [serial_key(r.serial) for r in finals]),
                 )
+            partitions = sorted({(r.issuer_id, r.crl_partition) for r in records})
+            db.execute(  # the partitions the CRL builder must publish
+                "INSERT INTO crl_state (issuer_id, crl_partition) SELECT * FROM "
+                "unnest(%s::bigint[], %s::int[]) ON CONFLICT DO NOTHING",
+                ([i for i, _ in partitions], [p for _, p in partitions]),
+            )
         return AddResult(added, len(records) - added)
 
     def revoke(
@@ -308,7 +314,7 @@ class PostgresStore:
     def crl_partitions_in_use(self, issuer_id: int) -> set[int]:
         with self._connection() as db:
             rows = db.execute(
-                "SELECT DISTINCT crl_partition FROM certificates WHERE issuer_id = %s"
+                "SELECT crl_partition FROM crl_state WHERE issuer_id = %s"
                 " UNION SELECT crl_partition FROM crls WHERE issuer_id = %s",
                 (issuer_id, issuer_id),
             ).fetchall()

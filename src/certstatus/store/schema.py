@@ -96,6 +96,17 @@ SQLITE_MIGRATIONS.append(
     )
 )
 
+SQLITE_MIGRATIONS.append(
+    (
+        4,
+        """
+        INSERT INTO crl_state (issuer_id, crl_partition)
+            SELECT DISTINCT issuer_id, crl_partition FROM certificates WHERE true
+            ON CONFLICT DO NOTHING;
+        """,
+    )
+)
+
 # PostgreSQL: the same versions and tables in its dialect. Times are Unix seconds (BIGINT),
 # except the heartbeat, which is milliseconds of the primary's clock.
 POSTGRES_MIGRATIONS: list[tuple[int, str]] = [
@@ -178,6 +189,16 @@ POSTGRES_MIGRATIONS: list[tuple[int, str]] = [
         """
         CREATE TABLE heartbeat (id SMALLINT PRIMARY KEY CHECK (id = 1), at_ms BIGINT NOT NULL);
         INSERT INTO heartbeat (id, at_ms) VALUES (1, 0);
+        """,
+    ),
+    (
+        4,
+        # crl_state now lists every partition that holds certificates (written at ingest), so
+        # the CRL builder never scans certificates to find them; this fills it for old rows
+        """
+        INSERT INTO crl_state (issuer_id, crl_partition)
+            SELECT DISTINCT issuer_id, crl_partition FROM certificates
+            ON CONFLICT DO NOTHING;
         """,
     ),
 ]

@@ -159,6 +159,11 @@ class SqliteStore:
                         "WHERE issuer_id = ? AND serial = ? AND kind = 'precert'",
                         (r.issuer_id, serial_key(r.serial)),
                     )
+            db.executemany(  # the partitions the CRL builder must publish
+                "INSERT INTO crl_state (issuer_id, crl_partition) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING",
+                {(r.issuer_id, r.crl_partition) for r in records},
+            )
         return AddResult(added, len(records) - added)
 
     def revoke(
@@ -289,7 +294,7 @@ class SqliteStore:
 
     def crl_partitions_in_use(self, issuer_id: int) -> set[int]:
         rows = self._connect().execute(
-            "SELECT DISTINCT crl_partition FROM certificates WHERE issuer_id = ? "
+            "SELECT crl_partition FROM crl_state WHERE issuer_id = ? "
             "UNION SELECT crl_partition FROM crls WHERE issuer_id = ?",
             (issuer_id, issuer_id),
         )
