@@ -90,6 +90,7 @@ def run_server(config: Config) -> None:
                 header_read_timeout=r.request_timeout * 1000, max_buffer_size=65_536
             ),
             respawn_failed_workers=True,
+            workers_kill_timeout=10,  # a stop (Ctrl-C, systemd) must not wait forever on a worker
             log_access=False,
         ).serve()
         return
