@@ -80,7 +80,9 @@ class PostgresStore:
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except (psycopg.Error, PoolTimeout) as exc:
+            # every database failure is a StoreError: callers (the replica set above all) decide
+            # on that alone, e.g. a new replica that has not replayed the schema yet
             raise StoreError(f"database {self.name} unavailable: {exc}") from None
 
     @contextmanager

@@ -15,6 +15,7 @@ non-authoritative quietly (F1, the founding incident).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from certstatus.store.base import StoredCrl, StoredResponse, StoreError
 from certstatus.store.postgres import PostgresStore
 
 T = TypeVar("T")
+log = logging.getLogger("certstatus.sources")
 
 
 class NoAuthoritativeSource(StoreError):
@@ -86,7 +88,11 @@ class ReplicaSet:
 
     def _sample_forever(self, source: Source) -> None:
         while not self._stop.is_set():
-            self.sample(source)
+            try:
+                self.sample(source)
+            except Exception:  # a dead sampler would freeze the last reading, maybe "fresh"
+                source.staleness = None
+                log.exception("sampling %s failed", source.name)
             self._stop.wait(self.sample_interval)
 
     def sample(self, source: Source) -> None:
