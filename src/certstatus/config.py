@@ -75,6 +75,7 @@ class ResponderConfig:
     max_staleness: float = 5.0
     primary_fallback: bool = True
     fallback_concurrency: int = 4
+    drain_file: str | None = None  # while it exists /readyz fails: maintenance without a stop
 
     @property
     def process_count(self) -> int:
@@ -88,6 +89,16 @@ class ReplicaConfig:
     name: str
     url: str
     site: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """A cache in front of the responders that the purger keeps in step with status changes."""
+
+    name: str
+    kind: str  # "varnish" or "tag-api"
+    url: str
+    token_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,16 @@ class Config:
     signing: SigningConfig
     crl: CrlPolicy = field(default_factory=CrlPolicy)
     replicas: list[ReplicaConfig] = field(default_factory=list)
+    caches: list[CacheConfig] = field(default_factory=list)
+    purge_recheck: int | None = None
+
+    @property
+    def purge_recheck_after(self) -> int:
+        """Seconds until the second purge pass (purger/service.py says why): by default the
+        staleness bound plus a margin when responders read replicas, none on one database."""
+        if self.purge_recheck is not None:
+            return self.purge_recheck
+        return int(self.responder.max_staleness) + 2 if self.replicas else 0
 
     @property
     def is_postgres(self) -> bool:
@@ -180,6 +201,7 @@ def _responder(table: dict[str, Any], problems: list[tuple[str, str]]) -> Respon
             "max_staleness",
             "primary_fallback",
             "fallback_concurrency",
+            "drain_file",
         }
     )
     listen = r.get("listen", str, "127.0.0.1:8080", 'a "host:port" string')
@@ -220,6 +242,7 @@ def _responder(table: dict[str, Any], problems: list[tuple[str, str]]) -> Respon
         max_staleness=float(staleness),
         primary_fallback=r.get("primary_fallback", bool, True, "true or false"),
         fallback_concurrency=fallback_concurrency,
+        drain_file=r.get("drain_file", str, "", "a file path") or None,
     )
 
 
@@ -302,6 +325,59 @@ def _replicas(items: Any, problems: list[tuple[str, str]]) -> list[ReplicaConfig
             problems.append((prefix + "url", 'required: e.g. "postgresql://host:5433/certstatus"'))
         found.append(ReplicaConfig(name, url, r.get("site", str, None, "a site name") or None))
     return found
+
+
+def _caches(items: Any, problems: list[tuple[str, str]]) -> list[CacheConfig]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        problems.append(("caches", "must be a list of [[caches]] tables"))
+        return []
+    found: list[CacheConfig] = []
+    for index, item in enumerate(items):
+        prefix = f"caches[{index}]."
+        if not isinstance(item, dict):
+            problems.append((f"caches[{index}]", "must be a table"))
+            continue
+        r = _Reader(item, prefix, problems)
+        r.unknown({"name", "kind", "url", "token_env"})
+        name = r.get("name", str, "", "a cache name")
+        if not _NAME.match(name):
+            problems.append((prefix + "name", "required: letters, digits, '.', '_' or '-'"))
+        elif name in {c.name for c in found}:
+            problems.append((prefix + "name", f"{name!r} is used by another cache"))
+        kind = r.get("kind", str, "varnish", '"varnish" or "tag-api"')
+        if kind not in ("varnish", "tag-api"):
+            problems.append((prefix + "kind", f'must be "varnish" or "tag-api", got {kind!r}'))
+        url = r.get("url", str, "", "an http(s) URL")
+        if not url.startswith(("http://", "https://")):
+            problems.append(
+                (prefix + "url", 'required: e.g. "http://127.0.0.1:6081/" for a Varnish')
+            )
+        token_env = r.get("token_env", str, "", "an environment variable name") or None
+        if kind == "tag-api" and not token_env:
+            problems.append(
+                (
+                    prefix + "token_env",
+                    "required for a tag-api cache: the variable holding its token",
+                )
+            )
+        found.append(CacheConfig(name, kind, url, token_env))
+    return found
+
+
+def _purge_recheck(table: Any, problems: list[tuple[str, str]]) -> int | None:
+    if not isinstance(table, dict):
+        problems.append(("purge", "must be a [purge] table"))
+        return None
+    r = _Reader(table, "purge.", problems)
+    r.unknown({"recheck_after"})
+    if "recheck_after" not in table:
+        return None
+    value = r.duration("recheck_after", 0)
+    if not 0 <= value <= 3600:
+        problems.append(("purge.recheck_after", "must be between 0 (off) and 1h"))
+    return value
 
 
 def _issuers(items: Any, base: Path, problems: list[tuple[str, str]]) -> list[IssuerConfig]:
@@ -396,7 +472,9 @@ def load_config(path: Path) -> Config:
         raise ConfigError([("config", f"not valid TOML: {exc}")], path) from None
     problems: list[tuple[str, str]] = []
     top = _Reader(data, "", problems)
-    top.unknown({"database", "responder", "signing", "issuers", "crl", "replicas"})
+    top.unknown(
+        {"database", "responder", "signing", "issuers", "crl", "replicas", "caches", "purge"}
+    )
     database = top.get("database", str, "", 'a SQLite path or "sqlite:///abs/path.db"')
     if not database:
         problems.append(("database", 'required: e.g. database = "certstatus.db"'))
@@ -415,6 +493,8 @@ def load_config(path: Path) -> Config:
         signing=_signing(sections["signing"], problems),
         crl=_crl(sections["crl"], problems),
         replicas=_replicas(data.get("replicas"), problems),
+        caches=_caches(data.get("caches"), problems),
+        purge_recheck=_purge_recheck(data.get("purge", {}), problems),
     )
     if config.replicas and not config.is_postgres:
         problems.append(("replicas", "replicas need a PostgreSQL primary in database"))

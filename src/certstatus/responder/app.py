@@ -19,6 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from certstatus.cache.keys import certificate_key, crl_key, issuer_key, surrogate_headers
 from certstatus.config import Config, IssuerMaterial, load_config, load_issuer_material
 from certstatus.crl.layout import CrlLayout
 from certstatus.ocsp import response as ocsp_response
@@ -65,8 +66,10 @@ class OcspApp:
         request_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         crl_layouts: Sequence[tuple[int, CrlLayout]] = (),
+        drain_file: str | None = None,
     ) -> None:
         self.store = store
+        self.drain_file = drain_file
         self.index = index
         self.crl_layouts = list(crl_layouts)
         self.max_post_body = max_post_body
@@ -183,6 +186,9 @@ class OcspApp:
         headers, tag = h.authoritative(
             der, stored.this_update, stored.next_update, stored.refresh_at, now
         )
+        headers += surrogate_headers(
+            (issuer_key(issuer_id), certificate_key(issuer_id, request.serial))
+        )
         if stored.source:
             headers.append((b"certstatus-source", stored.source.encode()))
         if _if_none_match(scope, tag):
@@ -207,6 +213,7 @@ class OcspApp:
             headers, tag = h.crl(
                 crl.der, crl.this_update, crl.next_update, crl.next_build_at, int(self.clock())
             )
+            headers += surrogate_headers((issuer_key(issuer_id), crl_key(issuer_id, partition)))
             if _if_none_match(scope, tag):
                 await _send(send, 304, headers[1:], b"")
                 return
@@ -226,6 +233,9 @@ class OcspApp:
         )
 
     async def _readyz(self, send: Send) -> None:
+        if self.drain_file and os.path.exists(self.drain_file):
+            await _send(send, 503, h.NO_STORE_TEXT, b"not ready: draining (drain file exists)\n")
+            return
         try:
             self.store.ping()
         except StoreError as exc:
@@ -334,4 +344,5 @@ def create_app() -> OcspApp:
         config.responder.max_post_body,
         config.responder.request_timeout,
         crl_layouts=layouts,
+        drain_file=config.responder.drain_file,
     )

@@ -10,9 +10,11 @@ from contextlib import contextmanager
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from certstatus.cache.purgers import build_purger
 from certstatus.config import Config, IssuerMaterial, load_issuer_material
 from certstatus.crlbuilder import CrlService
 from certstatus.monitor.heartbeat import HeartbeatWriter
+from certstatus.purger import PurgeService
 from certstatus.responder.app import CONFIG_ENV
 from certstatus.signer import Signer
 from certstatus.store import open_store
@@ -40,7 +42,8 @@ def background_signer(
     config: Config, materials: list[IssuerMaterial], ids: dict[str, int]
 ) -> Iterator[Signer]:
     """The signing roles for the life of the block: the OCSP signer thread (driving its own
-    process pool) and, when an issuer publishes CRLs, the CRL builder thread."""
+    process pool), the purger (status changes out of the caches) and, when an issuer
+    publishes CRLs, the CRL builder thread."""
     store = open_store(config.database, config.base_dir)
     stop = threading.Event()
     signer = Signer(store, materials, ids, config.signing)
@@ -51,6 +54,13 @@ def background_signer(
         threads.append(
             threading.Thread(target=writer.run, args=(stop,), name="heartbeat", daemon=True)
         )
+    purger = PurgeService(
+        store,
+        [build_purger(c.name, c.kind, c.url, c.token_env) for c in config.caches],
+        config.purge_recheck_after,
+        interval=0.2 if config.caches else 5.0,
+    )
+    threads.append(threading.Thread(target=purger.run, args=(stop,), name="purger", daemon=True))
     if crls.issuers:
         threads.append(
             threading.Thread(target=crls.run, args=(stop,), name="crl-builder", daemon=True)

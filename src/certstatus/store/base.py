@@ -141,6 +141,27 @@ class StoredCrl:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingPurge:
+    """One change to purge from the caches: a certificate's OCSP answers or a CRL partition."""
+
+    id: int
+    kind: str  # "ocsp" or "crl"
+    issuer_id: int
+    serial: int | None
+    crl_partition: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeBacklog:
+    """Purges not yet delivered everywhere: waiting for their response to be signed (unready),
+    or ready and not yet delivered to every cache (pending)."""
+
+    unready: int
+    pending: int
+    oldest_created_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class AddResult:
     added: int
     existing: int
@@ -214,6 +235,25 @@ class Store(Protocol):
     ) -> None: ...
 
     def crl_rejection_count(self) -> int: ...
+
+    # the purge queue: enqueued by revoke() and publish_crl(), drained by the purger role
+    def mark_purges_ready(self, now: int) -> int:
+        """Mark ready every purge whose certificate's new response is now stored."""
+        ...
+
+    def pending_purges(
+        self, cache: str, pass_: int, ready_before: int, limit: int
+    ) -> list[PendingPurge]: ...
+
+    def record_purges(self, cache: str, pass_: int, ids: Sequence[int], now: int) -> None: ...
+
+    def settle_purges(self, targets: Sequence[tuple[str, int]], now: int) -> int:
+        """Settle purges delivered to every (cache, pass) target; returns how many."""
+        ...
+
+    def prune_purges(self, settled_before: int) -> int: ...
+
+    def purge_backlog(self) -> PurgeBacklog: ...
 
     def counts(self) -> dict[str, int]: ...
 

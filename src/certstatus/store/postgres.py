@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import RevocationState, RevokedEntry, revocation_transition
+from certstatus.store import purgequeue
 from certstatus.store.base import (
     CERTIFICATE_COLUMNS,
     AddResult,
@@ -24,7 +25,9 @@ from certstatus.store.base import (
     CertificateRow,
     DueCertificate,
     IssuerRecord,
+    PendingPurge,
     Priority,
+    PurgeBacklog,
     SignedResponse,
     StoredCrl,
     StoredResponse,
@@ -41,6 +44,13 @@ _RESPONSE_BY_ALGORITHM = {
     "FROM responses WHERE issuer_id = %s AND serial = %s"
     for algorithm in HashAlgorithm
 }
+
+
+def _pg(sql: str) -> str:
+    """A statement shared with SQLite ('?' placeholders) in psycopg's '%s' style."""
+    return sql.replace("?", "%s")
+
+
 _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 
@@ -198,6 +208,8 @@ class PostgresStore:
                 (state.time, state.reason, Priority.REVOKED, now, now, issuer_id, key),
             ).fetchone()
             assert found is not None  # the row was locked above
+            revoked = certificate_from_row(found)
+            db.execute(_pg(purgequeue.ENQUEUE_OCSP), (issuer_id, key, revoked.version, now))
             db.execute(
                 "INSERT INTO crl_state (issuer_id, crl_partition, dirty_since) VALUES (%s, %s, %s)"
                 " ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
@@ -296,6 +308,39 @@ class PostgresStore:
                 ).fetchall()
             )
         return {p: int(rows.get(int(p), 0)) for p in Priority}
+
+    # purge queue (store/purgequeue.py)
+
+    def mark_purges_ready(self, now: int) -> int:
+        with self._transaction() as db:
+            return db.execute(_pg(purgequeue.MARK_READY), (now,)).rowcount
+
+    def pending_purges(
+        self, cache: str, pass_: int, ready_before: int, limit: int
+    ) -> list[PendingPurge]:
+        with self._connection() as db:
+            rows = db.execute(_pg(purgequeue.PENDING), (ready_before, cache, pass_, limit))
+            return [purgequeue.pending_from_row(row) for row in rows]
+
+    def record_purges(self, cache: str, pass_: int, ids: Sequence[int], now: int) -> None:
+        with self._transaction() as db, db.cursor() as cur:
+            cur.executemany(_pg(purgequeue.RECORD), [(i, cache, pass_, now) for i in ids])
+
+    def settle_purges(self, targets: Sequence[tuple[str, int]], now: int) -> int:
+        sql, params = purgequeue.settle(targets)
+        with self._transaction() as db:
+            return db.execute(_pg(sql), [now, *params]).rowcount
+
+    def prune_purges(self, settled_before: int) -> int:
+        with self._transaction() as db:
+            db.execute(_pg(purgequeue.PRUNE_DELIVERIES), (settled_before,))
+            return db.execute(_pg(purgequeue.PRUNE), (settled_before,)).rowcount
+
+    def purge_backlog(self) -> PurgeBacklog:
+        with self._connection() as db:
+            row = db.execute(purgequeue.BACKLOG).fetchone()
+        assert row is not None
+        return PurgeBacklog(*row)
 
     def counts(self) -> dict[str, int]:
         with self._connection() as db:
@@ -420,6 +465,8 @@ class PostgresStore:
                 "WHERE issuer_id = %(i)s AND crl_partition = %(p)s",
                 {"i": crl.issuer_id, "p": crl.crl_partition, "s": snapshot},
             )
+            now = int(time.time())
+            db.execute(_pg(purgequeue.ENQUEUE_CRL), (crl.issuer_id, crl.crl_partition, now, now))
         return True
 
     def crl_dirty_since(self, issuer_id: int) -> dict[int, int]:

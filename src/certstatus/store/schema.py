@@ -202,3 +202,63 @@ POSTGRES_MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
 ]
+
+# v5: the purge queue (cache tier). A status change enqueues a purge in the transaction that
+# makes it, so no revocation's purge is lost; the purger sends it once the new response exists.
+# Deliveries are recorded per (purge, cache, pass), so sequence gaps and out-of-order commits
+# cannot make a cursor skip a purge; a purge delivered everywhere is settled, then pruned.
+SQLITE_MIGRATIONS.append(
+    (
+        5,
+        """
+        CREATE TABLE purges (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('ocsp', 'crl')),
+            issuer_id INTEGER NOT NULL,
+            serial TEXT,
+            crl_partition INTEGER,
+            version INTEGER,
+            created_at INTEGER NOT NULL,
+            ready_at INTEGER,
+            settled_at INTEGER
+        );
+        CREATE INDEX purges_unsettled ON purges (ready_at) WHERE settled_at IS NULL;
+        CREATE INDEX purges_settled ON purges (settled_at) WHERE settled_at IS NOT NULL;
+        CREATE TABLE purge_deliveries (
+            purge_id INTEGER NOT NULL,
+            cache TEXT NOT NULL,
+            pass INTEGER NOT NULL,
+            delivered_at INTEGER NOT NULL,
+            PRIMARY KEY (purge_id, cache, pass)
+        ) WITHOUT ROWID;
+        """,
+    )
+)
+
+POSTGRES_MIGRATIONS.append(
+    (
+        5,
+        """
+        CREATE TABLE purges (
+            id BIGSERIAL PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('ocsp', 'crl')),
+            issuer_id BIGINT NOT NULL,
+            serial TEXT,
+            crl_partition INTEGER,
+            version BIGINT,
+            created_at BIGINT NOT NULL,
+            ready_at BIGINT,
+            settled_at BIGINT
+        );
+        CREATE INDEX purges_unsettled ON purges (ready_at) WHERE settled_at IS NULL;
+        CREATE INDEX purges_settled ON purges (settled_at) WHERE settled_at IS NOT NULL;
+        CREATE TABLE purge_deliveries (
+            purge_id BIGINT NOT NULL,
+            cache TEXT NOT NULL,
+            pass SMALLINT NOT NULL,
+            delivered_at BIGINT NOT NULL,
+            PRIMARY KEY (purge_id, cache, pass)
+        );
+        """,
+    )
+)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import RevocationState, RevokedEntry, revocation_transition
+from certstatus.store import purgequeue
 from certstatus.store.base import (
     CERTIFICATE_COLUMNS,
     AddResult,
@@ -21,7 +23,9 @@ from certstatus.store.base import (
     CertificateRow,
     DueCertificate,
     IssuerRecord,
+    PendingPurge,
     Priority,
+    PurgeBacklog,
     SignedResponse,
     StoredCrl,
     StoredResponse,
@@ -200,7 +204,9 @@ class SqliteStore:
                 f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE issuer_id = ? AND serial = ?",
                 (issuer_id, key),
             ).fetchone()
-        return certificate_from_row(found)
+            revoked = certificate_from_row(found)
+            db.execute(purgequeue.ENQUEUE_OCSP, (issuer_id, key, revoked.version, now))
+        return revoked
 
     def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None:
         row = (
@@ -385,6 +391,8 @@ class SqliteStore:
                 "AND revoked_recorded_at >= ?3) WHERE issuer_id = ?1 AND crl_partition = ?2",
                 (crl.issuer_id, crl.crl_partition, snapshot),
             )
+            now = int(time.time())
+            db.execute(purgequeue.ENQUEUE_CRL, (crl.issuer_id, crl.crl_partition, now, now))
         return True
 
     def crl_dirty_since(self, issuer_id: int) -> dict[int, int]:
@@ -408,6 +416,35 @@ class SqliteStore:
     def crl_rejection_count(self) -> int:
         (count,) = self._connect().execute("SELECT count(*) FROM crl_rejections").fetchone()
         return int(count)
+
+    # purge queue (store/purgequeue.py)
+
+    def mark_purges_ready(self, now: int) -> int:
+        with self._transaction(durable=False) as db:
+            return db.execute(purgequeue.MARK_READY, (now,)).rowcount
+
+    def pending_purges(
+        self, cache: str, pass_: int, ready_before: int, limit: int
+    ) -> list[PendingPurge]:
+        rows = self._connect().execute(purgequeue.PENDING, (ready_before, cache, pass_, limit))
+        return [purgequeue.pending_from_row(row) for row in rows]
+
+    def record_purges(self, cache: str, pass_: int, ids: Sequence[int], now: int) -> None:
+        with self._transaction() as db:
+            db.executemany(purgequeue.RECORD, [(i, cache, pass_, now) for i in ids])
+
+    def settle_purges(self, targets: Sequence[tuple[str, int]], now: int) -> int:
+        sql, params = purgequeue.settle(targets)
+        with self._transaction(durable=False) as db:
+            return db.execute(sql, [now, *params]).rowcount
+
+    def prune_purges(self, settled_before: int) -> int:
+        with self._transaction(durable=False) as db:
+            db.execute(purgequeue.PRUNE_DELIVERIES, (settled_before,))
+            return db.execute(purgequeue.PRUNE, (settled_before,)).rowcount
+
+    def purge_backlog(self) -> PurgeBacklog:
+        return PurgeBacklog(*self._connect().execute(purgequeue.BACKLOG).fetchone())
 
     def counts(self) -> dict[str, int]:
         db = self._connect()

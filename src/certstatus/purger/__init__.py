@@ -1,0 +1,3 @@
+from certstatus.purger.service import PurgeService
+
+__all__ = ["PurgeService"]
