@@ -138,8 +138,9 @@ def deployment(tmp_path: Path) -> Deployment:
 
 
 def postgres_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-    """A temp dir the postgres user can reach: pytest's own directories are made traversable,
-    never the system temp dir itself (its sticky, world-writable mode must stay)."""
+    """A temp dir the postgres user (or Varnish's unprivileged child) can reach: pytest's own
+    directories are made traversable, never the system temp dir itself (its sticky,
+    world-writable mode must stay)."""
     directory = tmp_path_factory.mktemp(name)
     system = {Path(tempfile.gettempdir()).resolve(), Path("/")}
     path = directory

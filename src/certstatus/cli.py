@@ -94,7 +94,8 @@ def check_config(config_path: Path) -> None:
     out.print(
         f"[green]ok[/]: {config_path}: {len(materials)} issuer(s); responses valid "
         f"{config.signing.policy.validity}s, refreshed after "
-        f"{config.signing.policy.refresh_after}s"
+        f"{config.signing.policy.refresh_after}s",
+        soft_wrap=True,  # one line, whatever the path's length: scripts grep it
     )
 
 
@@ -215,8 +216,11 @@ def stats(config_path: Path) -> None:
         due = store.due_count(int(time.time()))
     for name, value in counts.items():
         out.print(f"{name:>16}: {value}")
+        backlog = store.purge_backlog()
     for priority, value in due.items():
         out.print(f"{'due ' + priority.name.lower():>16}: {value}")
+    out.print(f"{'purges unsigned':>16}: {backlog.unready}")
+    out.print(f"{'purges pending':>16}: {backlog.pending}")
 
 
 @main.group()
@@ -291,6 +295,79 @@ def crl_disclosure(config_path: Path, name: str) -> None:
             raise IngestError(f"issuer {name!r} has no CRLs configured")
         urls = [matches[0].layout.url(p) for p in service.partitions(matches[0])]
     click.echo(json.dumps(urls))
+
+
+@main.group()
+def cache() -> None:
+    """A local Varnish in front of the responders (deploy/varnish/certstatus.vcl)."""
+
+
+@contextmanager
+def cache_errors() -> Iterator[None]:
+    from certstatus.cache.varnish import CacheError
+
+    try:
+        yield
+    except CacheError as exc:
+        _fail(str(exc))
+
+
+@cache.command("up")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--origin",
+    "origins",
+    multiple=True,
+    required=True,
+    help="An origin responder host:port (repeat for several).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Listen port (0: free).")
+@click.option("--memory", default="256m", show_default=True, help="Cache size.")
+def cache_up(directory: Path, origins: tuple[str, ...], port: int, memory: str) -> None:
+    """Start Varnish on loopback in front of the given responders."""
+    from certstatus.cache.varnish import LocalVarnish
+
+    with cache_errors():
+        state = LocalVarnish(directory).up(list(origins), port, memory)
+    console.print(f"cache listening on {state.url} in front of {', '.join(state.origins)}")
+    console.print("to purge it on status changes, add to certstatus.toml:")
+    out.print(f'[[caches]]\nname = "local"\nkind = "varnish"\nurl = "{state.url}"', highlight=False)
+
+
+@cache.command("status")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cache_status(directory: Path, as_json: bool) -> None:
+    """Whether the cache runs, its hit/miss counters and each origin's probe verdict."""
+    import json
+
+    from certstatus.cache.varnish import LocalVarnish
+
+    local = LocalVarnish(directory)
+    state = local.state()
+    if state is None:
+        _fail(f"no cache running from {directory}")
+        return
+    with cache_errors():
+        counters, health = local.stats(), local.origin_health()
+    if as_json:
+        out.print_json(json.dumps({"url": state.url, "stats": counters, "origins": health}))
+        return
+    out.print(f"cache {state.url} (pid {state.pid})")
+    for name, value in counters.items():
+        out.print(f"{name:>16}: {value}")
+    for (name, healthy), address in zip(health.items(), state.origins, strict=False):
+        out.print(f"{name:>16}: {address} {'healthy' if healthy else 'SICK'}")
+
+
+@cache.command("down")
+@click.argument("directory", type=click.Path(path_type=Path))
+def cache_down(directory: Path) -> None:
+    """Stop the cache started from DIRECTORY."""
+    from certstatus.cache.varnish import LocalVarnish
+
+    stopped = LocalVarnish(directory).down()
+    console.print("cache stopped" if stopped else "no cache was running")
 
 
 @main.group()

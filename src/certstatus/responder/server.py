@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.cache.purgers import build_purger
-from certstatus.config import Config, IssuerMaterial, load_issuer_material
+from certstatus.config import Config, IssuerMaterial, load_config, load_issuer_material
 from certstatus.crlbuilder import CrlService
 from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.purger import PurgeService
@@ -121,10 +125,50 @@ def run_server(config: Config) -> None:
     )
 
 
-def serve(config: Config) -> None:
+def _roles_main(config_path: str, stop: Any) -> None:
+    """The signing roles' own process under `serve`; stops when the server sets stop."""
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = load_config(Path(config_path))
     materials, ids = register_issuers(config)
+    with background_signer(config, materials, ids):
+        stop.wait()
+
+
+@contextmanager
+def roles_process(config: Config) -> Iterator[None]:
+    """The signing roles in a spawned process beside the server, never threads in it: the
+    server forks its workers, and a fork taken while one of those threads holds SQLite's
+    write lock leaves every worker seeing 'database is locked' for good."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    process = context.Process(
+        target=_roles_main, args=(str(config.path), stop), name="certstatus-roles"
+    )
+    # Ctrl-C reaches the whole process group; the server handles it and sets stop. Started
+    # with SIGINT ignored, the child (and its signing pool) inherits that from its first line.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        yield
+    finally:
+        stop.set()
+        process.join(timeout=40)
+        if process.is_alive():
+            log.error("signing roles did not stop within 40 s; terminating them")
+            process.kill()
+            process.join()
+
+
+def serve(config: Config) -> None:
+    register_issuers(config)
     if config.responder.run_signer:
-        with background_signer(config, materials, ids):
+        with roles_process(config):
             run_server(config)
     else:
         run_server(config)

@@ -1,0 +1,1 @@
+../../src/certstatus/cache/certstatus.vcl
