@@ -11,14 +11,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from certstatus.cache.purgers import PurgeError, TagApiPurger, VarnishPurger
 from certstatus.cache.varnish import LocalVarnish, free_port
 from tests.cachetier import fetch, get_path, request_der
+from tests.cdn_standin import TagPurgeStandIn
 from tests.conftest import Deployment, make_deployment, postgres_dir, wait_ready
 
 pytestmark = pytest.mark.skipif(
@@ -60,13 +63,16 @@ class Tier:
         self.origin = start_serve(self.deployment.config_path, self.deployment.url)
 
 
-def start_serve(config: Path, url: str) -> subprocess.Popen[bytes]:
+def start_serve(
+    config: Path, url: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log = config.with_suffix(".log")
     with log.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "certstatus.cli", "-v", "serve", "--config", str(config)],
             stdout=output,
             stderr=output,
+            env={**os.environ, **(env or {})},
         )
     try:
         wait_ready(url, process, timeout=30)
@@ -85,23 +91,32 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-@pytest.fixture
-def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
-    base = postgres_dir(tmp_path_factory, "cache")
+@contextmanager
+def cache_tier(
+    base: Path, caches: str, env: dict[str, str] | None = None, cache_port: int = 0
+) -> Iterator[Tier]:
+    """A deployment served with its signer and purger, a Varnish in front of it, and caches
+    (a [[caches]] TOML fragment, formatted with the Varnish's port) in its config."""
     deployment = make_deployment(base / "ca", run_signer=True)
-    cache_port = free_port()
+    cache_port = cache_port or free_port()
     with deployment.config_path.open("a") as config:
-        config.write(CACHES.format(port=cache_port))
-    origin = start_serve(deployment.config_path, deployment.url)
+        config.write(caches.format(port=cache_port))
     varnish = LocalVarnish(base / "varnish")
+    origin = start_serve(deployment.config_path, deployment.url, env)
+    tier = Tier(deployment, varnish, f"http://127.0.0.1:{cache_port}/", origin)
     try:
-        state = varnish.up([f"127.0.0.1:{deployment.port}"], cache_port)
+        varnish.up([f"127.0.0.1:{deployment.port}"], cache_port)
         wait_healthy(varnish, {"origin0": True})
-        tier = Tier(deployment, varnish, state.url, origin)
         yield tier
     finally:
         varnish.down()
-        stop(tier.origin if "tier" in locals() else origin)
+        stop(tier.origin)
+
+
+@pytest.fixture
+def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
+    with cache_tier(postgres_dir(tmp_path_factory, "cache"), CACHES) as built:
+        yield built
 
 
 def wait_healthy(varnish: LocalVarnish, expected: dict[str, bool], timeout: float = 15) -> None:
@@ -127,7 +142,7 @@ def test_authoritative_answer_is_cached_and_served_from_cache(tier: Tier) -> Non
 def test_equivalent_get_spellings_share_one_entry(tier: Tier) -> None:
     """R14: the variants a client may send are normalised to one cache entry; the answer
     through the cache is the origin's answer for the canonical request."""
-    certificate, path, _ = tier.good_certificate()
+    certificate, _, _ = tier.good_certificate()
     der = request_der(certificate, tier.deployment.ca.certificate)
     canonical = base64.b64encode(der).decode()
     urlsafe = base64.urlsafe_b64encode(der).decode().rstrip("=")
@@ -345,3 +360,54 @@ def test_purge_issued_while_the_cache_is_stopped_is_delivered_after_it_starts(
         (format(certificate.serial_number, "x"),),
     )
     assert delivered.fetchall() == [("edge", 0)]
+
+
+TAG_API = """
+[[caches]]
+name = "cdn"
+kind = "tag-api"
+url = "{url}"
+token_env = "CERTSTATUS_TEST_CDN_TOKEN"
+"""
+
+
+def test_tag_api_purge_through_a_cdn_stand_in(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The CDN-shaped client purges through the stand-in's API, which acts on a real Varnish;
+    rate limits (429 + Retry-After) and 5xx answers are retried until the purge lands."""
+    cache_port = free_port()
+    forward = VarnishPurger("edge", f"http://127.0.0.1:{cache_port}/")
+    with TagPurgeStandIn("s3cret", forward) as standin:
+        caches = TAG_API.format(url=standin.url).replace("{", "{{").replace("}", "}}")
+        with cache_tier(
+            postgres_dir(tmp_path_factory, "cdn"),
+            caches,
+            {"CERTSTATUS_TEST_CDN_TOKEN": "s3cret"},
+            cache_port,
+        ) as tier:
+            certificate, path, store = tier.good_certificate()
+            fetch(tier.cache_url, path)
+            assert fetch(tier.cache_url, path).cache == "HIT"
+            standin.fail_next([429, 503])
+            tier.deployment.ingest(store).revoke(
+                "demo", certificate.serial_number, "keyCompromise", int(time.time())
+            )
+            deadline = time.monotonic() + 15
+            while fetch(tier.cache_url, path).ocsp_status() != "revoked":
+                assert time.monotonic() < deadline, "the purge never went through the stand-in"
+                time.sleep(0.1)
+    key = f"cs-i1-s{certificate.serial_number:x}"
+    attempts = [status for status, tags in standin.received if key in tags]
+    assert attempts[:3] == [429, 503, 200]
+
+
+def test_tag_api_client_reports_refusals() -> None:
+    forward = VarnishPurger("nowhere", "http://127.0.0.1:9/")
+    with TagPurgeStandIn("right", forward) as standin:
+        with pytest.raises(PurgeError, match="refused the purge \\(403\\)"):
+            TagApiPurger("cdn", standin.url, "wrong").purge(["cs-i1"])
+        with pytest.raises(PurgeError, match="answered 502"):
+            TagApiPurger("cdn", standin.url, "right").purge(["cs-i1"])  # Varnish unreachable
+        standin.fail_next([429])
+        with pytest.raises(PurgeError) as raised:
+            TagApiPurger("cdn", standin.url, "right").purge(["cs-i1"])
+        assert raised.value.retry_after == 0

@@ -102,6 +102,7 @@ def signed(deployment):
 def assert_no_store(answer: Answer) -> None:
     assert answer.headers["cache-control"] == NO_STORE  # R13
     assert "etag" not in answer.headers and "expires" not in answer.headers
+    assert "xkey" not in answer.headers  # nothing to purge: it was never cacheable
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -123,6 +124,10 @@ def test_authoritative_answer_headers_r12(signed, method, algorithm) -> None:
     last_modified = parsed.this_update_utc.strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert h["last-modified"] == last_modified
     assert "expires" in h and h["etag"].startswith('"')
+    # surrogate keys for the cache tier: the certificate and its issuer, in every header format
+    keys = f"cs-i{issuer_id} cs-i{issuer_id}-s{good.serial_number:x}"
+    assert h["xkey"] == h["surrogate-key"] == keys
+    assert h["cache-tag"] == keys.replace(" ", ",")
 
 
 def test_if_none_match_gives_304_r12(signed) -> None:
