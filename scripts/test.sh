@@ -12,6 +12,9 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   need_apt+=(postgresql)
 fi
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+# the cache tier: Varnish and its xkey module (surrogate-key purges)
+command -v varnishd >/dev/null 2>&1 || need_apt+=(varnish)
+ls /usr/lib/*/varnish/vmods/libvmod_xkey.so >/dev/null 2>&1 || need_apt+=(varnish-modules)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing: ${need_apt[*]}; install them (apt-get install -y ${need_apt[*]})" >&2

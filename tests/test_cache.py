@@ -24,10 +24,6 @@ from tests.cachetier import fetch, get_path, request_der
 from tests.cdn_standin import TagPurgeStandIn
 from tests.conftest import Deployment, make_deployment, postgres_dir, wait_ready
 
-pytestmark = pytest.mark.skipif(
-    not Path("/usr/sbin/varnishd").exists(), reason="varnish is installed by scripts/test.sh"
-)
-
 CACHES = """
 [[caches]]
 name = "edge"
