@@ -352,3 +352,28 @@ def test_a_stopped_heartbeat_writer_never_reads_fresh_f1(tmp_path_factory) -> No
             store.close()
     finally:
         running.down()
+
+
+def test_purge_queue_on_postgres(env: Env) -> None:
+    """The purge queue's shared statements on PostgreSQL: a revocation's purge is unready until
+    its response is stored, then delivered per (cache, pass) and settled (F3)."""
+    from certstatus.cache.keys import certificate_key
+    from certstatus.purger import PurgeService
+    from tests.test_purger import Clock, RecordingCache
+
+    [serial] = env.leaves(1, 0x70_0000)
+    with env.signer() as signer:
+        signer.sign_due()
+        env.ingest.revoke("demo", serial, "keyCompromise", int(time.time()))
+        clock = Clock(time.time() + 1)
+        edge = RecordingCache("edge")
+        service = PurgeService(env.primary, [edge], recheck_after=3, clock=clock)
+        service.step()
+        assert certificate_key(env.issuer_id, serial) not in edge.keys  # not signed yet
+        signer.sign_due()
+    service.step()
+    assert edge.keys.count(certificate_key(env.issuer_id, serial)) == 1
+    clock.now += 3
+    service.step()
+    assert edge.keys.count(certificate_key(env.issuer_id, serial)) == 2
+    assert env.primary.purge_backlog().pending == 0
