@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import time
 from dataclasses import dataclass
 
@@ -253,3 +254,34 @@ def test_http_date_matches_the_standard_library() -> None:
 
     for moment in [0, 951_782_400, *random.Random(5).sample(range(4_000_000_000), 2000)]:
         assert http_date(moment).decode() == formatdate(moment, usegmt=True)
+
+
+def test_cert_status_peek_agrees_with_cryptography(signed) -> None:
+    """The metrics' DER peek at certStatus, with cryptography's parser as the oracle, on our
+    responses and on one cryptography built (different responderID, extensions)."""
+    from certstatus.ocsp.response import cert_status_of
+
+    deployment, store, _, good, bad, issuer_id = signed
+    for certificate in (good, bad):
+        for algorithm in HashAlgorithm:
+            der = store.response(issuer_id, certificate.serial_number, algorithm).der
+            parsed = ocsp.load_der_ocsp_response(der)
+            assert cert_status_of(der) == parsed.certificate_status.name.lower()
+    now = datetime.datetime.now(datetime.UTC)
+    for status in ocsp.OCSPCertStatus:
+        builder = ocsp.OCSPResponseBuilder().add_response(
+            good,
+            deployment.ca.certificate,
+            hashes.SHA1(),
+            status,
+            now,
+            now + datetime.timedelta(days=1),
+            now if status is ocsp.OCSPCertStatus.REVOKED else None,
+            None,
+        )
+        der = (
+            builder.responder_id(ocsp.OCSPResponderEncoding.NAME, deployment.ca.certificate)
+            .sign(deployment.ca.key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.DER)
+        )
+        assert cert_status_of(der) == status.name.lower()

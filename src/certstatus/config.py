@@ -108,6 +108,7 @@ class SigningConfig:
     batch_size: int = 256
     lease: int = 300
     responder_expiry_margin: int = 14 * 86400
+    metrics_listen: str | None = None  # the signing roles' /metrics, e.g. "127.0.0.1:9465"
 
     @property
     def process_count(self) -> int:
@@ -258,6 +259,7 @@ def _signing(table: dict[str, Any], problems: list[tuple[str, str]]) -> SigningC
             "batch_size",
             "lease",
             "responder_expiry_margin",
+            "metrics_listen",
         }
     )
     defaults = SchedulePolicy()
@@ -286,7 +288,20 @@ def _signing(table: dict[str, Any], problems: list[tuple[str, str]]) -> SigningC
                 "short by the responder certificate's expiry (R4)",
             )
         )
-    return SigningConfig(policy, workers, batch, lease, margin)
+    metrics_listen = r.get("metrics_listen", str, "", 'a "host:port" string') or None
+    if metrics_listen is not None and not _is_listen(metrics_listen):
+        problems.append(
+            (
+                "signing.metrics_listen",
+                f'expected "host:port", e.g. "127.0.0.1:9465", got {metrics_listen!r}',
+            )
+        )
+    return SigningConfig(policy, workers, batch, lease, margin, metrics_listen)
+
+
+def _is_listen(value: str) -> bool:
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and 0 <= int(port) <= 65535
 
 
 def _crl(table: dict[str, Any], problems: list[tuple[str, str]]) -> CrlPolicy:

@@ -32,6 +32,9 @@ sub vcl_recv {
         set req.http.x-purged = xkey.purge(req.http.xkey-purge);
         return (synth(200, "purged " + req.http.x-purged));
     }
+    if (req.url ~ "^/metrics") {
+        return (synth(404, "not here"));  # scraped at each origin, never through the cache
+    }
     set req.backend_hint = origins.backend();
     # health and readiness belong to the origin that answers; never cached
     if (req.url ~ "^/(healthz|readyz|sources)(\?|$)") {

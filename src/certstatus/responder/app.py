@@ -38,14 +38,23 @@ IssuerIndex = dict[tuple[HashAlgorithm, bytes, bytes], int]
 
 
 class Outcome(Enum):
-    """What an answer was, for logs and (later) metrics."""
+    """What an answer was, for metrics: an authoritative answer is counted by its status."""
 
-    AUTHORITATIVE = "authoritative"
+    GOOD = "good"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
     UNAUTHORIZED = "unauthorized"
     MALFORMED = "malformed"
     TRY_LATER = "tryLater"
     NOT_MODIFIED = "304"
     ERROR = "error"
+
+
+class NoMetrics:
+    """The metrics sink of an app without metrics (tests, tools)."""
+
+    def answered(self, outcome: str, source: str, seconds: float) -> None:
+        pass
 
 
 def issuer_index(issuers: Sequence[tuple[int, IssuerMaterial]]) -> IssuerIndex:
@@ -67,7 +76,9 @@ class OcspApp:
         clock: Callable[[], float] = time.time,
         crl_layouts: Sequence[tuple[int, CrlLayout]] = (),
         drain_file: str | None = None,
+        metrics: Any = None,
     ) -> None:
+        self.metrics = metrics or NoMetrics()
         self.store = store
         self.drain_file = drain_file
         self.index = index
@@ -98,13 +109,17 @@ class OcspApp:
         if path == "/sources":
             await self._sources(send)
             return
+        if path == "/metrics":
+            await self._metrics(send)
+            return
         if method in ("GET", "HEAD") and path.endswith(".crl"):
             await self._crl(scope, send, path, head=method == "HEAD")
             return
+        started = time.perf_counter()
         if method in ("GET", "HEAD"):
             raw = scope.get("raw_path")
             request_path = raw.decode("latin-1") if raw else path
-            await self._answer(
+            outcome, source = await self._answer(
                 scope,
                 send,
                 lambda: decode_request(decode_get_path(request_path)),
@@ -112,12 +127,15 @@ class OcspApp:
             )
         elif method == "POST":
             body = await self._read_body(receive, send)
-            if body is not None:
-                await self._answer(scope, send, lambda: decode_request(body))
+            if body is None:
+                return
+            outcome, source = await self._answer(scope, send, lambda: decode_request(body))
         else:
             await _send(
                 send, 405, [(b"allow", b"GET, HEAD, POST"), (b"cache-control", b"no-store")], b""
             )
+            return
+        self.metrics.answered(outcome.value, source, time.perf_counter() - started)
 
     async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
         """The POST body, or None after answering 413/408 for a body too big or too slow (R14)."""
@@ -144,12 +162,13 @@ class OcspApp:
 
     async def _answer(
         self, scope: Scope, send: Send, decode: Callable[[], CertRequest], head: bool = False
-    ) -> Outcome:
+    ) -> tuple[Outcome, str]:
+        """Answer one OCSP request; returns what the answer was and which database gave it."""
         try:
             request = decode()
         except MalformedRequest:
             await _send(send, 200, h.NO_STORE, ocsp_response.MALFORMED_REQUEST, head)
-            return Outcome.MALFORMED
+            return Outcome.MALFORMED, ""
         algorithm = request.algorithm
         issuer_id = (
             None
@@ -158,22 +177,22 @@ class OcspApp:
         )
         if algorithm is None or issuer_id is None:
             await _send(send, 200, h.NO_STORE, ocsp_response.UNAUTHORIZED, head)  # R10
-            return Outcome.UNAUTHORIZED
+            return Outcome.UNAUTHORIZED, ""
         try:
             stored = self.store.response(issuer_id, request.serial, algorithm)
         except StoreError:
             log.exception("store unavailable")
             await _send(send, 200, h.NO_STORE, ocsp_response.TRY_LATER, head)
-            return Outcome.TRY_LATER
+            return Outcome.TRY_LATER, ""
         except Exception:
             log.exception("lookup failed")
             await _send(send, 200, h.NO_STORE, ocsp_response.INTERNAL_ERROR, head)
-            return Outcome.ERROR
+            return Outcome.ERROR, ""
         now = int(self.clock())
         if stored is None:
             # R5: a serial we have no response for is never "good"; it is not ours to answer.
             await _send(send, 200, h.NO_STORE, ocsp_response.UNAUTHORIZED, head)
-            return Outcome.UNAUTHORIZED
+            return Outcome.UNAUTHORIZED, ""
         if stored.next_update <= now:
             log.error(
                 "stored response for issuer %d serial %x has expired; is the signer running?",
@@ -181,7 +200,7 @@ class OcspApp:
                 request.serial,
             )
             await _send(send, 200, h.NO_STORE, ocsp_response.TRY_LATER, head)
-            return Outcome.TRY_LATER
+            return Outcome.TRY_LATER, stored.source
         der = stored.der
         headers, tag = h.authoritative(
             der, stored.this_update, stored.next_update, stored.refresh_at, now
@@ -193,9 +212,9 @@ class OcspApp:
             headers.append((b"certstatus-source", stored.source.encode()))
         if _if_none_match(scope, tag):
             await _send(send, 304, headers[1:], b"")
-            return Outcome.NOT_MODIFIED
+            return Outcome.NOT_MODIFIED, stored.source
         await _send(send, 200, headers, der, head)
-        return Outcome.AUTHORITATIVE
+        return Outcome(ocsp_response.cert_status_of(der)), stored.source
 
     async def _crl(self, scope: Scope, send: Send, path: str, head: bool) -> None:
         """A published CRL at its configured path (R15); '.' never occurs in an OCSP GET path."""
@@ -230,6 +249,14 @@ class OcspApp:
             200,
             [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
             body,
+        )
+
+    async def _metrics(self, send: Send) -> None:
+        from certstatus.responder.metrics import render
+
+        body, content_type = render()
+        await _send(
+            send, 200, [(b"content-type", content_type), (b"cache-control", b"no-store")], body
         )
 
     async def _readyz(self, send: Send) -> None:
@@ -338,6 +365,13 @@ def create_app() -> OcspApp:
         known.append((issuer_id, material))
     index = issuer_index(known)
     layouts = [(issuer_id, m.crl) for issuer_id, m in known if m.crl is not None]
+    from certstatus.responder.metrics import ResponderMetrics
+
+    metrics = ResponderMetrics()
+    if hasattr(store, "observer"):
+        store.observer = metrics
+    else:
+        metrics.ready(True)  # one local database: ready while it answers
     return OcspApp(
         store,
         index,
@@ -345,4 +379,5 @@ def create_app() -> OcspApp:
         config.responder.request_timeout,
         crl_layouts=layouts,
         drain_file=config.responder.drain_file,
+        metrics=metrics,
     )

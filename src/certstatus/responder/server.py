@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,6 +67,12 @@ def background_signer(
         interval=0.2 if config.caches else 5.0,
     )
     threads.append(threading.Thread(target=purger.run, args=(stop,), name="purger", daemon=True))
+    metrics_server = None
+    if config.signing.metrics_listen:
+        from certstatus.signer.metrics import RolesCollector, serve_metrics
+
+        collector = RolesCollector(store, materials, ids, signer, purger, crls)
+        metrics_server = serve_metrics(collector, config.signing.metrics_listen)
     if crls.issuers:
         threads.append(
             threading.Thread(target=crls.run, args=(stop,), name="crl-builder", daemon=True)
@@ -74,6 +82,8 @@ def background_signer(
     try:
         yield signer
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
@@ -82,7 +92,17 @@ def background_signer(
 
 
 def run_server(config: Config) -> None:
-    """Serve until interrupted; the chosen server handles SIGINT/SIGTERM and drains connections."""
+    """Serve until interrupted, with the workers' metrics in a fresh directory they share."""
+    metrics_dir = tempfile.mkdtemp(prefix="certstatus-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _run_server(config)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_server(config: Config) -> None:
+    """The chosen server handles SIGINT/SIGTERM and drains connections."""
     os.environ[CONFIG_ENV] = str(config.path)
     r = config.responder
     if r.server == "granian":

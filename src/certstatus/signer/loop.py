@@ -60,6 +60,7 @@ class Signer:
         self._local_builders: dict[int, ResponseBuilder] | None = None
         self._random = random.Random()
         self.max_clock_skew = 2.0
+        self.signatures = 0  # responses signed and stored (two per certificate), for metrics
 
     def __enter__(self) -> Signer:
         return self
@@ -177,6 +178,7 @@ class Signer:
                 planned = in_flight.pop(future)
                 count = self._store(planned, future.result())
                 stored += count
+                self.signatures += 2 * count
                 if progress is not None:
                     progress(len(planned))
 

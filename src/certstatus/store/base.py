@@ -255,6 +255,19 @@ class Store(Protocol):
 
     def purge_backlog(self) -> PurgeBacklog: ...
 
+    # monitoring: metrics and the monitor's watchdog
+    def freshness(self, now: int) -> Any:
+        """A monitoring.Freshness: the signer's lag over unexpired certificates."""
+        ...
+
+    def new_certificates(self, since: int, limit: int) -> list[Any]:
+        """monitoring.NewCertificate rows ingested at or after since, oldest first."""
+        ...
+
+    def sample_certificates(self, start: str, now: int, limit: int) -> list[CertificateRow]:
+        """Unexpired certificates from a point of the key order (a serial in hex)."""
+        ...
+
     def counts(self) -> dict[str, int]: ...
 
     def ping(self) -> None:

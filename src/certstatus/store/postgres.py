@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import RevocationState, RevokedEntry, revocation_transition
-from certstatus.store import purgequeue
+from certstatus.store import monitoring, purgequeue
 from certstatus.store.base import (
     CERTIFICATE_COLUMNS,
     AddResult,
@@ -36,6 +36,7 @@ from certstatus.store.base import (
     certificate_from_row,
     serial_key,
 )
+from certstatus.store.monitoring import Freshness, NewCertificate
 from certstatus.store.schema import POSTGRES_MIGRATIONS
 
 _MIGRATION_LOCK = 0x63657274  # "cert"
@@ -341,6 +342,37 @@ class PostgresStore:
             row = db.execute(purgequeue.BACKLOG).fetchone()
         assert row is not None
         return PurgeBacklog(*row)
+
+    # monitoring (store/monitoring.py)
+
+    def freshness(self, now: int) -> Freshness:
+        with self._connection() as db:
+            due = db.execute(_pg(monitoring.OLDEST_DUE), (now,)).fetchone()
+            ages = db.execute(_pg(monitoring.RESPONSE_AGES), (now,)).fetchone()
+        assert due is not None and ages is not None
+        return Freshness(due[0], ages[0], ages[1])
+
+    def new_certificates(self, since: int, limit: int) -> list[NewCertificate]:
+        with self._connection() as db:
+            rows = db.execute(_pg(monitoring.NEW_CERTIFICATES), (since, limit)).fetchall()
+        return [monitoring.new_from_row(row) for row in rows]
+
+    def sample_certificates(self, start: str, now: int, limit: int) -> list[CertificateRow]:
+        with self._connection() as db:
+            rows = db.execute(_pg(monitoring.SAMPLE), (start, now, limit)).fetchall()
+        return [certificate_from_row(row) for row in rows]
+
+    def replication(self) -> list[dict[str, Any]]:
+        """Each replication slot as the primary sees it, with its standby's lag in bytes."""
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT s.slot_name, s.active, s.wal_status, s.safe_wal_size, "
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(r.replay_lsn, s.restart_lsn)) "
+                "FROM pg_replication_slots s LEFT JOIN pg_stat_replication r "
+                "ON r.pid = s.active_pid WHERE s.slot_type = 'physical'"
+            ).fetchall()
+        keys = ("slot", "active", "wal_status", "safe_wal_size", "bytes_behind")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def counts(self) -> dict[str, int]:
         with self._connection() as db:

@@ -68,6 +68,7 @@ class ReplicaSet:
     _slots: threading.BoundedSemaphore = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
     fallbacks: int = 0
+    observer: Any = None  # responder/metrics.py's ResponderMetrics, told of samples and fallbacks
 
     def __post_init__(self) -> None:
         self._slots = threading.BoundedSemaphore(self.fallback_concurrency)
@@ -93,6 +94,8 @@ class ReplicaSet:
             except Exception:  # a dead sampler would freeze the last reading, maybe "fresh"
                 source.staleness = None
                 log.exception("sampling %s failed", source.name)
+            if self.observer is not None:
+                self.observer.sampled(source, source.fresh(self.max_staleness), self.ready)
             self._stop.wait(self.sample_interval)
 
     def sample(self, source: Source) -> None:
@@ -139,6 +142,8 @@ class ReplicaSet:
                 raise NoAuthoritativeSource("primary fallback busy")
             try:
                 self.fallbacks += 1
+                if self.observer is not None:
+                    self.observer.fallback()
                 found = read(self.primary.store)
                 self.primary.answers += 1
                 return found

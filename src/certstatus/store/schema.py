@@ -262,3 +262,7 @@ POSTGRES_MIGRATIONS.append(
         """,
     )
 )
+
+# v6: the monitor's watchdog follows new certificates by ingestion time.
+SQLITE_MIGRATIONS.append((6, "CREATE INDEX certificates_ingested ON certificates (ingested_at);"))
+POSTGRES_MIGRATIONS.append((6, "CREATE INDEX certificates_ingested ON certificates (ingested_at);"))

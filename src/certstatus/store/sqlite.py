@@ -15,7 +15,7 @@ from pathlib import Path
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import RevocationState, RevokedEntry, revocation_transition
-from certstatus.store import purgequeue
+from certstatus.store import monitoring, purgequeue
 from certstatus.store.base import (
     CERTIFICATE_COLUMNS,
     AddResult,
@@ -34,6 +34,7 @@ from certstatus.store.base import (
     certificate_from_row,
     serial_key,
 )
+from certstatus.store.monitoring import Freshness, NewCertificate
 from certstatus.store.schema import SQLITE_MIGRATIONS
 
 # One query per CertID hash, so a lookup copies only the DER it serves.
@@ -445,6 +446,22 @@ class SqliteStore:
 
     def purge_backlog(self) -> PurgeBacklog:
         return PurgeBacklog(*self._connect().execute(purgequeue.BACKLOG).fetchone())
+
+    # monitoring (store/monitoring.py)
+
+    def freshness(self, now: int) -> Freshness:
+        db = self._connect()
+        (due,) = db.execute(monitoring.OLDEST_DUE, (now,)).fetchone()
+        oldest, soonest = db.execute(monitoring.RESPONSE_AGES, (now,)).fetchone()
+        return Freshness(due, oldest, soonest)
+
+    def new_certificates(self, since: int, limit: int) -> list[NewCertificate]:
+        rows = self._connect().execute(monitoring.NEW_CERTIFICATES, (since, limit)).fetchall()
+        return [monitoring.new_from_row(row) for row in rows]
+
+    def sample_certificates(self, start: str, now: int, limit: int) -> list[CertificateRow]:
+        rows = self._connect().execute(monitoring.SAMPLE, (start, now, limit)).fetchall()
+        return [certificate_from_row(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         db = self._connect()
