@@ -297,6 +297,32 @@ def crl_disclosure(config_path: Path, name: str) -> None:
     click.echo(json.dumps(urls))
 
 
+@main.command()
+@_config_option
+def monitor(config_path: Path) -> None:
+    """The outside view: the 15-minute watchdog, older-serial sampling, replication and CRL
+    checks, a status page and /metrics (run it apart from the responders)."""
+    import signal
+    import threading
+
+    from certstatus.monitor.service import Monitor
+
+    with user_errors():
+        config = _load(config_path)
+        watcher = Monitor(config)
+        watcher.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    targets = ", ".join(f"{t.name} {t.url}" for t in watcher.targets)
+    console.print(f"monitor watching {targets}; status page {watcher.url} — Ctrl-C stops")
+    try:
+        while not stop.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass
+    watcher.stop()
+
+
 @main.group()
 def cache() -> None:
     """A local Varnish in front of the responders (deploy/varnish/certstatus.vcl)."""

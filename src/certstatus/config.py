@@ -102,6 +102,30 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class MonitorTarget:
+    name: str
+    url: str
+    kind: str = "origin"  # "origin" (also probed on /readyz) or "cdn"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """`certstatus monitor`: the outside view. Defaults follow the Baseline Requirements'
+    15 minutes from issuance to an authoritative answer, with a warning at 10."""
+
+    listen: str = "127.0.0.1:9470"
+    targets: tuple[MonitorTarget, ...] = ()
+    warn_after: int = 600
+    critical_after: int = 900
+    checkpoints: tuple[int, ...] = (1, 3, 10, 30, 60, 120, 300, 600, 900)
+    post_fraction: float = 0.1
+    sample_every: int = 10
+    sample_size: int = 10
+    crl_every: int = 60
+    webhook: str | None = None
+
+
+@dataclass(frozen=True)
 class SigningConfig:
     policy: SchedulePolicy = field(default_factory=SchedulePolicy)
     workers: int = 0
@@ -126,6 +150,15 @@ class Config:
     replicas: list[ReplicaConfig] = field(default_factory=list)
     caches: list[CacheConfig] = field(default_factory=list)
     purge_recheck: int | None = None
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+    @property
+    def monitor_targets(self) -> tuple[MonitorTarget, ...]:
+        """The configured targets, or this deployment's own responder."""
+        if self.monitor.targets:
+            return self.monitor.targets
+        r = self.responder
+        return (MonitorTarget("origin", f"http://{r.listen_host}:{r.listen_port}/"),)
 
     @property
     def purge_recheck_after(self) -> int:
@@ -381,6 +414,98 @@ def _caches(items: Any, problems: list[tuple[str, str]]) -> list[CacheConfig]:
     return found
 
 
+def _monitor(table: Any, problems: list[tuple[str, str]]) -> MonitorConfig:
+    if not isinstance(table, dict):
+        problems.append(("monitor", "must be a [monitor] table"))
+        return MonitorConfig()
+    r = _Reader(table, "monitor.", problems)
+    r.unknown(
+        {
+            "listen",
+            "targets",
+            "warn_after",
+            "critical_after",
+            "checkpoints",
+            "post_fraction",
+            "sample_every",
+            "sample_size",
+            "crl_every",
+            "webhook",
+        }
+    )
+    defaults = MonitorConfig()
+    listen = r.get("listen", str, defaults.listen, 'a "host:port" string')
+    if not _is_listen(listen):
+        problems.append(("monitor.listen", f'expected "host:port", got {listen!r}'))
+    warn = r.duration("warn_after", defaults.warn_after)
+    critical = r.duration("critical_after", defaults.critical_after)
+    if not 0 < warn <= critical:
+        problems.append(("monitor.warn_after", "must be more than 0 and at most critical_after"))
+    if critical > 900:
+        problems.append(
+            ("monitor.critical_after", "must be at most 15m: the Baseline Requirements' bound")
+        )
+    checkpoints = defaults.checkpoints
+    if "checkpoints" in table:
+        try:
+            checkpoints = tuple(sorted(parse_duration(v) for v in table["checkpoints"]))
+            if not checkpoints or checkpoints[0] <= 0:
+                raise ValueError("empty")
+        except (ValueError, TypeError):
+            problems.append(
+                ("monitor.checkpoints", 'expected a list of durations like ["1s", "10s", "1m"]')
+            )
+            checkpoints = defaults.checkpoints
+    fraction = table.get("post_fraction", defaults.post_fraction)
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, int | float)
+        or not 0 <= fraction <= 1
+    ):
+        problems.append(("monitor.post_fraction", f"expected a fraction 0..1, got {fraction!r}"))
+        fraction = defaults.post_fraction
+    webhook = r.get("webhook", str, "", "an Alertmanager URL") or None
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        problems.append(("monitor.webhook", 'expected e.g. "http://127.0.0.1:9093/api/v2/alerts"'))
+    return MonitorConfig(
+        listen=listen,
+        targets=_monitor_targets(table.get("targets", []), problems),
+        warn_after=warn,
+        critical_after=critical,
+        checkpoints=checkpoints,
+        post_fraction=float(fraction),
+        sample_every=r.duration("sample_every", defaults.sample_every),
+        sample_size=r.get("sample_size", int, defaults.sample_size, "a number of serials"),
+        crl_every=r.duration("crl_every", defaults.crl_every),
+        webhook=webhook,
+    )
+
+
+def _monitor_targets(items: Any, problems: list[tuple[str, str]]) -> tuple[MonitorTarget, ...]:
+    if not isinstance(items, list):
+        problems.append(("monitor.targets", "must be a list of [[monitor.targets]] tables"))
+        return ()
+    targets = []
+    for index, item in enumerate(items):
+        prefix = f"monitor.targets[{index}]."
+        if not isinstance(item, dict):
+            problems.append((f"monitor.targets[{index}]", "must be a table"))
+            continue
+        t = _Reader(item, prefix, problems)
+        t.unknown({"name", "url", "kind"})
+        name = t.get("name", str, "", "a target name")
+        url = t.get("url", str, "", "an http(s) URL")
+        kind = t.get("kind", str, "origin", '"origin" or "cdn"')
+        if not _NAME.match(name):
+            problems.append((prefix + "name", "required: letters, digits, '.', '_' or '-'"))
+        if not url.startswith(("http://", "https://")):
+            problems.append((prefix + "url", 'required: e.g. "http://127.0.0.1:8080/"'))
+        if kind not in ("origin", "cdn"):
+            problems.append((prefix + "kind", f'must be "origin" or "cdn", got {kind!r}'))
+        targets.append(MonitorTarget(name, url, kind))
+    return tuple(targets)
+
+
 def _purge_recheck(table: Any, problems: list[tuple[str, str]]) -> int | None:
     if not isinstance(table, dict):
         problems.append(("purge", "must be a [purge] table"))
@@ -488,7 +613,17 @@ def load_config(path: Path) -> Config:
     problems: list[tuple[str, str]] = []
     top = _Reader(data, "", problems)
     top.unknown(
-        {"database", "responder", "signing", "issuers", "crl", "replicas", "caches", "purge"}
+        {
+            "database",
+            "responder",
+            "signing",
+            "issuers",
+            "crl",
+            "replicas",
+            "caches",
+            "purge",
+            "monitor",
+        }
     )
     database = top.get("database", str, "", 'a SQLite path or "sqlite:///abs/path.db"')
     if not database:
@@ -510,6 +645,7 @@ def load_config(path: Path) -> Config:
         replicas=_replicas(data.get("replicas"), problems),
         caches=_caches(data.get("caches"), problems),
         purge_recheck=_purge_recheck(data.get("purge", {}), problems),
+        monitor=_monitor(data.get("monitor", {}), problems),
     )
     if config.replicas and not config.is_postgres:
         problems.append(("replicas", "replicas need a PostgreSQL primary in database"))

@@ -14,7 +14,7 @@ from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.store.base import Store
 
 
-def _reason_code(flag: x509.ReasonFlags | None) -> int:
+def reason_code(flag: x509.ReasonFlags | None) -> int:
     if flag is None:
         return 0
     return {
@@ -31,7 +31,7 @@ def _reason_code(flag: x509.ReasonFlags | None) -> int:
     }[flag]
 
 
-def _ocsp_says(store: Store, issuer_id: int, serial: int) -> Revocation | None:
+def ocsp_says(store: Store, issuer_id: int, serial: int) -> Revocation | None:
     stored = store.response(issuer_id, serial, HashAlgorithm.SHA1)
     if stored is None:
         return None
@@ -40,7 +40,7 @@ def _ocsp_says(store: Store, issuer_id: int, serial: int) -> Revocation | None:
         return None
     assert response.revocation_time_utc is not None
     return Revocation(
-        int(response.revocation_time_utc.timestamp()), _reason_code(response.revocation_reason)
+        int(response.revocation_time_utc.timestamp()), reason_code(response.revocation_reason)
     )
 
 
@@ -67,9 +67,9 @@ def check_agreement(service: CrlService, now: int) -> list[str]:
                 with contextlib.suppress(x509.ExtensionNotFound):
                     reason = revoked.extensions.get_extension_for_class(x509.CRLReason).value.reason
                 listed[revoked.serial_number] = Revocation(
-                    int(revoked.revocation_date_utc.timestamp()), _reason_code(reason)
+                    int(revoked.revocation_date_utc.timestamp()), reason_code(reason)
                 )
-        said = {serial: _ocsp_says(store, issuer.id, serial) for serial in recorded}
+        said = {serial: ocsp_says(store, issuer.id, serial) for serial in recorded}
         found.extend(
             f"{issuer.material.name}: {problem}"
             for problem in disagreements(recorded, said, listed, ever)

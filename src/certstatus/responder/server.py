@@ -9,10 +9,10 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -145,42 +145,58 @@ def _run_server(config: Config) -> None:
     )
 
 
-def _roles_main(config_path: str, stop: Any) -> None:
-    """The signing roles' own process under `serve`; stops when the server sets stop."""
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+def _roles_main(config_path: str, parent: int) -> None:
+    """The signing roles' own process under `serve`. Stops on SIGTERM (sent by the server as
+    it stops) or when the server is gone, so it never outlives it as an orphan."""
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = load_config(Path(config_path))
     materials, ids = register_issuers(config)
     with background_signer(config, materials, ids):
-        stop.wait()
+        while not stopping and os.getppid() == parent:
+            time.sleep(0.2)
 
 
 @contextmanager
 def roles_process(config: Config) -> Iterator[None]:
     """The signing roles in a spawned process beside the server, never threads in it: the
     server forks its workers, and a fork taken while one of those threads holds SQLite's
-    write lock leaves every worker seeing 'database is locked' for good."""
+    write lock leaves every worker seeing 'database is locked' for good. If the roles die,
+    the server stops too (a supervisor restarts both): a responder whose signer is gone must
+    not keep serving as if all were well."""
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
     process = context.Process(
-        target=_roles_main, args=(str(config.path), stop), name="certstatus-roles"
+        target=_roles_main, args=(str(config.path), os.getpid()), name="certstatus-roles"
     )
-    # Ctrl-C reaches the whole process group; the server handles it and sets stop. Started
-    # with SIGINT ignored, the child (and its signing pool) inherits that from its first line.
+    # Ctrl-C reaches the whole process group; the server handles it and stops the roles.
+    # Started with SIGINT ignored, the child (and its signing pool) inherits that at once.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         process.start()
     finally:
         signal.signal(signal.SIGINT, previous)
+    stopping = threading.Event()
+
+    def watch() -> None:
+        process.join()
+        if not stopping.is_set():
+            log.critical(
+                "the signing roles exited (code %s); stopping the server", process.exitcode
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="roles-watch", daemon=True).start()
     try:
         yield
     finally:
-        stop.set()
+        stopping.set()
+        process.terminate()
         process.join(timeout=40)
         if process.is_alive():
-            log.error("signing roles did not stop within 40 s; terminating them")
+            log.error("signing roles did not stop within 40 s; killing them")
             process.kill()
             process.join()
 

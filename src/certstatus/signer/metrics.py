@@ -186,5 +186,10 @@ def serve_metrics(collector: Collector, listen: str) -> Any:
     registry = CollectorRegistry()
     registry.register(collector)
     host, _, port = listen.rpartition(":")
-    server, _thread = start_http_server(int(port), host.strip("[]"), registry)
+    try:
+        server, _thread = start_http_server(int(port), host.strip("[]"), registry)
+    except OSError as exc:
+        raise SystemExit(
+            f"signing.metrics_listen: cannot listen on {listen}: {exc}; choose a free port"
+        ) from None
     return server
