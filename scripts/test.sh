@@ -15,6 +15,9 @@ command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
 # the cache tier: Varnish and its xkey module (surrogate-key purges)
 command -v varnishd >/dev/null 2>&1 || need_apt+=(varnish)
 ls /usr/lib/*/varnish/vmods/libvmod_xkey.so >/dev/null 2>&1 || need_apt+=(varnish-modules)
+# promtool unit-tests the alert rules; headless Chromium loads the monitor's status page
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing: ${need_apt[*]}; install them (apt-get install -y ${need_apt[*]})" >&2
