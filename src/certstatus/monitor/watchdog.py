@@ -210,7 +210,15 @@ class Watchdog:
         """Ask every target about a few random signed, unexpired serials."""
         now = self.clock()
         start = format(self._random.getrandbits(64), "x")[: self._random.randint(1, 16)]
-        rows = self.store.sample_certificates(start, int(now), self.policy.sample_size)
+        size = self.policy.sample_size
+        rows = self.store.sample_certificates(start, int(now), size)
+        if len(rows) < size:  # wrap around to the start of the key order
+            seen = {(r.issuer_id, r.serial) for r in rows}
+            rows += [
+                r
+                for r in self.store.sample_certificates("", int(now), size - len(rows))
+                if (r.issuer_id, r.serial) not in seen
+            ]
         rows = [r for r in rows if r.issuer_id in self.issuers and not _being_signed(r, now)]
         jobs = [(row, target) for row in rows for target in self.targets]
         verdicts = list(

@@ -1,0 +1,291 @@
+"""The monitor (the outside view, F1-F6): answer checks, the watchdog against a real served
+responder, findings and the Alertmanager webhook, the status page, and its configuration."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from certstatus.config import ConfigError, load_config
+from certstatus.monitor import page
+from certstatus.monitor.answers import check_answer
+from certstatus.monitor.findings import AlertmanagerWebhook, Findings
+from certstatus.monitor.service import Monitor
+from certstatus.monitor.targets import Target
+from certstatus.monitor.watchdog import Watchdog, WatchPolicy
+from certstatus.ocsp.certid import HashAlgorithm
+from tests.conftest import Deployment, free_port, make_deployment, serving
+from tests.test_purger import Clock
+
+HEADERS = {
+    "content-type": "application/ocsp-response",
+    "cache-control": "max-age=3600, public, no-transform, must-revalidate",
+}
+
+
+@pytest.fixture
+def signed(deployment: Deployment):
+    store = deployment.store()
+    ingest = deployment.ingest(store)
+    good, bad = deployment.leaf(), deployment.leaf()
+    ingest.add_certificates([(good, "g"), (bad, "b")], int(time.time()))
+    ingest.revoke("demo", bad.serial_number, "keyCompromise", int(time.time()))
+    with deployment.signer(store) as signer:
+        signer.sign_due()
+    return deployment, store, good, bad
+
+
+def test_check_answer_accepts_a_correct_answer_and_names_each_problem(signed) -> None:
+    deployment, store, good, bad = signed
+    issuer = deployment.ca.certificate
+    now = time.time()
+    der = store.response(1, good.serial_number, HashAlgorithm.SHA256).der
+
+    def check(body=der, serial=good.serial_number, expected="good", headers=HEADERS, at=now):
+        return check_answer(200, headers, body, issuer, serial, HashAlgorithm.SHA256, expected, at)
+
+    assert check().correct
+    assert check(expected="revoked").problems == ["says good, the primary records revoked"]
+    assert "CertID does not match the request" in check(serial=good.serial_number + 1).problems
+    assert "expired (nextUpdate passed or missing)" in check(at=now + 30 * 86400).problems
+    no_cache = {"content-type": "application/ocsp-response", "cache-control": "no-store"}
+    assert "authoritative answer without max-age/public (R12)" in check(headers=no_cache).problems
+    too_long = dict(HEADERS, **{"cache-control": "max-age=99999999, public"})
+    assert "cacheable past nextUpdate (R12)" in check(headers=too_long).problems
+    other = make_deployment(deployment.dir.parent / "other")  # a different CA's responder
+    assert check_answer(
+        200, HEADERS, der, other.ca.certificate, good.serial_number, HashAlgorithm.SHA256,
+        "good", now,
+    ).problems[:1] == ["CertID does not match the request"]  # fmt: skip
+    from cryptography.x509 import ocsp
+
+    signature = ocsp.load_der_ocsp_response(der).signature
+    tampered = bytearray(der)
+    tampered[der.index(signature) + len(signature) // 2] ^= 0x01
+    assert "signature does not verify" in check(body=bytes(tampered)).problems
+    revoked = store.response(1, bad.serial_number, HashAlgorithm.SHA256).der
+    assert check(body=revoked, serial=bad.serial_number, expected="revoked").correct
+    assert check_answer(503, {}, b"", issuer, 1, HashAlgorithm.SHA1, None, now).kind == "http-503"
+
+
+def test_watchdog_follows_new_serials_until_authoritative_on_every_target(signed) -> None:
+    deployment, store, _, _ = signed
+    dead = Target("dead", f"http://127.0.0.1:{free_port()}/")
+    live = Target("origin", deployment.url)
+    clock = Clock(time.time())
+    findings = Findings(clock=clock)
+    policy = WatchPolicy(warn_after=4, critical_after=8, checkpoints=(1, 2))
+    with serving(deployment):
+        watchdog = Watchdog(
+            store, {1: deployment.ca.certificate}, [live, dead], findings, policy, clock
+        )
+        fresh = deployment.leaf()
+        deployment.ingest(store).add_certificates([(fresh, "new")], int(clock.now))
+        assert watchdog.poll_new() == 3  # the fixture's two and this one
+        with deployment.signer(store) as signer:
+            signer.sign_due()
+        clock.now += 1
+        watchdog.check_due()
+        watchdog.evaluate()
+        key = (1, fresh.serial_number)
+        assert watchdog.tracked[key].pending == {"dead"}  # answered by the live responder
+        assert watchdog.tracked[key].last == {"origin": "good", "dead": "unreachable"}
+        assert findings.active == {}
+        clock.now += 4
+        watchdog.check_due()
+        watchdog.evaluate()
+        [warning] = findings.active.values()
+        assert (warning.kind, warning.subject, warning.severity) == (
+            "NotAuthoritative", "dead", "warning",
+        )  # fmt: skip
+        clock.now += 4
+        watchdog.check_due()
+        watchdog.evaluate()
+        assert findings.active[("NotAuthoritative", "dead")].severity == "critical"
+        assert (
+            "Baseline Requirements breach" in findings.active[("NotAuthoritative", "dead")].summary
+        )
+        watchdog.targets = [live]  # the dead target is removed from service
+        for tracked in watchdog.tracked.values():
+            tracked.pending.discard("dead")
+        clock.now += 2
+        watchdog.check_due()
+        watchdog.evaluate()
+        assert findings.active == {}
+        assert [f.kind for f in findings.history] == ["NotAuthoritative"]
+        assert watchdog.time_to_authoritative()["origin"]
+
+
+def test_sampler_flags_a_known_serial_the_target_does_not_answer(signed) -> None:
+    deployment, store, _, _ = signed
+    findings = Findings()
+    wrong = Target("elsewhere", f"http://127.0.0.1:{free_port()}/")
+    watchdog = Watchdog(
+        store, {1: deployment.ca.certificate}, [wrong], findings, WatchPolicy(sample_size=5)
+    )
+    watchdog.sample_known()
+    [finding] = findings.active.values()
+    assert finding.kind == "KnownSerialNotAuthoritative" and "unreachable" in finding.summary
+
+
+class Receiver:
+    """An Alertmanager-shaped receiver recording every POST to /api/v2/alerts."""
+
+    def __init__(self) -> None:
+        self.posts: list[list[dict]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.posts.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api/v2/alerts"
+
+
+def test_findings_reach_an_alertmanager_webhook_and_resolve() -> None:
+    receiver = Receiver()
+    clock = Clock(1_800_000_000)
+    findings = Findings(clock=clock)
+    webhook = AlertmanagerWebhook(receiver.url, "http://monitor/", resend=60)
+    findings.observe({"ReplicaStale"}, [("ReplicaStale", "r1", "critical", "r1 is 30s stale")])
+    webhook.push(findings, clock.now)
+    webhook.push(findings, clock.now + 1)  # unchanged and recent: not resent
+    assert len(receiver.posts) == 1
+    [alert] = receiver.posts[0]
+    assert alert["labels"] == {
+        "alertname": "CertstatusReplicaStale",
+        "severity": "critical",
+        "subject": "r1",
+        "source": "certstatus-monitor",
+    }
+    assert alert["startsAt"] == "2027-01-15T08:00:00Z" and "endsAt" not in alert
+    clock.now += 10
+    findings.observe({"ReplicaStale"}, [])
+    webhook.push(findings, clock.now)
+    [resolved] = receiver.posts[1]
+    assert resolved["endsAt"] == "2027-01-15T08:00:10Z"
+    receiver.server.shutdown()
+
+
+def test_status_page_marks_broken_replicas_and_findings() -> None:
+    state = {
+        "now": 1_800_000_000,
+        "findings": [
+            {
+                "kind": "SlotLost",
+                "subject": "r1",
+                "severity": "critical",
+                "summary": "r1's slot lost its WAL",
+                "since": 1_800_000_000,
+                "cleared": None,
+            }
+        ],
+        "cleared": [],
+        "replicas": [
+            {
+                "name": "r1",
+                "site": "a",
+                "staleness_s": 40.0,
+                "wal_status": "lost",
+                "safe_wal_size": None,
+                "bytes_behind": 9e8,
+                "broken": True,
+            },
+            {
+                "name": "r2",
+                "site": "b",
+                "staleness_s": 0.2,
+                "wal_status": "reserved",
+                "safe_wal_size": 1e9,
+                "bytes_behind": 0,
+                "broken": False,
+            },
+        ],
+        "targets": [{"name": "cdn", "kind": "cdn", "url": "http://x/", "ready": None}],
+        "time_to_authoritative": {"cdn": [0.4, 0.5, 1.2]},
+        "crls": [],
+    }
+    html = page.render(state)
+    assert "<tr class='broken' data-replica='r1'>" in html
+    assert "<tr class='ok' data-replica='r2'>" in html
+    assert "id='overall'>CRITICAL" in html and "r1&#x27;s slot lost its WAL" in html
+    assert "n=3 p50=0.50s" in html and "http-equiv='refresh'" in html
+    assert "<script" not in html
+
+
+def test_monitor_configuration_errors_name_the_key(deployment: Deployment) -> None:
+    text = deployment.config_path.read_text()
+    deployment.config_path.write_text(
+        text
+        + '\n[monitor]\nlisten = "nowhere"\nwarn_after = "20m"\ncritical_after = "30m"\n'
+        + 'checkpoints = ["soon"]\npost_fraction = 2\nwebhook = "am:9093"\n'
+        + '[[monitor.targets]]\nname = "cdn"\nurl = "ftp://x"\nkind = "edge"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(deployment.config_path)
+    message = str(raised.value)
+    for key in (
+        "monitor.listen", "monitor.critical_after", "monitor.checkpoints", "monitor.post_fraction",
+        "monitor.webhook", "monitor.targets[0].url", "monitor.targets[0].kind",
+    ):  # fmt: skip
+        assert key in message
+
+
+def test_monitor_service_serves_status_metrics_and_watches(signed, tmp_path: Path) -> None:
+    """The whole service on SQLite: a new serial is checked against the served responder and
+    its time to authoritative shows on /status.json, /metrics and the page."""
+    deployment, store, _, _ = signed
+    port = free_port()
+    text = deployment.config_path.read_text()
+    deployment.config_path.write_text(
+        text + f'\n[monitor]\nlisten = "127.0.0.1:{port}"\ncheckpoints = ["1s", "2s"]\n'
+        'sample_every = "1s"\ncrl_every = "1s"\n'
+    )
+    import urllib.request
+
+    deployment.crl_service(store).build_due(force=True)
+    with serving(deployment):
+        monitor = Monitor(deployment.config)
+        monitor.start()
+        try:
+            fresh = deployment.leaf()
+            deployment.ingest(store).add_certificates([(fresh, "new")], int(time.time()))
+            with deployment.signer(store) as signer:
+                signer.sign_due()
+            deadline = time.monotonic() + 15
+            while True:
+                with urllib.request.urlopen(monitor.url + "status.json") as answer:
+                    state = json.load(answer)
+                if state["time_to_authoritative"].get("origin") and state["crls"]:
+                    break
+                assert time.monotonic() < deadline, state
+                time.sleep(0.2)
+            assert state["targets"][0]["ready"] is True
+            assert state["crls"][0]["ok"], state["crls"]
+            with urllib.request.urlopen(monitor.url + "metrics") as answer:
+                metrics = answer.read().decode()
+            assert (
+                'certstatus_monitor_time_to_authoritative_seconds_count{target="origin"}' in metrics
+            )
+            assert 'certstatus_monitor_target_ready{target="origin"} 1.0' in metrics
+            with urllib.request.urlopen(monitor.url) as answer:
+                assert "all checks pass" in answer.read().decode()
+        finally:
+            monitor.stop()
