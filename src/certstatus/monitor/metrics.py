@@ -69,6 +69,12 @@ SLOT_SAFE_WAL = Gauge(
     ["slot"],
     registry=REGISTRY,
 )
+SLOT_SAFE_FRACTION = Gauge(
+    "certstatus_replication_slot_safe_wal_ratio",
+    "safe_wal_size as a fraction of max_slot_wal_keep_size: near 0, the replica is cut off.",
+    ["slot"],
+    registry=REGISTRY,
+)
 SLOT_STATUS = Gauge(
     "certstatus_replication_slot_wal_status",
     "1 for the slot's current wal_status (reserved, extended, unreserved, lost), 0 for others.",

@@ -41,7 +41,7 @@ class ReplicationProbe:
         replicas: Sequence[ReplicaConfig],
         findings: Findings,
         max_staleness: float,
-        slot_low_bytes: int = 64 * 1024 * 1024,
+        low_fraction: float = 0.25,
     ) -> None:
         self.primary = primary
         self.stores = {
@@ -53,7 +53,8 @@ class ReplicationProbe:
         self.states = {r.name: ReplicaState(r.name, r.site) for r in replicas}
         self.findings = findings
         self.max_staleness = max_staleness
-        self.slot_low_bytes = slot_low_bytes
+        self.low_fraction = low_fraction
+        self.keep_bytes: int | None = None
         self.heartbeat_age: float | None = None
 
     def close(self) -> None:
@@ -65,6 +66,7 @@ class ReplicationProbe:
         try:
             self.heartbeat_age = self.primary.heartbeat_age()
             slots = {s["slot"]: s for s in self.primary.replication()}
+            self.keep_bytes = self.primary.wal_keep_bytes()
         except StoreError as exc:
             self.heartbeat_age = None
             slots = {}
@@ -94,6 +96,8 @@ class ReplicationProbe:
             m.SLOT_ACTIVE.labels(slot).set(1 if info["active"] else 0)
             if info["safe_wal_size"] is not None:
                 m.SLOT_SAFE_WAL.labels(slot).set(info["safe_wal_size"])
+                if self.keep_bytes:
+                    m.SLOT_SAFE_FRACTION.labels(slot).set(info["safe_wal_size"] / self.keep_bytes)
             if info["bytes_behind"] is not None:
                 m.REPLICA_BYTES_BEHIND.labels(slot).set(info["bytes_behind"])
             for status in WAL_STATUSES:
@@ -131,7 +135,7 @@ class ReplicationProbe:
                 )
             )
         elif status in ("extended", "unreserved") or (
-            safe is not None and safe < self.slot_low_bytes
+            safe is not None and self.keep_bytes and safe < self.keep_bytes * self.low_fraction
         ):
             found.append(
                 (

@@ -374,6 +374,16 @@ class PostgresStore:
         keys = ("slot", "active", "wal_status", "safe_wal_size", "bytes_behind")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
+    def wal_keep_bytes(self) -> int | None:
+        """max_slot_wal_keep_size in bytes, or None when unlimited (-1)."""
+        with self._connection() as db:
+            row = db.execute(
+                "SELECT setting::bigint * 1024 * 1024 FROM pg_settings "
+                "WHERE name = 'max_slot_wal_keep_size'"
+            ).fetchone()
+        assert row is not None
+        return None if row[0] < 0 else int(row[0])
+
     def counts(self) -> dict[str, int]:
         with self._connection() as db:
             certs, revoked, precerts = db.execute(
