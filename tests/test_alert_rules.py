@@ -180,3 +180,35 @@ def test_a_stopped_signer_fires_the_refresh_and_backlog_alerts(
     recorded.write_text(yaml.safe_dump(test))
     result = promtool("test", "rules", str(recorded))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def known_metric_names() -> set[str]:
+    """Every metric name certstatus exports, read from its source (counters gain _total,
+    histograms _bucket/_count/_sum)."""
+    import re
+
+    names: set[str] = set()
+    source = Path(__file__).parent.parent / "src" / "certstatus"
+    for path in source.rglob("*.py"):
+        names.update(re.findall(r'"(certstatus_[a-z_]+)"', path.read_text()))
+    expanded = set(names)
+    for name in names:
+        expanded.update({name + "_total", name + "_bucket", name + "_count", name + "_sum"})
+    return expanded | {"up"}
+
+
+def test_rules_and_dashboard_use_only_metrics_that_exist() -> None:
+    """A renamed metric must not leave an alert or a panel silently empty."""
+    import json
+    import re
+
+    known = known_metric_names()
+    rules = yaml.safe_load(RULES.read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads(
+        (RULES.parent.parent / "grafana" / "certstatus-dashboard.json").read_text()
+    )
+    exprs += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\b(certstatus_[a-z_]+|up)\b", expr)}
+    assert used - known == set()
+    assert len(dashboard["panels"]) >= 10

@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from certstatus.config import load_config
 from tests.conftest import free_port, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -82,8 +84,19 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         good = list((directory / "certs").glob("*.pem"))
         revoked = list((directory / "certs" / "revoked").glob("*.pem"))
         assert good and len(revoked) == 3  # 1% of 300
+        monitor = load_config(directory / "certstatus.toml").monitor.listen
+        deadline = time.monotonic() + 30
+        while True:  # the demo runs the monitor too: its status page answers
+            try:
+                with urllib.request.urlopen(f"http://{monitor}/", timeout=2) as page:
+                    assert "certstatus status" in page.read().decode()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the demo's status page never answered"
+                time.sleep(0.3)
     finally:
         out, err = stop(process)
+    assert f"status page (the monitor): http://{monitor}/" in err
     assert process.returncode == 0, err
     assert "stopped cleanly" in err and "Traceback" not in err
     assert children_alive(process.pid) == []

@@ -648,8 +648,9 @@ def demo(directory: Path, listen: str, count: int) -> None:
             console.print(f"CRLs ({len(built)} built now): " + " ".join(published))
             console.print("check a revoked certificate against its CRL:")
             out.print(crl_command(files), soft_wrap=True, highlight=False)
+            console.print(f"status page (the monitor): http://{config.monitor.listen}/")
             console.print(f"serving OCSP and CRLs on http://{listen}/ — Ctrl-C stops")
-            run(config)
+            run(config, with_monitor=True)
     except KeyboardInterrupt:
         console.print("stopped")
     console.print("stopped cleanly")

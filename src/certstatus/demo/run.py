@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certstatus.cache.varnish import free_port
 from certstatus.config import Config, load_config
 from certstatus.demo.ca import DemoCA, write_key, write_pem
 from certstatus.ingest import Ingest
@@ -65,6 +66,10 @@ issuer_key = "issuer.key"
 # one template: the CDP in the demo certificates, the publish path, the IDP, the disclosure list
 crl_url = "http://{listen}/crl/{{issuer}}/{{partition}}.crl"
 crl_partitions = 2
+
+[monitor]
+# the outside view: status page and /metrics; it watches every new serial on the responder
+listen = "{monitor_listen}"
 """
 
 
@@ -79,7 +84,9 @@ def create(
     write_key(files.dir / "issuer.key", ca.key)
     write_pem(files.dir / "responder.pem", responder)
     write_key(files.dir / "responder.key", responder_key)
-    files.config.write_text(CONFIG_TEMPLATE.format(listen=listen))
+    files.config.write_text(
+        CONFIG_TEMPLATE.format(listen=listen, monitor_listen=f"127.0.0.1:{free_port()}")
+    )
     config = load_config(files.config)
 
     from certstatus.responder.server import register_issuers

@@ -10,8 +10,8 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -145,34 +145,55 @@ def _run_server(config: Config) -> None:
     )
 
 
-def _roles_main(config_path: str, parent: int) -> None:
-    """The signing roles' own process under `serve`. Stops on SIGTERM (sent by the server as
-    it stops) or when the server is gone, so it never outlives it as an orphan."""
+def _stop_flag() -> list[int]:
+    """A flag SIGTERM sets (a plain list: a handler must not take locks the loop may hold)."""
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    return stopping
+
+
+def _wait(stopping: list[int], parent: int) -> None:
+    """Until SIGTERM, or until the server that started us is gone: never an orphan."""
+    while not stopping and os.getppid() == parent:
+        time.sleep(0.2)
+
+
+def _roles_main(config_path: str, parent: int) -> None:
+    """The signing roles' own process under `serve`."""
+    stopping = _stop_flag()
     config = load_config(Path(config_path))
     materials, ids = register_issuers(config)
     with background_signer(config, materials, ids):
-        while not stopping and os.getppid() == parent:
-            time.sleep(0.2)
+        _wait(stopping, parent)
+
+
+def _monitor_main(config_path: str, parent: int) -> None:
+    """The monitor's own process under `demo` (in production it runs apart: `monitor`)."""
+    from certstatus.monitor.service import Monitor
+
+    stopping = _stop_flag()
+    monitor = Monitor(load_config(Path(config_path)))
+    monitor.start()
+    try:
+        _wait(stopping, parent)
+    finally:
+        monitor.stop()
 
 
 @contextmanager
-def roles_process(config: Config) -> Iterator[None]:
-    """The signing roles in a spawned process beside the server, never threads in it: the
-    server forks its workers, and a fork taken while one of those threads holds SQLite's
-    write lock leaves every worker seeing 'database is locked' for good. If the roles die,
-    the server stops too (a supervisor restarts both): a responder whose signer is gone must
-    not keep serving as if all were well."""
+def companion(config: Config, target: Callable[[str, int], None], name: str) -> Iterator[None]:
+    """A role in a spawned process beside the server, never threads in it: the server forks
+    its workers, and a fork taken while such a thread holds SQLite's write lock leaves every
+    worker seeing 'database is locked' for good. If the role dies, the server stops too (a
+    supervisor restarts both): a responder whose signer is gone must not serve on as if all
+    were well."""
     context = multiprocessing.get_context("spawn")
-    process = context.Process(
-        target=_roles_main, args=(str(config.path), os.getpid()), name="certstatus-roles"
-    )
-    # Ctrl-C reaches the whole process group; the server handles it and stops the roles.
-    # Started with SIGINT ignored, the child (and its signing pool) inherits that at once.
+    process = context.Process(target=target, args=(str(config.path), os.getpid()), name=name)
+    # Ctrl-C reaches the whole process group; the server handles it and stops the role.
+    # Started with SIGINT ignored, the child (and any pool it starts) inherits that at once.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         process.start()
@@ -183,12 +204,10 @@ def roles_process(config: Config) -> Iterator[None]:
     def watch() -> None:
         process.join()
         if not stopping.is_set():
-            log.critical(
-                "the signing roles exited (code %s); stopping the server", process.exitcode
-            )
+            log.critical("%s exited (code %s); stopping the server", name, process.exitcode)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    threading.Thread(target=watch, name="roles-watch", daemon=True).start()
+    threading.Thread(target=watch, name=f"{name}-watch", daemon=True).start()
     try:
         yield
     finally:
@@ -196,15 +215,16 @@ def roles_process(config: Config) -> Iterator[None]:
         process.terminate()
         process.join(timeout=40)
         if process.is_alive():
-            log.error("signing roles did not stop within 40 s; killing them")
+            log.error("%s did not stop within 40 s; killing it", name)
             process.kill()
             process.join()
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, with_monitor: bool = False) -> None:
     register_issuers(config)
-    if config.responder.run_signer:
-        with roles_process(config):
-            run_server(config)
-    else:
+    with ExitStack() as roles:
+        if config.responder.run_signer:
+            roles.enter_context(companion(config, _roles_main, "signing roles"))
+        if with_monitor:
+            roles.enter_context(companion(config, _monitor_main, "monitor"))
         run_server(config)
