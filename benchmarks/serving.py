@@ -30,6 +30,7 @@ from benchmarks.common import bulk_records, make_deployment
 from certstatus.config import load_config, load_issuer_material
 from certstatus.ingest import Ingest
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ports import free_port
 from certstatus.signer import Signer
 from certstatus.store import open_store
 
@@ -53,14 +54,6 @@ http {{
   }}
 }}
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def prepare(directory: Path, certs: int, sample: int) -> tuple[Path, Path, Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from certstatus.config import Config, IssuerMaterial, load_config, load_issuer_m
 from certstatus.crlbuilder import CrlService
 from certstatus.demo.ca import DemoCA, write_key, write_pem
 from certstatus.ingest import Ingest
+from certstatus.ports import free_port
 from certstatus.signer import Signer
 from certstatus.store import open_store
 from certstatus.store.sqlite import SqliteStore
@@ -50,12 +50,6 @@ issuer_key = "issuer.key"
 crl_url = "http://127.0.0.1:{port}/crl/{{issuer}}/{{partition}}.crl"
 crl_partitions = {partitions}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from certstatus.ports import free_port
+
 STATE_FILE = "cache.json"
 
 
@@ -37,12 +39,6 @@ class CacheState:
     @property
     def url(self) -> str:
         return f"http://{self.listen}/"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def backends_vcl(origins: list[tuple[str, int]], purgers: tuple[str, ...] = ("127.0.0.1",)) -> str:

@@ -22,18 +22,14 @@ from typing import Any
 
 import psycopg
 
+from certstatus.ports import free_port
+
 DATABASE = "certstatus"
 STATE_FILE = "cluster.json"
 
 
 class ClusterError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def postgres_bin() -> Path:
