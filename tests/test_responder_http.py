@@ -285,3 +285,47 @@ def test_cert_status_peek_agrees_with_cryptography(signed) -> None:
             .public_bytes(serialization.Encoding.DER)
         )
         assert cert_status_of(der) == status.name.lower()
+
+
+def test_answers_are_counted_by_outcome_and_timed(signed) -> None:
+    """Responder metrics: every answer counted by outcome and source, and timed, once flushed
+    from the worker's local counts to the exported values."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from certstatus.responder.metrics import ResponderMetrics, render
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        body, _ = render()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+        }
+
+    deployment, _, app, good, bad, _ = signed
+    metrics = ResponderMetrics(flush_every=3600)
+    app.metrics = metrics
+    before = scrape()
+    paths = {
+        "good": get_path(request_der(deployment.ca.certificate, good.serial_number)),
+        "revoked": get_path(request_der(deployment.ca.certificate, bad.serial_number)),
+        "unauthorized": get_path(request_der(deployment.ca.certificate, 0xDEAD)),
+        "malformed": "/AAAA",
+    }
+    for outcome, path in paths.items():
+        for _ in range(3 if outcome == "good" else 1):
+            call(app, "GET", path)
+    metrics.flush()
+    after = scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    answers = "certstatus_responder_answers_total"
+    assert delta(answers, outcome="good", source="local") == 3
+    assert delta(answers, outcome="revoked", source="local") == 1
+    assert delta(answers, outcome="unauthorized", source="local") == 1
+    assert delta(answers, outcome="malformed", source="local") == 1
+    assert delta("certstatus_responder_request_duration_seconds_count") == 6
+    assert delta("certstatus_responder_request_duration_seconds_bucket", le="+Inf") == 6

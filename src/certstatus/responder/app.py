@@ -26,6 +26,7 @@ from certstatus.ocsp import response as ocsp_response
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import CertRequest, MalformedRequest, decode_get_path, decode_request
 from certstatus.responder import headers as h
+from certstatus.responder.lookup import lookup_for
 from certstatus.store import open_store
 from certstatus.store.base import Store, StoreError
 
@@ -86,6 +87,15 @@ class OcspApp:
         self.max_post_body = max_post_body
         self.request_timeout = request_timeout
         self.clock = clock
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self._store = store
+        self.lookup = lookup_for(store)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -179,7 +189,7 @@ class OcspApp:
             await _send(send, 200, h.NO_STORE, ocsp_response.UNAUTHORIZED, head)  # R10
             return Outcome.UNAUTHORIZED, ""
         try:
-            stored = self.store.response(issuer_id, request.serial, algorithm)
+            stored = await self.lookup.response(issuer_id, request.serial, algorithm)
         except StoreError:
             log.exception("store unavailable")
             await _send(send, 200, h.NO_STORE, ocsp_response.TRY_LATER, head)

@@ -8,7 +8,10 @@ its storage when first imported.
 
 from __future__ import annotations
 
+import bisect
 import os
+import threading
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -58,11 +61,50 @@ READY = Gauge(
 
 
 class ResponderMetrics:
-    """What OcspApp reports to; the tests' apps use the no-op base in app.py."""
+    """What OcspApp reports to; the tests' apps use the no-op base in app.py.
+
+    Answers are counted in plain dicts and flushed to the shared (memory-mapped) values every
+    `flush_every` seconds by a thread: a multiprocess value update costs several microseconds,
+    a measured fifth of a request's time in this process when made per answer."""
+
+    def __init__(self, flush_every: float = 0.5) -> None:
+        self._answers: dict[tuple[str, str], int] = {}
+        self._bounds = list(DURATION._upper_bounds)
+        self._buckets = [0] * len(self._bounds)
+        self._seconds = 0.0
+        self._lock = threading.Lock()
+        self.flush_every = flush_every
+        threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
 
     def answered(self, outcome: str, source: str, seconds: float) -> None:
-        ANSWERS.labels(outcome, source or "local").inc()
-        DURATION.observe(seconds)
+        key = (outcome, source or "local")
+        with self._lock:
+            self._answers[key] = self._answers.get(key, 0) + 1
+            self._buckets[bisect.bisect_left(self._bounds, seconds)] += 1
+            self._seconds += seconds
+
+    def flush(self) -> None:
+        with self._lock:
+            answers, self._answers = self._answers, {}
+            buckets, self._buckets = self._buckets, [0] * len(self._bounds)
+            seconds, self._seconds = self._seconds, 0.0
+        for (outcome, source), count in answers.items():
+            ANSWERS.labels(outcome, source).inc(count)
+        stored = getattr(DURATION, "_buckets", None)
+        if stored is not None and len(stored) == len(buckets):
+            for value, count in zip(stored, buckets, strict=True):
+                if count:
+                    value.inc(count)
+            DURATION._sum.inc(seconds)
+        else:  # another prometheus_client layout: exact counts, approximate sums
+            for bound, count in zip(self._bounds, buckets, strict=True):
+                for _ in range(count):
+                    DURATION.observe(min(bound, 60.0))
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(self.flush_every)
+            self.flush()
 
     def sampled(self, source: Source, fresh: bool, ready: bool) -> None:
         labels = (source.name, source.role, source.site or "")

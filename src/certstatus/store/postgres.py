@@ -45,6 +45,12 @@ _RESPONSE_BY_ALGORITHM = {
     "FROM responses WHERE issuer_id = %s AND serial = %s"
     for algorithm in HashAlgorithm
 }
+_RESPONSES_BY_ALGORITHM = {
+    algorithm: f"SELECT serial, der_{algorithm.value}, this_update, next_update, refresh_at "
+    "FROM responses WHERE issuer_id = %s AND serial = ANY(%s)"
+    for algorithm in HashAlgorithm
+}
+ResponseKey = tuple[int, int, HashAlgorithm]  # issuer id, serial, CertID hash
 
 
 def _pg(sql: str) -> str:
@@ -298,6 +304,22 @@ class PostgresStore:
         if row is None:
             return None
         return StoredResponse(bytes(row[0]), row[1], row[2], row[3], self.name)
+
+    def responses(self, keys: Sequence[ResponseKey]) -> list[StoredResponse | None]:
+        """Many lookups in one round trip per (issuer, hash algorithm): what the responder's
+        batching sends when requests arrive together (responder/lookup.py)."""
+        groups: dict[tuple[int, HashAlgorithm], list[str]] = {}
+        for issuer_id, serial, algorithm in keys:
+            groups.setdefault((issuer_id, algorithm), []).append(serial_key(serial))
+        found: dict[ResponseKey, StoredResponse] = {}
+        with self._connection() as db:
+            for (issuer_id, algorithm), serials in groups.items():
+                rows = db.execute(_RESPONSES_BY_ALGORITHM[algorithm], (issuer_id, serials))
+                for serial, der, this_update, next_update, refresh_at in rows:
+                    found[(issuer_id, int(serial, 16), algorithm)] = StoredResponse(
+                        bytes(der), this_update, next_update, refresh_at, self.name
+                    )
+        return [found.get(key) for key in keys]
 
     def due_count(self, now: int) -> dict[Priority, int]:
         with self._connection() as db:

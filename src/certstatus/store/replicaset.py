@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.store.base import StoredCrl, StoredResponse, StoreError
-from certstatus.store.postgres import PostgresStore
+from certstatus.store.postgres import PostgresStore, ResponseKey
 
 T = TypeVar("T")
 log = logging.getLogger("certstatus.sources")
@@ -168,6 +168,60 @@ class ReplicaSet:
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
     ) -> StoredResponse | None:
         return self._read(lambda store: store.response(issuer_id, serial, algorithm))
+
+    def responses(
+        self, keys: Sequence[ResponseKey]
+    ) -> list[StoredResponse | NoAuthoritativeSource | None]:
+        """Many lookups with _read's rules, one round trip per source asked: the fresh
+        replica first, its misses from the primary, and only what no source can answer
+        authoritatively served degraded or refused (a NoAuthoritativeSource in its place)."""
+        results: list[StoredResponse | NoAuthoritativeSource | None] = [None] * len(keys)
+        todo = list(range(len(keys)))
+
+        def ask(source: Source) -> bool:
+            nonlocal todo
+            try:
+                found = source.store.responses([keys[i] for i in todo])
+            except StoreError:
+                source.staleness = None
+                return False
+            source.answers += sum(r is not None for r in found)
+            for i, response in zip(todo, found, strict=True):
+                results[i] = response
+            todo = [i for i in todo if results[i] is None]
+            return True
+
+        for source in self.fresh_replicas():
+            if ask(source):
+                break  # its misses go to the primary, which may have them already
+        if todo and self.fallback and self.primary.staleness is not None:
+            if not self._slots.acquire(timeout=self.fallback_wait):
+                busy = NoAuthoritativeSource("primary fallback busy")
+                for i in todo:
+                    results[i] = busy
+                return results
+            try:
+                self.fallbacks += len(todo)
+                if self.observer is not None:
+                    for _ in todo:
+                        self.observer.fallback()
+                if ask(self.primary):
+                    return results
+            finally:
+                self._slots.release()
+        if todo:
+            reachable = sorted(
+                (r for r in self.replicas if r.staleness is not None),
+                key=lambda r: r.staleness or 0.0,
+            )
+            for source in reachable:
+                if not todo:
+                    break
+                ask(source)
+            refused = NoAuthoritativeSource("no fresh source, and the primary cannot be asked")
+            for i in todo:
+                results[i] = refused
+        return results
 
     def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
         return self._read(lambda store: store.current_crl(issuer_id, crl_partition))

@@ -1,0 +1,90 @@
+"""Response lookups for the responder, one database round trip for many requests.
+
+On PostgreSQL a lookup is a network round trip; made one per request inside the event loop it
+also stalled every other request of the worker meanwhile. Here concurrent requests of one
+worker queue their keys; while one batch is at the database (in a thread, so the loop keeps
+accepting and parsing), the next fills up, and goes as one query. Nothing is cached: every
+answer comes from the database as it is at that moment, so no purge or revocation can be
+outrun by this layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.store.base import StoredResponse
+
+Key = tuple[int, int, HashAlgorithm]
+
+
+class DirectLookup:
+    """For an in-process database (SQLite): a lookup costs microseconds, so it is made in
+    place; a thread hop would cost more than it saves."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def response(
+        self, issuer_id: int, serial: int, algorithm: HashAlgorithm
+    ) -> StoredResponse | None:
+        found: StoredResponse | None = self.store.response(issuer_id, serial, algorithm)
+        return found
+
+
+class BatchedLookup:
+    """For a store with `responses(keys)`: at most `in_flight` queries at a time per worker,
+    each carrying every key that arrived while the previous ones ran (up to max_batch)."""
+
+    def __init__(self, store: Any, max_batch: int = 128, in_flight: int = 2) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.in_flight = in_flight
+        self._queue: list[tuple[Key, asyncio.Future[StoredResponse | None]]] = []
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(in_flight, thread_name_prefix="lookup")
+        self.batches = 0
+        self.looked_up = 0
+
+    async def response(
+        self, issuer_id: int, serial: int, algorithm: HashAlgorithm
+    ) -> StoredResponse | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StoredResponse | None] = loop.create_future()
+        self._queue.append(((issuer_id, serial, algorithm), future))
+        if self._running < self.in_flight:
+            self._running += 1
+            task = loop.create_task(self._drain())
+            self._tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                keys = [key for key, _ in batch]
+                try:
+                    results = await loop.run_in_executor(self._executor, self.store.responses, keys)
+                except Exception as exc:  # StoreError and anything else: each request decides
+                    results = [exc] * len(batch)
+                self.batches += 1
+                self.looked_up += len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._running -= 1
+
+
+def lookup_for(store: Any) -> DirectLookup | BatchedLookup:
+    return BatchedLookup(store) if hasattr(store, "responses") else DirectLookup(store)
