@@ -80,6 +80,7 @@ class OcspApp:
         metrics: Any = None,
     ) -> None:
         self.metrics = metrics or NoMetrics()
+        self._status_by_tag: dict[bytes, Outcome] = {}
         self.store = store
         self.drain_file = drain_file
         self.index = index
@@ -224,7 +225,17 @@ class OcspApp:
             await _send(send, 304, headers[1:], b"")
             return Outcome.NOT_MODIFIED, stored.source
         await _send(send, 200, headers, der, head)
-        return Outcome(ocsp_response.cert_status_of(der)), stored.source
+        return self._status(tag, der), stored.source
+
+    def _status(self, tag: bytes, der: bytes) -> Outcome:
+        """good/revoked of a response, remembered by its ETag (a digest of its bytes): the
+        same response is served many times, and reading its DER each time showed in profiles."""
+        status = self._status_by_tag.get(tag)
+        if status is None:
+            if len(self._status_by_tag) >= 100_000:
+                self._status_by_tag.clear()
+            status = self._status_by_tag[tag] = Outcome(ocsp_response.cert_status_of(der))
+        return status
 
     async def _crl(self, scope: Scope, send: Send, path: str, head: bool) -> None:
         """A published CRL at its configured path (R15); '.' never occurs in an OCSP GET path."""

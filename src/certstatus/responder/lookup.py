@@ -38,7 +38,7 @@ class BatchedLookup:
     """For a store with `responses(keys)`: at most `in_flight` queries at a time per worker,
     each carrying every key that arrived while the previous ones ran (up to max_batch)."""
 
-    def __init__(self, store: Any, max_batch: int = 128, in_flight: int = 2) -> None:
+    def __init__(self, store: Any, max_batch: int = 128, in_flight: int = 1) -> None:
         self.store = store
         self.max_batch = max_batch
         self.in_flight = in_flight

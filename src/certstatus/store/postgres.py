@@ -312,9 +312,13 @@ class PostgresStore:
         for issuer_id, serial, algorithm in keys:
             groups.setdefault((issuer_id, algorithm), []).append(serial_key(serial))
         found: dict[ResponseKey, StoredResponse] = {}
-        with self._connection() as db:
+        with self._connection() as db, db.cursor(binary=True) as cursor:
             for (issuer_id, algorithm), serials in groups.items():
-                rows = db.execute(_RESPONSES_BY_ALGORITHM[algorithm], (issuer_id, serials))
+                # binary results: the DER arrives as bytes, not hex text to decode;
+                # prepared: planned once per connection
+                rows = cursor.execute(
+                    _RESPONSES_BY_ALGORITHM[algorithm], (issuer_id, serials), prepare=True
+                )
                 for serial, der, this_update, next_update, refresh_at in rows:
                     found[(issuer_id, int(serial, 16), algorithm)] = StoredResponse(
                         bytes(der), this_update, next_update, refresh_at, self.name
