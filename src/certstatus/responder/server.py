@@ -26,7 +26,8 @@ from certstatus.signer import Signer
 from certstatus.store import open_store
 
 log = logging.getLogger("certstatus.serve")
-APP_FACTORY = "certstatus.responder.app:create_app"
+APP_FACTORY = "certstatus.responder.app:create_app"  # ASGI (uvicorn)
+RSGI_FACTORY = "certstatus.responder.rsgi:create_rsgi_app"  # granian
 
 
 def register_issuers(config: Config) -> tuple[list[IssuerMaterial], dict[str, int]]:
@@ -111,10 +112,10 @@ def _run_server(config: Config) -> None:
         from granian.http import HTTP1Settings
 
         Granian(
-            APP_FACTORY,
+            RSGI_FACTORY,
             address=r.listen_host,
             port=r.listen_port,
-            interface=Interfaces.ASGI,
+            interface=Interfaces.RSGI,
             workers=r.process_count,
             factory=True,
             http=HTTPModes.http1,
