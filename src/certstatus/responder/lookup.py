@@ -71,8 +71,10 @@ class BatchedLookup:
                 keys = [key for key, _ in batch]
                 try:
                     results = await loop.run_in_executor(self._executor, self.store.responses, keys)
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"{len(results)} answers for {len(batch)} lookups")
                 except Exception as exc:  # StoreError and anything else: each request decides
-                    results = [exc] * len(batch)
+                    results = [exc] * len(batch)  # never leave a request waiting forever
                 self.batches += 1
                 self.looked_up += len(batch)
                 for (_, future), result in zip(batch, results, strict=True):
