@@ -179,3 +179,43 @@ def test_sign_command_signs_everything_due(deployment) -> None:
     assert result.returncode == 0, result.stderr
     assert "stored 2" in result.stdout
     assert deployment.store().counts()["responses"] == 2
+
+
+def test_demo_with_a_cache_in_front(tmp_path: Path) -> None:
+    """`demo --cache`: a local Varnish answers from cache on the second request, the monitor
+    watches through it, and nothing of it is left after Ctrl-C."""
+    from cryptography import x509
+
+    from tests.cachetier import fetch, get_path
+
+    directory = tmp_path / "demo"
+    port = free_port()
+    process = subprocess.Popen(
+        [*CLI, "demo", "--dir", str(directory), "--listen", f"127.0.0.1:{port}", "--certs",
+         "50", "--cache"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/", process, timeout=60)
+        config = load_config(directory / "certstatus.toml")
+        [cache] = config.caches
+        assert [t.kind for t in config.monitor.targets] == ["cdn", "origin"]
+        issuer = x509.load_pem_x509_certificate((directory / "issuer.pem").read_bytes())
+        leaf = x509.load_pem_x509_certificate(
+            next((directory / "certs").glob("*.pem")).read_bytes()
+        )
+        path = get_path(leaf, issuer)
+        deadline = time.monotonic() + 30
+        while fetch(cache.url, path).status != 200 or fetch(cache.url, path).cache != "HIT":
+            assert time.monotonic() < deadline, "the demo's cache never answered from cache"
+            time.sleep(0.3)
+        assert fetch(cache.url, path).ocsp_status() == "good"
+    finally:
+        _, err = stop(process)
+    assert f"cache (Varnish) on {cache.url}" in err
+    assert "Traceback" not in err
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(directory)], capture_output=True, text=True, check=False
+    )
+    assert leftover.stdout.strip() == ""

@@ -602,9 +602,21 @@ def drill(name: str, as_json: bool, hold: float, keep: Path | None) -> None:
 @click.option(
     "--certs", "count", type=click.IntRange(1, 10_000_000), default=1000, show_default=True
 )
-def demo(directory: Path, listen: str, count: int) -> None:
+@click.option(
+    "--cache",
+    is_flag=True,
+    help="Also put a local Varnish in front (needs varnish and varnish-modules).",
+)
+def demo(directory: Path, listen: str, count: int, cache: bool) -> None:
     """A whole status service on SQLite in one process: CA, certificates, signing, OCSP."""
-    from certstatus.demo.run import DemoFiles, create, crl_command, openssl_command
+    from certstatus.cache.varnish import CacheError, LocalVarnish
+    from certstatus.demo.run import (
+        DemoFiles,
+        create,
+        crl_command,
+        local_cache_port,
+        openssl_command,
+    )
     from certstatus.responder.server import register_issuers
     from certstatus.responder.server import serve as run
     from certstatus.signer import Signer
@@ -623,7 +635,7 @@ def demo(directory: Path, listen: str, count: int) -> None:
                     listen = f"{config.responder.listen_host}:{config.responder.listen_port}"
             else:
                 with progress_bar(count, "issuing") as advance:
-                    config = create(files, listen, count, advance)
+                    config = create(files, listen, count, advance, cache)
             materials, ids = register_issuers(config)
             store = open_store(config.database, config.base_dir)
             total = sum(store.due_count(int(time.time())).values())
@@ -649,8 +661,22 @@ def demo(directory: Path, listen: str, count: int) -> None:
             console.print("check a revoked certificate against its CRL:")
             out.print(crl_command(files), soft_wrap=True, highlight=False)
             console.print(f"status page (the monitor): http://{config.monitor.listen}/")
-            console.print(f"serving OCSP and CRLs on http://{listen}/ — Ctrl-C stops")
-            run(config, with_monitor=True)
+            varnish = LocalVarnish(files.dir / "varnish")
+            cache_port = local_cache_port(config)
+            if cache and cache_port is None:
+                console.print(f"[yellow]note:[/] {files.config} has no local cache; not adding one")
+            try:
+                if cache_port is not None:
+                    try:
+                        varnish.down()  # one left behind by a killed demo
+                        state = varnish.up([listen], cache_port)
+                    except CacheError as exc:
+                        _fail(str(exc))
+                    console.print(f"cache (Varnish) on {state.url}, purged on revocation")
+                console.print(f"serving OCSP and CRLs on http://{listen}/ — Ctrl-C stops")
+                run(config, with_monitor=True)
+            finally:
+                varnish.down()
     except KeyboardInterrupt:
         console.print("stopped")
     console.print("stopped cleanly")

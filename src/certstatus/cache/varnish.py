@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -84,21 +85,28 @@ class LocalVarnish:
             raise CacheError(f"a cache is already running from {self.directory}; cache down first")
         parsed = [parse_origin(o) for o in origins]
         self.directory.mkdir(parents=True, exist_ok=True)
+        # varnishd reads its VCL and runs its child as an unprivileged user, which may not
+        # reach DIRECTORY (a private home or temp dir): its files live in a readable place
+        home = Path(tempfile.mkdtemp(prefix="certstatus-varnish-"))
+        home.chmod(0o755)
         vcl = resources.files("certstatus.cache").joinpath("certstatus.vcl").read_text()
-        (self.directory / "certstatus.vcl").write_text(vcl)
-        (self.directory / "backends.vcl").write_text(backends_vcl(parsed))
+        (home / "certstatus.vcl").write_text(vcl)
+        (home / "backends.vcl").write_text(backends_vcl(parsed))
+        for name in ("certstatus.vcl", "backends.vcl"):
+            (home / name).chmod(0o644)
+            shutil.copy(home / name, self.directory / name)  # for the operator to read
         listen = f"127.0.0.1:{port or free_port()}"
         admin = f"127.0.0.1:{free_port()}"
-        workdir = self.directory / "varnish"
-        pidfile = self.directory / "varnishd.pid"
+        workdir = home / "work"
+        pidfile = home / "varnishd.pid"
         pidfile.unlink(missing_ok=True)
         command = [
             binary,
             "-n", str(workdir),
             "-a", listen,
             "-T", admin,
-            "-f", str(self.directory / "certstatus.vcl"),
-            "-p", f"vcl_path={self.directory}",
+            "-f", str(home / "certstatus.vcl"),
+            "-p", f"vcl_path={home}",
             "-p", "default_grace=0",
             "-p", "default_keep=0",
             "-s", f"malloc,{memory}",
@@ -106,6 +114,7 @@ class LocalVarnish:
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0:
+            shutil.rmtree(home, ignore_errors=True)
             raise CacheError(f"varnishd did not start:\n{done.stderr or done.stdout}")
         pid = _wait_pid(pidfile)
         state = CacheState(listen, admin, [f"{h}:{p}" for h, p in parsed], pid, str(workdir))
@@ -131,6 +140,7 @@ class LocalVarnish:
             time.sleep(0.05)
         if _alive(state.pid):
             os.kill(state.pid, signal.SIGKILL)
+        shutil.rmtree(Path(state.workdir).parent, ignore_errors=True)
         return True
 
     def stats(self) -> dict[str, int]:

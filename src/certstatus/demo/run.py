@@ -73,8 +73,40 @@ listen = "{monitor_listen}"
 """
 
 
+CACHE_TEMPLATE = """
+# `demo --cache`: a local Varnish in front of the responder, purged on every revocation
+[[caches]]
+name = "local-varnish"
+kind = "varnish"
+url = "http://{cache}/"
+
+# the monitor asks through the cache (as clients do) and the responder directly
+[[monitor.targets]]
+name = "cdn"
+url = "http://{cache}/"
+kind = "cdn"
+
+[[monitor.targets]]
+name = "origin"
+url = "http://{listen}/"
+"""
+
+
+def local_cache_port(config: Config) -> int | None:
+    """The port of the demo's own Varnish, if its config names one on loopback."""
+    for cache in config.caches:
+        host, _, port = cache.url.removeprefix("http://").rstrip("/").rpartition(":")
+        if cache.kind == "varnish" and host == "127.0.0.1" and port.isdigit():
+            return int(port)
+    return None
+
+
 def create(
-    files: DemoFiles, listen: str, count: int, progress: Callable[[int], None] | None = None
+    files: DemoFiles,
+    listen: str,
+    count: int,
+    progress: Callable[[int], None] | None = None,
+    cache: bool = False,
 ) -> Config:
     """Create the CA, responder, config and database, and ingest `count` leaves."""
     files.revoked.mkdir(parents=True, exist_ok=True)
@@ -84,9 +116,10 @@ def create(
     write_key(files.dir / "issuer.key", ca.key)
     write_pem(files.dir / "responder.pem", responder)
     write_key(files.dir / "responder.key", responder_key)
-    files.config.write_text(
-        CONFIG_TEMPLATE.format(listen=listen, monitor_listen=f"127.0.0.1:{free_port()}")
-    )
+    text = CONFIG_TEMPLATE.format(listen=listen, monitor_listen=f"127.0.0.1:{free_port()}")
+    if cache:
+        text += CACHE_TEMPLATE.format(cache=f"127.0.0.1:{free_port()}", listen=listen)
+    files.config.write_text(text)
     config = load_config(files.config)
 
     from certstatus.responder.server import register_issuers

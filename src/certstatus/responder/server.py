@@ -205,7 +205,10 @@ def companion(config: Config, target: Callable[[str, int], None], name: str) -> 
     def watch() -> None:
         process.join()
         if not stopping.is_set():
-            log.critical("%s exited (code %s); stopping the server", name, process.exitcode)
+            # code 0: it was told to stop (a SIGTERM to the whole group, as systemd sends);
+            # anything else is a crash. Either way the server must not go on without it.
+            report = log.warning if process.exitcode == 0 else log.critical
+            report("%s exited (code %s); stopping the server", name, process.exitcode)
             os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name=f"{name}-watch", daemon=True).start()
