@@ -289,3 +289,23 @@ def test_monitor_service_serves_status_metrics_and_watches(signed, tmp_path: Pat
                 assert "all checks pass" in answer.read().decode()
         finally:
             monitor.stop()
+
+
+def test_watchdog_reads_through_a_bulk_second_and_late_commits(deployment: Deployment) -> None:
+    """More new serials in one second than a page are all tracked; a transaction stamped a
+    second earlier but committed after the poll is still found by the next one."""
+    store = deployment.store()
+    clock = Clock(time.time())
+    watchdog = Watchdog(
+        store, {1: deployment.ca.certificate}, [Target("t", "http://127.0.0.1:9/")],
+        Findings(clock=clock), WatchPolicy(), clock,
+    )  # fmt: skip
+    ingest = deployment.ingest(store)
+    now = int(clock.now)
+    ingest.add_certificates([(deployment.leaf(), "bulk") for _ in range(7)], now)
+    assert watchdog.poll_new(page=3) == 7
+    assert watchdog.poll_new(page=3) == 0  # nothing twice
+    late = deployment.leaf()
+    ingest.add_certificates([(late, "late")], now - 1)
+    assert watchdog.poll_new(page=3) == 1
+    assert (1, late.serial_number) in watchdog.tracked

@@ -373,12 +373,39 @@ class Cluster:
         if node.role != "replica":
             raise ClusterError("only a replica can be rebuilt")
         self.stop(node, "immediate")
+        self._wait_stopped(node)
         if self._slot(node):
             self.query(self.primary, "SELECT pg_drop_replication_slot(%s)", (node.name,))
-        data = self.data(node)
-        self._as_postgres(["rm", "-rf", str(data)])
         self.set_link(node, "ok")
-        self._create_replica_data(node)
+        for attempt in (1, 2):
+            self._remove_data(node)
+            try:
+                self._create_replica_data(node)
+                return
+            except ClusterError:
+                # seen once in CI: the base backup could not chmod a file it had just
+                # copied; a second attempt into a clean directory is cheap
+                if attempt == 2:
+                    raise
+                if self._slot(node):
+                    self.query(self.primary, "SELECT pg_drop_replication_slot(%s)", (node.name,))
+
+    def _remove_data(self, node: Node) -> None:
+        data = self.data(node)
+        self._as_postgres(["rm", "-rf", str(data)], check=False)
+        if data.exists():
+            shutil.rmtree(data, ignore_errors=True)
+
+    def _wait_stopped(self, node: Node, timeout: float = 15) -> None:
+        """Until the node's postmaster is gone: its data directory is about to be replaced."""
+        pidfile = self.data(node) / "postmaster.pid"
+        deadline = time.monotonic() + timeout
+        while pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pidfile.exists():
+            with contextlib.suppress(ValueError, IndexError, ProcessLookupError, PermissionError):
+                os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+            time.sleep(0.5)
 
     def _create_replica_data(self, node: Node) -> None:
         data = self.data(node)

@@ -88,10 +88,20 @@ class Watchdog:
 
     # new serials ---------------------------------------------------------------------------
 
-    def poll_new(self) -> int:
-        """Start tracking serials ingested since the last poll."""
+    def poll_new(self, page: int = 2000) -> int:
+        """Start tracking serials ingested since the last poll. Each poll reads again from
+        two seconds before the newest ingestion seen: a transaction stamped with an earlier
+        second may commit after one stamped later (what was seen already is skipped)."""
         added = 0
-        rows = self.store.new_certificates(self.cursor, 5000)
+        after: tuple[int, int, str] = (self.cursor - 2, -1, "")
+        rows = []
+        while True:
+            batch = self.store.new_certificates(after, page)
+            rows.extend(batch)
+            if len(batch) < page:
+                break
+            last = batch[-1]
+            after = (last.ingested_at, last.row.issuer_id, format(last.row.serial, "x"))
         for new in rows:
             key = (new.row.issuer_id, new.row.serial)
             if key in self.tracked or key in self.finished or new.row.issuer_id not in self.issuers:
@@ -107,9 +117,8 @@ class Watchdog:
             )
             added += 1
         if rows:
-            # keep the last second inclusive: rows committed later in that same second
             self.cursor = max(self.cursor, rows[-1].ingested_at)
-            self.finished = {k: t for k, t in self.finished.items() if t >= self.cursor}
+            self.finished = {k: t for k, t in self.finished.items() if t >= self.cursor - 2}
         return added
 
     def check_due(self) -> None:

@@ -260,8 +260,9 @@ class Store(Protocol):
         """A monitoring.Freshness: the signer's lag over unexpired certificates."""
         ...
 
-    def new_certificates(self, since: int, limit: int) -> list[Any]:
-        """monitoring.NewCertificate rows ingested at or after since, oldest first."""
+    def new_certificates(self, after: tuple[int, int, str], limit: int) -> list[Any]:
+        """monitoring.NewCertificate rows after the key (ingested_at, issuer_id, serial hex)
+        in that order: a page of what was ingested since."""
         ...
 
     def sample_certificates(self, start: str, now: int, limit: int) -> list[CertificateRow]:

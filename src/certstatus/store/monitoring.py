@@ -32,9 +32,12 @@ RESPONSE_AGES = (
     "SELECT min(r.this_update), min(r.next_update) FROM responses r JOIN certificates c "
     "ON c.issuer_id = r.issuer_id AND c.serial = r.serial WHERE c.not_after > ?"
 )
+# pages in (ingested_at, issuer_id, serial) order, so a second holding more rows than a page
+# (a bulk import) is read through rather than re-read forever
 NEW_CERTIFICATES = (
     f"SELECT {CERTIFICATE_COLUMNS}, ingested_at FROM certificates "
-    "WHERE ingested_at >= ? ORDER BY ingested_at LIMIT ?"
+    "WHERE (ingested_at, issuer_id, serial) > (?, ?, ?) "
+    "ORDER BY ingested_at, issuer_id, serial LIMIT ?"
 )
 # a cheap, roughly uniform sample: the certificates after a random point of the key order
 SAMPLE = (

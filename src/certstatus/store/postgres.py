@@ -378,9 +378,9 @@ class PostgresStore:
         assert due is not None and ages is not None
         return Freshness(due[0], ages[0], ages[1])
 
-    def new_certificates(self, since: int, limit: int) -> list[NewCertificate]:
+    def new_certificates(self, after: tuple[int, int, str], limit: int) -> list[NewCertificate]:
         with self._connection() as db:
-            rows = db.execute(_pg(monitoring.NEW_CERTIFICATES), (since, limit)).fetchall()
+            rows = db.execute(_pg(monitoring.NEW_CERTIFICATES), (*after, limit)).fetchall()
         return [monitoring.new_from_row(row) for row in rows]
 
     def sample_certificates(self, start: str, now: int, limit: int) -> list[CertificateRow]:

@@ -264,5 +264,6 @@ POSTGRES_MIGRATIONS.append(
 )
 
 # v6: the monitor's watchdog follows new certificates by ingestion time.
-SQLITE_MIGRATIONS.append((6, "CREATE INDEX certificates_ingested ON certificates (ingested_at);"))
-POSTGRES_MIGRATIONS.append((6, "CREATE INDEX certificates_ingested ON certificates (ingested_at);"))
+_INGESTED = "CREATE INDEX certificates_ingested ON certificates (ingested_at, issuer_id, serial);"
+SQLITE_MIGRATIONS.append((6, _INGESTED))
+POSTGRES_MIGRATIONS.append((6, _INGESTED))

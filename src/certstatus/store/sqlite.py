@@ -455,8 +455,8 @@ class SqliteStore:
         oldest, soonest = db.execute(monitoring.RESPONSE_AGES, (now,)).fetchone()
         return Freshness(due, oldest, soonest)
 
-    def new_certificates(self, since: int, limit: int) -> list[NewCertificate]:
-        rows = self._connect().execute(monitoring.NEW_CERTIFICATES, (since, limit)).fetchall()
+    def new_certificates(self, after: tuple[int, int, str], limit: int) -> list[NewCertificate]:
+        rows = self._connect().execute(monitoring.NEW_CERTIFICATES, (*after, limit)).fetchall()
         return [monitoring.new_from_row(row) for row in rows]
 
     def sample_certificates(self, start: str, now: int, limit: int) -> list[CertificateRow]:
