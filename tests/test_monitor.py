@@ -309,3 +309,18 @@ def test_watchdog_reads_through_a_bulk_second_and_late_commits(deployment: Deplo
     ingest.add_certificates([(late, "late")], now - 1)
     assert watchdog.poll_new(page=3) == 1
     assert (1, late.serial_number) in watchdog.tracked
+
+
+def test_monitor_on_a_taken_port_says_which_key(deployment: Deployment) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = deployment.config_path.read_text()
+        deployment.config_path.write_text(text + f'\n[monitor]\nlisten = "127.0.0.1:{port}"\n')
+        monitor = Monitor(deployment.config)
+        with pytest.raises(SystemExit, match=r"monitor\.listen: cannot listen on"):
+            monitor.start()
+        monitor.stop()

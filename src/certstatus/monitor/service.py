@@ -121,7 +121,15 @@ class Monitor:
             self.webhook.push(self.findings, self.clock())
 
     def start(self) -> None:
+        """Bind the status page first (a clear error if the port is taken), then the loops."""
         c = self.config.monitor
+        host, _, port = c.listen.rpartition(":")
+        try:
+            self._server = ThreadingHTTPServer((host.strip("[]"), int(port)), _handler(self))
+        except OSError as exc:
+            raise SystemExit(
+                f"monitor.listen: cannot listen on {c.listen}: {exc}; choose a free port"
+            ) from None
         loops: list[tuple[str, float, Callable[[], None]]] = [
             ("watchdog", 0.5, self.watch_step),
             ("sampler", float(c.sample_every), self.watchdog.sample_known),
@@ -136,8 +144,6 @@ class Monitor:
             )
             thread.start()
             self._threads.append(thread)
-        host, _, port = c.listen.rpartition(":")
-        self._server = ThreadingHTTPServer((host.strip("[]"), int(port)), _handler(self))
         thread = threading.Thread(
             target=self._server.serve_forever, daemon=True, name="monitor-http"
         )
