@@ -317,3 +317,28 @@ def test_gnutls_ocsptool_verifies_responses_f7(live, kind, expected) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Verifying OCSP Response: Success." in result.stdout
     assert f"Certificate Status: {expected}" in result.stdout
+
+
+def test_head_over_http_matches_get_r1(live, tmp_path) -> None:
+    """HEAD through the real server: the GET's headers and Content-Length, no body."""
+    import http.client
+
+    deployment, paths = live
+    request = tmp_path / "req.der"
+    made = openssl_ocsp(
+        "-issuer", str(deployment.dir / "issuer.pem"), "-cert", str(paths["good"]),
+        "-no_nonce", "-reqout", str(request),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    path = "/" + base64.b64encode(request.read_bytes()).decode()
+    answers = {}
+    for method in ("GET", "HEAD"):
+        conn = http.client.HTTPConnection("127.0.0.1", deployment.port, timeout=5)
+        conn.request(method, path)
+        response = conn.getresponse()
+        answers[method] = (response.status, dict(response.getheaders()), response.read())
+        conn.close()
+    (get_status, get_headers, body), (head_status, head_headers, empty) = answers.values()
+    assert get_status == head_status == 200 and empty == b"" and len(body) > 100
+    assert head_headers["content-length"] == get_headers["content-length"] == str(len(body))
+    assert head_headers["etag"] == get_headers["etag"]

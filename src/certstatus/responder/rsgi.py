@@ -30,7 +30,7 @@ class RsgiResponder:
             "raw_path": scope.path.encode("utf-8", "surrogateescape"),
             "headers": [] if match is None else [(b"if-none-match", match.encode("latin-1"))],
         }
-        response = _Response(protocol)
+        response = _Response(protocol, head=scope.method == "HEAD")
         body = _Body(protocol) if scope.method == "POST" else None
         await self.app(asgi_scope, body.receive if body else _no_body, response.send)
 
@@ -54,21 +54,26 @@ class _Body:
 class _Response:
     """Collects the ASGI start and body messages and answers with one response_bytes."""
 
-    def __init__(self, protocol: Any) -> None:
+    def __init__(self, protocol: Any, head: bool = False) -> None:
         self.protocol = protocol
+        self.head = head
         self.status = 500
         self.headers: list[tuple[str, str]] = []
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
+            # the server sets Content-Length from the body; a HEAD answer keeps the GET's
             self.headers = [
                 (name.decode("latin-1"), value.decode("latin-1"))
                 for name, value in message["headers"]
-                if name != b"content-length"  # the server sets it from the body
+                if self.head or name != b"content-length"
             ]
         elif message["type"] == "http.response.body":
-            self.protocol.response_bytes(self.status, self.headers, message.get("body", b""))
+            if self.head:
+                self.protocol.response_empty(self.status, self.headers)
+            else:
+                self.protocol.response_bytes(self.status, self.headers, message.get("body", b""))
 
 
 def create_rsgi_app() -> RsgiResponder:
