@@ -324,3 +324,75 @@ def test_monitor_on_a_taken_port_says_which_key(deployment: Deployment) -> None:
         with pytest.raises(SystemExit, match=r"monitor\.listen: cannot listen on"):
             monitor.start()
         monitor.stop()
+
+
+def test_crl_checks_from_outside_name_each_problem(deployment: Deployment) -> None:
+    """CRLs fetched over HTTP as a relying party would (R16, R17): a good one passes; one
+    whose number went back, one expired, one without CRLNumber and one signed by another key
+    are each reported."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from certstatus.crl.layout import CrlLayout
+    from certstatus.monitor.crls import CrlWatch, WatchedIssuer
+
+    served: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = served.get(self.path, b"")
+            self.send_response(200 if body else 404)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    ca = deployment.ca
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+    def crl(number: int | None, next_update: dt.datetime, key=None) -> bytes:
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca.certificate.subject)
+            .last_update(now - dt.timedelta(minutes=1))
+            .next_update(next_update)
+        )
+        if number is not None:
+            builder = builder.add_extension(x509.CRLNumber(number), critical=False)
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return builder.sign(key or ca.key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+    store = deployment.store()
+    deployment.ingest(store)  # registers the issuer
+    layout = CrlLayout("demo", f"http://127.0.0.1:{port}/{{issuer}}/{{partition}}.crl")
+    watch = CrlWatch(store, [WatchedIssuer(1, "demo", ca.certificate, layout)], Findings(), 86400)
+    url = layout.url(0)
+    week = now + dt.timedelta(days=7)
+    try:
+        served["/demo/0.crl"] = crl(5, week)
+        watch.check()
+        assert watch.states[url].ok, watch.states[url].problems
+        cases = {
+            "CRLNumber went back from 5 to 3 (R17)": crl(3, week),
+            "expired: nextUpdate has passed (R16)": crl(6, now - dt.timedelta(seconds=5)),
+            "no CRLNumber extension (R17)": crl(None, week),
+            "signature does not verify with the issuer's key": crl(
+                7, week, ec.generate_private_key(ec.SECP256R1())
+            ),
+        }
+        for problem, body in cases.items():
+            served["/demo/0.crl"] = body
+            watch.check()
+            assert problem in watch.states[url].problems, watch.states[url].problems
+            assert ("CrlProblem", url) in watch.findings.active
+    finally:
+        server.shutdown()

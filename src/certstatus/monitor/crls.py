@@ -101,11 +101,18 @@ class CrlWatch:
             problems.append("expired: nextUpdate has passed (R16)")
         if now - this_update > self.reissue_period + 3600:
             problems.append(f"not reissued for {(now - this_update) / 3600:.1f} h (R16)")
-        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        try:
+            number: int | None = crl.extensions.get_extension_for_class(
+                x509.CRLNumber
+            ).value.crl_number
+        except x509.ExtensionNotFound:
+            number = None
+            problems.append("no CRLNumber extension (R17)")
         previous = self.numbers.get(url)
-        if previous is not None and number < previous:
-            problems.append(f"CRLNumber went back from {previous} to {number} (R17)")
-        self.numbers[url] = max(number, previous or 0)
+        if number is not None:
+            if previous is not None and number < previous:
+                problems.append(f"CRLNumber went back from {previous} to {number} (R17)")
+            self.numbers[url] = max(number, previous or 0)
         state = CrlState(url, not problems, number, this_update, next_update, problems)
         return state, crl
 
