@@ -167,11 +167,7 @@ class ReplicaSet:
     def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
     ) -> StoredResponse | None:
-        """One lookup: the batched path with one key, so responses have one set of rules."""
-        [found] = self.responses([(issuer_id, serial, algorithm)])
-        if isinstance(found, NoAuthoritativeSource):
-            raise found
-        return found
+        return self._read(lambda store: store.response(issuer_id, serial, algorithm))
 
     def responses(
         self, keys: Sequence[ResponseKey]
