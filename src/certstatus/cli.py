@@ -329,18 +329,13 @@ def cache() -> None:
 
 
 @contextmanager
-def fail_on(error: type[Exception]) -> Iterator[None]:
-    """A command's own expected failure as one message and exit status 2 (see user_errors)."""
-    try:
-        yield
-    except error as exc:
-        _fail(str(exc))
-
-
-def cache_errors() -> Any:
+def cache_errors() -> Iterator[None]:
     from certstatus.cache.varnish import CacheError
 
-    return fail_on(CacheError)
+    try:
+        yield
+    except CacheError as exc:
+        _fail(str(exc))
 
 
 @cache.command("up")
@@ -417,10 +412,14 @@ def _cluster_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
-def cluster_errors() -> Any:
+@contextmanager
+def cluster_errors() -> Iterator[None]:
     from certstatus.cluster.local import ClusterError
 
-    return fail_on(ClusterError)
+    try:
+        yield
+    except ClusterError as exc:
+        _fail(str(exc))
 
 
 @cluster.command("up")
