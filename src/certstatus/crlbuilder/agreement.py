@@ -44,6 +44,19 @@ def ocsp_says(store: Store, issuer_id: int, serial: int) -> Revocation | None:
     )
 
 
+def crl_says(crl: x509.CertificateRevocationList) -> dict[int, Revocation]:
+    """Each entry of a CRL as the agreement check compares it."""
+    listed = {}
+    for revoked in crl:
+        reason = None
+        with contextlib.suppress(x509.ExtensionNotFound):
+            reason = revoked.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        listed[revoked.serial_number] = Revocation(
+            int(revoked.revocation_date_utc.timestamp()), reason_code(reason)
+        )
+    return listed
+
+
 def check_agreement(service: CrlService, now: int) -> list[str]:
     """Every disagreement between database, OCSP and CRLs, for every issuer with CRLs."""
     store = service.store
@@ -62,13 +75,7 @@ def check_agreement(service: CrlService, now: int) -> list[str]:
             current = store.current_crl(issuer.id, partition)
             if current is None:
                 continue
-            for revoked in x509.load_der_x509_crl(current.der):
-                reason = None
-                with contextlib.suppress(x509.ExtensionNotFound):
-                    reason = revoked.extensions.get_extension_for_class(x509.CRLReason).value.reason
-                listed[revoked.serial_number] = Revocation(
-                    int(revoked.revocation_date_utc.timestamp()), reason_code(reason)
-                )
+            listed.update(crl_says(x509.load_der_x509_crl(current.der)))
         said = {serial: ocsp_says(store, issuer.id, serial) for serial in recorded}
         found.extend(
             f"{issuer.material.name}: {problem}"

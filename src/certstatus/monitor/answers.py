@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -45,7 +44,6 @@ _ERRORS = {
     ocsp.OCSPResponseStatus.SIG_REQUIRED: "sigRequired",
     ocsp.OCSPResponseStatus.UNAUTHORIZED: "unauthorized",
 }
-_HASHES = {HashAlgorithm.SHA1: hashes.SHA1, HashAlgorithm.SHA256: hashes.SHA256}
 
 
 def check_answer(
@@ -74,7 +72,7 @@ def check_answer(
     keys = issuer_keys(issuer)[algorithm]
     if (
         response.serial_number != serial
-        or type(response.hash_algorithm) is not _HASHES[algorithm]
+        or type(response.hash_algorithm) is not algorithm.hash_class
         or response.issuer_key_hash != keys.key_hash
         or response.issuer_name_hash != keys.name_hash
     ):

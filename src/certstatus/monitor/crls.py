@@ -11,7 +11,7 @@ from cryptography import x509
 
 from certstatus.crl.agreement import Revocation, disagreements
 from certstatus.crl.layout import CrlLayout
-from certstatus.crlbuilder.agreement import ocsp_says, reason_code
+from certstatus.crlbuilder.agreement import crl_says, ocsp_says
 from certstatus.monitor import metrics as m
 from certstatus.monitor.findings import CRITICAL, WARNING, Findings
 from certstatus.monitor.targets import fetch
@@ -129,15 +129,7 @@ class CrlWatch:
         recorded = {
             e.serial: Revocation(e.revoked_at, e.reason) for e in entries if e.serial in settled
         }
-        listed = {}
-        for revoked in crl:
-            try:
-                reason = revoked.extensions.get_extension_for_class(x509.CRLReason).value.reason
-            except x509.ExtensionNotFound:
-                reason = None
-            listed[revoked.serial_number] = Revocation(
-                int(revoked.revocation_date_utc.timestamp()), reason_code(reason)
-            )
+        listed = crl_says(crl)
         said: dict[int, Revocation | None] = {}
         for serial, truth in recorded.items():
             row = self.store.certificate(issuer.id, serial)

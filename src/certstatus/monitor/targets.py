@@ -8,12 +8,10 @@ import http.client
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from certstatus.ocsp.certid import HashAlgorithm, IssuerKey
-
-_HASHES = {HashAlgorithm.SHA1: hashes.SHA1, HashAlgorithm.SHA256: hashes.SHA256}
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ class Fetched:
 
 def request_der(keys: IssuerKey, serial: int, algorithm: HashAlgorithm) -> bytes:
     builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
-        keys.name_hash, keys.key_hash, serial, _HASHES[algorithm]()
+        keys.name_hash, keys.key_hash, serial, algorithm.hash_class()
     )
     return builder.build().public_bytes(serialization.Encoding.DER)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from certstatus import der
 
@@ -26,6 +26,11 @@ class HashAlgorithm(Enum):
 
     def digest(self, data: bytes) -> bytes:
         return hashlib.new(self.value, data).digest()
+
+    @property
+    def hash_class(self) -> type[hashes.HashAlgorithm]:
+        """cryptography's class for this hash: parsing requests, building them in tools."""
+        return hashes.SHA1 if self is HashAlgorithm.SHA1 else hashes.SHA256
 
 
 _ALGORITHM_IDENTIFIERS = {

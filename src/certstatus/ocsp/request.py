@@ -17,10 +17,7 @@ from certstatus.ocsp.certid import HashAlgorithm
 MAX_POST_BODY = 10_000
 MAX_GET_PATH = 4_096
 
-_HASHES: dict[type[hashes.HashAlgorithm], HashAlgorithm] = {
-    hashes.SHA1: HashAlgorithm.SHA1,
-    hashes.SHA256: HashAlgorithm.SHA256,
-}
+_HASHES: dict[type[hashes.HashAlgorithm], HashAlgorithm] = {a.hash_class: a for a in HashAlgorithm}
 
 
 class MalformedRequest(ValueError):
