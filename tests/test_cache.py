@@ -54,6 +54,17 @@ class Tier:
             time.sleep(0.05)
         return certificate, path, store
 
+    def revoke_and_wait_at_origin(self, certificate, path: str, store, reason: str) -> None:
+        """Revoke, wait until the origin answers revoked, then a second for the purger to try."""
+        self.deployment.ingest(store).revoke(
+            "demo", certificate.serial_number, reason, int(time.time())
+        )
+        deadline = time.monotonic() + 10
+        while fetch(self.deployment.url, path).ocsp_status() != "revoked":
+            assert time.monotonic() < deadline, "the origin never answered revoked"
+            time.sleep(0.05)
+        time.sleep(1.0)
+
     def restart_origin(self) -> None:
         stop(self.origin)
         self.origin = start_serve(self.deployment.config_path, self.deployment.url)
@@ -306,14 +317,7 @@ def test_purge_is_kept_while_the_cache_hangs_and_delivered_after(tier: Tier) -> 
     child = varnish_child(tier.varnish)
     os.kill(child, signal.SIGSTOP)
     try:
-        tier.deployment.ingest(store).revoke(
-            "demo", certificate.serial_number, "keyCompromise", int(time.time())
-        )
-        deadline = time.monotonic() + 10
-        while fetch(tier.deployment.url, path).ocsp_status() != "revoked":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(1.0)
+        tier.revoke_and_wait_at_origin(certificate, path, store, "keyCompromise")
         assert undelivered(store, certificate.serial_number) == 1
         tier.restart_origin()  # the purger restarts with it; the queue is in the database
         assert undelivered(store, certificate.serial_number) == 1
@@ -336,14 +340,7 @@ def test_purge_issued_while_the_cache_is_stopped_is_delivered_after_it_starts(
     assert state is not None
     port = int(state.listen.rsplit(":", 1)[1])
     tier.varnish.down()
-    tier.deployment.ingest(store).revoke(
-        "demo", certificate.serial_number, "superseded", int(time.time())
-    )
-    deadline = time.monotonic() + 10
-    while fetch(tier.deployment.url, path).ocsp_status() != "revoked":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(1.0)
+    tier.revoke_and_wait_at_origin(certificate, path, store, "superseded")
     assert undelivered(store, certificate.serial_number) == 1
     tier.varnish.up([f"127.0.0.1:{tier.deployment.port}"], port)
     deadline = time.monotonic() + 45  # the purger backs off to at most 30 s between attempts

@@ -329,13 +329,18 @@ def cache() -> None:
 
 
 @contextmanager
-def cache_errors() -> Iterator[None]:
-    from certstatus.cache.varnish import CacheError
-
+def fail_on(error: type[Exception]) -> Iterator[None]:
+    """A command's own expected failure as one message and exit status 2 (see user_errors)."""
     try:
         yield
-    except CacheError as exc:
+    except error as exc:
         _fail(str(exc))
+
+
+def cache_errors() -> Any:
+    from certstatus.cache.varnish import CacheError
+
+    return fail_on(CacheError)
 
 
 @cache.command("up")
@@ -412,14 +417,10 @@ def _cluster_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
-@contextmanager
-def cluster_errors() -> Iterator[None]:
+def cluster_errors() -> Any:
     from certstatus.cluster.local import ClusterError
 
-    try:
-        yield
-    except ClusterError as exc:
-        _fail(str(exc))
+    return fail_on(ClusterError)
 
 
 @cluster.command("up")

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from certstatus.ports import free_port
 
@@ -143,21 +144,26 @@ class LocalVarnish:
         shutil.rmtree(Path(state.workdir).parent, ignore_errors=True)
         return True
 
-    def stats(self) -> dict[str, int]:
-        """Hits, misses and origin fetches, from varnishstat."""
+    def _tool(self, *command: str) -> Any:
+        """The JSON a Varnish tool prints about the running cache (varnishstat, varnishadm)."""
         state = self.state()
         if state is None:
             raise CacheError(f"no cache running from {self.directory}")
+        program, *args = command
         done = subprocess.run(
-            ["varnishstat", "-n", state.workdir, "-1", "-j"],
+            [program, "-n", state.workdir, *args],
             capture_output=True,
             text=True,
             timeout=30,
             check=False,
         )
         if done.returncode != 0:
-            raise CacheError(f"varnishstat failed: {done.stderr}")
-        counters = json.loads(done.stdout).get("counters", {})
+            raise CacheError(f"{program} failed: {done.stderr or done.stdout}")
+        return json.loads(done.stdout)
+
+    def stats(self) -> dict[str, int]:
+        """Hits, misses and origin fetches, from varnishstat."""
+        counters = self._tool("varnishstat", "-1", "-j").get("counters", {})
         wanted = {
             "hits": "MAIN.cache_hit",
             "misses": "MAIN.cache_miss",
@@ -170,19 +176,7 @@ class LocalVarnish:
 
     def origin_health(self) -> dict[str, bool]:
         """Each origin's probe verdict, from varnishadm backend.list."""
-        state = self.state()
-        if state is None:
-            raise CacheError(f"no cache running from {self.directory}")
-        done = subprocess.run(
-            ["varnishadm", "-n", state.workdir, "backend.list", "-j"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise CacheError(f"varnishadm failed: {done.stderr or done.stdout}")
-        listing = json.loads(done.stdout)[-1]
+        listing = self._tool("varnishadm", "backend.list", "-j")[-1]
         health = {}
         for name, info in listing.items():
             origin = name.rsplit(".", 1)[-1]
