@@ -460,3 +460,31 @@ def test_concurrent_requests_share_lookups_on_a_replica(env: Env) -> None:
     assert app.lookup.looked_up == 40
     assert app.lookup.batches < 40
     assert replica.answers >= 40  # all from the replica, none needed the primary
+
+
+def test_batched_libpq_lookups_agree_with_psycopg(env: Env) -> None:
+    """store/pglookup.py speaks libpq directly on the responder's hot path; psycopg's cursor
+    (PostgresStore.response) is its oracle: both hash algorithms, a serial asked twice in one
+    batch, misses (unknown serial, unknown issuer) in place, and a connection that lost its
+    prepared statements re-prepares instead of failing."""
+    serials = env.leaves(6, 0x90_0000)
+    with env.signer() as signer:
+        signer.sign_due()
+    reader = PostgresStore(env.cluster.primary.url, read_only=True, max_connections=1)
+    keys = [(env.issuer_id, s, a) for s in serials for a in HashAlgorithm]
+    keys += [
+        (env.issuer_id, serials[0], HashAlgorithm.SHA1),  # twice in one batch
+        (env.issuer_id, 0x90_FFFF, HashAlgorithm.SHA1),  # never ingested
+        (env.issuer_id + 1000, serials[1], HashAlgorithm.SHA256),  # no such issuer
+    ]
+
+    def oracle() -> list:
+        return [reader.response(issuer, serial, algorithm) for issuer, serial, algorithm in keys]
+
+    expected = oracle()
+    assert sum(r is None for r in expected) == 2
+    assert reader.responses(keys) == expected
+    with reader._connection() as db:
+        db.execute("DEALLOCATE ALL")  # as after a pooler or a reconnect
+    assert reader.responses(keys) == expected
+    reader.close()

@@ -37,6 +37,7 @@ from certstatus.store.base import (
     serial_key,
 )
 from certstatus.store.monitoring import Freshness, NewCertificate
+from certstatus.store.pglookup import ResponseKey, read_responses
 from certstatus.store.schema import POSTGRES_MIGRATIONS
 
 _MIGRATION_LOCK = 0x63657274  # "cert"
@@ -45,12 +46,6 @@ _RESPONSE_BY_ALGORITHM = {
     "FROM responses WHERE issuer_id = %s AND serial = %s"
     for algorithm in HashAlgorithm
 }
-_RESPONSES_BY_ALGORITHM = {
-    algorithm: f"SELECT serial, der_{algorithm.value}, this_update, next_update, refresh_at "
-    "FROM responses WHERE issuer_id = %s AND serial = ANY(%s)"
-    for algorithm in HashAlgorithm
-}
-ResponseKey = tuple[int, int, HashAlgorithm]  # issuer id, serial, CertID hash
 
 
 def _pg(sql: str) -> str:
@@ -307,23 +302,9 @@ class PostgresStore:
 
     def responses(self, keys: Sequence[ResponseKey]) -> list[StoredResponse | None]:
         """Many lookups in one round trip per (issuer, hash algorithm): what the responder's
-        batching sends when requests arrive together (responder/lookup.py)."""
-        groups: dict[tuple[int, HashAlgorithm], list[str]] = {}
-        for issuer_id, serial, algorithm in keys:
-            groups.setdefault((issuer_id, algorithm), []).append(serial_key(serial))
-        found: dict[ResponseKey, StoredResponse] = {}
-        with self._connection() as db, db.cursor(binary=True) as cursor:
-            for (issuer_id, algorithm), serials in groups.items():
-                # binary results: the DER arrives as bytes, not hex text to decode;
-                # prepared: planned once per connection
-                rows = cursor.execute(
-                    _RESPONSES_BY_ALGORITHM[algorithm], (issuer_id, serials), prepare=True
-                )
-                for serial, der, this_update, next_update, refresh_at in rows:
-                    found[(issuer_id, int(serial, 16), algorithm)] = StoredResponse(
-                        bytes(der), this_update, next_update, refresh_at, self.name
-                    )
-        return [found.get(key) for key in keys]
+        batching sends when requests arrive together (responder/lookup.py, store/pglookup.py)."""
+        with self._connection() as db:
+            return read_responses(db, self.name, keys)
 
     def due_count(self, now: int) -> dict[Priority, int]:
         with self._connection() as db:

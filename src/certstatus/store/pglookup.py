@@ -1,0 +1,91 @@
+"""The responder's batched response lookups, spoken to libpq directly.
+
+This is the one hand-written database path, kept because it was measured to be the replica
+responder's largest cost: through psycopg's cursor (the serial array dumped element by element,
+each row built by per-column loaders) a batch of 11 lookups cost 26 us of client CPU per key;
+here, with the serials in one comma-joined parameter, a server-side prepared statement and
+binary results read cell by cell, 10 us (benchmarks/postgres.py, `serving`). Everything else
+goes through psycopg; `PostgresStore.response` (psycopg's cursor) is this module's oracle in
+tests/test_postgres.py.
+
+The statement keeps each key's position (WITH ORDINALITY), so a serial asked twice in one
+batch is answered twice and no answer is matched to its key by parsing the serial back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+from psycopg import pq
+
+from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.store.base import StoredResponse
+
+ResponseKey = tuple[int, int, HashAlgorithm]  # issuer id, serial, CertID hash
+
+_UNDEFINED_PREPARED_STATEMENT = b"26000"
+_STATEMENTS = {
+    algorithm: (
+        f"certstatus_responses_{algorithm.value}".encode(),
+        (
+            f"SELECT k.i, r.der_{algorithm.value}, r.this_update, r.next_update, r.refresh_at "
+            "FROM unnest(string_to_array($2, ',')) WITH ORDINALITY AS k(serial, i) "
+            "JOIN responses r ON r.issuer_id = $1 AND r.serial = k.serial"
+        ).encode(),
+    )
+    for algorithm in HashAlgorithm
+}
+_BINARY = 1
+
+
+def read_responses(
+    connection: psycopg.Connection, source: str, keys: Sequence[ResponseKey]
+) -> list[StoredResponse | None]:
+    """One statement per (issuer, hash algorithm) in the batch; None where nothing is stored.
+    Raises psycopg.Error on any database failure, like the rest of the store."""
+    results: list[StoredResponse | None] = [None] * len(keys)
+    groups: dict[tuple[int, HashAlgorithm], list[int]] = {}
+    for position, (issuer_id, _, algorithm) in enumerate(keys):
+        groups.setdefault((issuer_id, algorithm), []).append(position)
+    pgconn = connection.pgconn
+    from_bytes = int.from_bytes
+    for (issuer_id, algorithm), positions in groups.items():
+        serials = ",".join([format(keys[p][1], "x") for p in positions]).encode("ascii")
+        rows = _execute(pgconn, algorithm, [b"%d" % issuer_id, serials])
+        cell = rows.get_value
+        for row in range(rows.ntuples):
+            # every column is NOT NULL: no cell is None
+            position = positions[from_bytes(cell(row, 0), "big") - 1]  # type: ignore[arg-type]
+            results[position] = StoredResponse(
+                cell(row, 1),  # type: ignore[arg-type]
+                from_bytes(cell(row, 2), "big", signed=True),  # type: ignore[arg-type]
+                from_bytes(cell(row, 3), "big", signed=True),  # type: ignore[arg-type]
+                from_bytes(cell(row, 4), "big", signed=True),  # type: ignore[arg-type]
+                source,
+            )
+    return results
+
+
+def _execute(
+    pgconn: pq.abc.PGconn, algorithm: HashAlgorithm, params: list[bytes]
+) -> pq.abc.PGresult:
+    """Run the algorithm's statement, preparing it on first use on this connection (a pool's
+    connection may be new at any call, so a missing statement is prepared and retried once)."""
+    name, sql = _STATEMENTS[algorithm]
+    result = pgconn.exec_prepared(name, params, None, _BINARY)
+    if (
+        result.status == pq.ExecStatus.FATAL_ERROR
+        and result.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_PREPARED_STATEMENT
+    ):
+        prepared = pgconn.prepare(name, sql, None)
+        _check(prepared, pq.ExecStatus.COMMAND_OK)
+        result = pgconn.exec_prepared(name, params, None, _BINARY)
+    _check(result, pq.ExecStatus.TUPLES_OK)
+    return result
+
+
+def _check(result: pq.abc.PGresult, expected: pq.ExecStatus) -> None:
+    if result.status != expected:
+        message = result.error_message.decode("utf-8", "replace").strip()
+        raise psycopg.OperationalError(message or f"unexpected result status {result.status}")
