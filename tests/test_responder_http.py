@@ -253,7 +253,7 @@ def test_http_date_matches_the_standard_library() -> None:
     from certstatus.responder.headers import http_date
 
     for moment in [0, 951_782_400, *random.Random(5).sample(range(4_000_000_000), 2000)]:
-        assert http_date(moment).decode() == formatdate(moment, usegmt=True)
+        assert http_date(moment) == formatdate(moment, usegmt=True)
 
 
 def test_cert_status_peek_agrees_with_cryptography(signed) -> None:

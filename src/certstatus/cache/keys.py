@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from certstatus.store.base import PendingPurge
 
-Headers = list[tuple[bytes, bytes]]
+Headers = list[tuple[str, str]]
 
 
 def issuer_key(issuer_id: int) -> str:
@@ -40,9 +40,5 @@ def surrogate_headers(keys: Sequence[str]) -> Headers:
     """The keys in every header name a cache reads them from: xkey (Varnish's xkey module),
     Surrogate-Key (space separated) and Cache-Tag (comma separated) for the big CDNs' tag
     purges. The cache strips them before answering clients."""
-    spaced = " ".join(keys).encode("ascii")
-    return [
-        (b"xkey", spaced),
-        (b"surrogate-key", spaced),
-        (b"cache-tag", ",".join(keys).encode("ascii")),
-    ]
+    spaced = " ".join(keys)
+    return [("xkey", spaced), ("surrogate-key", spaced), ("cache-tag", ",".join(keys))]

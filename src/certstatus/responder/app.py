@@ -12,7 +12,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ class OcspApp:
         metrics: Any = None,
     ) -> None:
         self.metrics = metrics or NoMetrics()
-        self._status_by_tag: dict[bytes, Outcome] = {}
+        self._status_by_tag: dict[str, Outcome] = {}
         self.store = store
         self.drain_file = drain_file
         self.index = index
@@ -88,6 +89,12 @@ class OcspApp:
         self.max_post_body = max_post_body
         self.request_timeout = request_timeout
         self.clock = clock
+        self._endpoints: dict[str, Callable[[], Awaitable[Answer]]] = {
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/sources": self._sources,
+            "/metrics": self._metrics,
+        }
 
     @property
     def store(self) -> Store:
@@ -98,88 +105,88 @@ class OcspApp:
         self._store = store
         self.lookup = lookup_for(store)
 
+    async def handle(
+        self,
+        method: str,
+        path: str,
+        if_none_match: str | None = None,
+        body: AsyncIterator[bytes] | None = None,
+    ) -> Answer | None:
+        """The answer to one request, whatever server interface carried it; None when the
+        client left before its body arrived (nobody to answer)."""
+        endpoint = self._endpoints.get(path)
+        if endpoint is not None:
+            return await endpoint()
+        if method in ("GET", "HEAD"):
+            if path.endswith(".crl"):
+                return self._crl(path, if_none_match)
+            started = time.perf_counter()
+            answer, outcome, source = await self._answer(
+                lambda: decode_request(decode_get_path(path)), if_none_match
+            )
+        elif method == "POST":
+            posted = await self._read_body(body or _empty())
+            if not isinstance(posted, bytes):
+                return posted
+            started = time.perf_counter()
+            answer, outcome, source = await self._answer(lambda: decode_request(posted), None)
+        else:
+            return Answer(405, [("allow", "GET, HEAD, POST"), ("cache-control", "no-store")], b"")
+        self.metrics.answered(outcome.value, source, time.perf_counter() - started)
+        return answer
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI interface (uvicorn, tests); granian uses rsgi.py's."""
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        method = scope["method"]
-        path: str = scope["path"]
-        if path == "/healthz":
-            await _send(
-                send,
-                200,
-                [(b"content-type", b"text/plain"), (b"cache-control", b"no-store")],
-                b"ok\n",
-            )
+        raw = scope.get("raw_path")
+        match = [v.decode("latin-1") for n, v in scope["headers"] if n == b"if-none-match"]
+        answer = await self.handle(
+            scope["method"],
+            raw.decode("latin-1") if raw else scope["path"],
+            ", ".join(match) if match else None,
+            _asgi_body(receive),
+        )
+        if answer is None:
             return
-        if path == "/readyz":
-            await self._readyz(send)
-            return
-        if path == "/sources":
-            await self._sources(send)
-            return
-        if path == "/metrics":
-            await self._metrics(send)
-            return
-        if method in ("GET", "HEAD") and path.endswith(".crl"):
-            await self._crl(scope, send, path, head=method == "HEAD")
-            return
-        started = time.perf_counter()
-        if method in ("GET", "HEAD"):
-            raw = scope.get("raw_path")
-            request_path = raw.decode("latin-1") if raw else path
-            outcome, source = await self._answer(
-                scope,
-                send,
-                lambda: decode_request(decode_get_path(request_path)),
-                head=method == "HEAD",
-            )
-        elif method == "POST":
-            body = await self._read_body(receive, send)
-            if body is None:
-                return
-            outcome, source = await self._answer(scope, send, lambda: decode_request(body))
-        else:
-            await _send(
-                send, 405, [(b"allow", b"GET, HEAD, POST"), (b"cache-control", b"no-store")], b""
-            )
-            return
-        self.metrics.answered(outcome.value, source, time.perf_counter() - started)
+        headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in answer.headers]
+        headers.append((b"content-length", b"%d" % len(answer.body)))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        body = b"" if scope["method"] == "HEAD" else answer.body
+        await send({"type": "http.response.body", "body": body})
 
-    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
-        """The POST body, or None after answering 413/408 for a body too big or too slow (R14)."""
-        chunks: list[bytes] = []
+    async def _read_body(self, chunks: AsyncIterator[bytes]) -> bytes | Answer | None:
+        """The POST body, or the 413/408 answer for a body too big or too slow (R14), or None
+        when the client is gone."""
+        received: list[bytes] = []
         size = 0
-        deadline = asyncio.get_running_loop().time() + self.request_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
         while True:
-            remaining = deadline - asyncio.get_running_loop().time()
             try:
-                message = await asyncio.wait_for(receive(), max(remaining, 0.001))
+                chunk = await asyncio.wait_for(anext(chunks), max(deadline - loop.time(), 0.001))
             except TimeoutError:
-                await _send(send, 408, h.NO_STORE_TEXT, b"request body too slow\n")
+                return Answer(408, h.NO_STORE_TEXT, b"request body too slow\n")
+            except StopAsyncIteration:
+                return b"".join(received)
+            except ClientGone:
                 return None
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_post_body:
-                await _send(send, 413, h.NO_STORE_TEXT, b"request body too large\n")
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+                return Answer(413, h.NO_STORE_TEXT, b"request body too large\n")
+            received.append(chunk)
 
     async def _answer(
-        self, scope: Scope, send: Send, decode: Callable[[], CertRequest], head: bool = False
-    ) -> tuple[Outcome, str]:
-        """Answer one OCSP request; returns what the answer was and which database gave it."""
+        self, decode: Callable[[], CertRequest], if_none_match: str | None
+    ) -> tuple[Answer, Outcome, str]:
+        """Answer one OCSP request; with what the answer was and which database gave it."""
         try:
             request = decode()
         except MalformedRequest:
-            await _send(send, 200, h.NO_STORE, ocsp_response.MALFORMED_REQUEST, head)
-            return Outcome.MALFORMED, ""
+            return Answer(200, h.NO_STORE, ocsp_response.MALFORMED_REQUEST), Outcome.MALFORMED, ""
         algorithm = request.algorithm
         issuer_id = (
             None
@@ -187,31 +194,26 @@ class OcspApp:
             else self.index.get((algorithm, request.name_hash, request.key_hash))
         )
         if algorithm is None or issuer_id is None:
-            await _send(send, 200, h.NO_STORE, ocsp_response.UNAUTHORIZED, head)  # R10
-            return Outcome.UNAUTHORIZED, ""
+            return _UNAUTHORIZED, Outcome.UNAUTHORIZED, ""  # R10
         try:
             stored = await self.lookup.response(issuer_id, request.serial, algorithm)
         except StoreError:
             log.exception("store unavailable")
-            await _send(send, 200, h.NO_STORE, ocsp_response.TRY_LATER, head)
-            return Outcome.TRY_LATER, ""
+            return _TRY_LATER, Outcome.TRY_LATER, ""
         except Exception:
             log.exception("lookup failed")
-            await _send(send, 200, h.NO_STORE, ocsp_response.INTERNAL_ERROR, head)
-            return Outcome.ERROR, ""
+            return Answer(200, h.NO_STORE, ocsp_response.INTERNAL_ERROR), Outcome.ERROR, ""
         now = int(self.clock())
         if stored is None:
             # R5: a serial we have no response for is never "good"; it is not ours to answer.
-            await _send(send, 200, h.NO_STORE, ocsp_response.UNAUTHORIZED, head)
-            return Outcome.UNAUTHORIZED, ""
+            return _UNAUTHORIZED, Outcome.UNAUTHORIZED, ""
         if stored.next_update <= now:
             log.error(
                 "stored response for issuer %d serial %x has expired; is the signer running?",
                 issuer_id,
                 request.serial,
             )
-            await _send(send, 200, h.NO_STORE, ocsp_response.TRY_LATER, head)
-            return Outcome.TRY_LATER, stored.source
+            return _TRY_LATER, Outcome.TRY_LATER, stored.source
         der = stored.der
         headers, tag = h.authoritative(
             der, stored.this_update, stored.next_update, stored.refresh_at, now
@@ -220,14 +222,12 @@ class OcspApp:
             (issuer_key(issuer_id), certificate_key(issuer_id, request.serial))
         )
         if stored.source:
-            headers.append((b"certstatus-source", stored.source.encode()))
-        if _if_none_match(scope, tag):
-            await _send(send, 304, headers[1:], b"")
-            return Outcome.NOT_MODIFIED, stored.source
-        await _send(send, 200, headers, der, head)
-        return self._status(tag, der), stored.source
+            headers.append(("certstatus-source", stored.source))
+        if if_none_match is not None and h.etag_matches(if_none_match, tag):
+            return Answer(304, headers[1:], b""), Outcome.NOT_MODIFIED, stored.source
+        return Answer(200, headers, der), self._status(tag, der), stored.source
 
-    def _status(self, tag: bytes, der: bytes) -> Outcome:
+    def _status(self, tag: str, der: bytes) -> Outcome:
         """good/revoked of a response, remembered by its ETag (a digest of its bytes): the
         same response is served many times, and reading its DER each time showed in profiles."""
         status = self._status_by_tag.get(tag)
@@ -237,7 +237,7 @@ class OcspApp:
             status = self._status_by_tag[tag] = Outcome(ocsp_response.cert_status_of(der))
         return status
 
-    async def _crl(self, scope: Scope, send: Send, path: str, head: bool) -> None:
+    def _crl(self, path: str, if_none_match: str | None) -> Answer:
         """A published CRL at its configured path (R15); '.' never occurs in an OCSP GET path."""
         for issuer_id, layout in self.crl_layouts:
             partition = layout.partition_from_path(path)
@@ -246,69 +246,76 @@ class OcspApp:
             try:
                 crl = self.store.current_crl(issuer_id, partition)
             except StoreError:
-                await _send(send, 503, h.NO_STORE_TEXT, b"CRL store unavailable\n")
-                return
+                return Answer(503, h.NO_STORE_TEXT, b"CRL store unavailable\n")
             if crl is None:
                 break
             headers, tag = h.crl(
                 crl.der, crl.this_update, crl.next_update, crl.next_build_at, int(self.clock())
             )
             headers += surrogate_headers((issuer_key(issuer_id), crl_key(issuer_id, partition)))
-            if _if_none_match(scope, tag):
-                await _send(send, 304, headers[1:], b"")
-                return
-            await _send(send, 200, headers, crl.der, head)
-            return
-        await _send(send, 404, h.NO_STORE_TEXT, b"no such CRL\n")
+            if if_none_match is not None and h.etag_matches(if_none_match, tag):
+                return Answer(304, headers[1:], b"")
+            return Answer(200, headers, crl.der)
+        return Answer(404, h.NO_STORE_TEXT, b"no such CRL\n")
 
-    async def _sources(self, send: Send) -> None:
+    async def _healthz(self) -> Answer:
+        return Answer(200, [("content-type", "text/plain"), ("cache-control", "no-store")], b"ok\n")
+
+    async def _sources(self) -> Answer:
         """Each source's measured staleness and whether it is in use (operators, drills)."""
         describe = getattr(self.store, "sources", None)
         body = json.dumps(describe() if describe else []).encode()
-        await _send(
-            send,
-            200,
-            [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
-            body,
+        return Answer(
+            200, [("content-type", "application/json"), ("cache-control", "no-store")], body
         )
 
-    async def _metrics(self, send: Send) -> None:
+    async def _metrics(self) -> Answer:
         from certstatus.responder.metrics import render
 
         body, content_type = render()
-        await _send(
-            send, 200, [(b"content-type", content_type), (b"cache-control", b"no-store")], body
-        )
+        return Answer(200, [("content-type", content_type), ("cache-control", "no-store")], body)
 
-    async def _readyz(self, send: Send) -> None:
+    async def _readyz(self) -> Answer:
         if self.drain_file and os.path.exists(self.drain_file):
-            await _send(send, 503, h.NO_STORE_TEXT, b"not ready: draining (drain file exists)\n")
-            return
+            return Answer(503, h.NO_STORE_TEXT, b"not ready: draining (drain file exists)\n")
         try:
             self.store.ping()
         except StoreError as exc:
-            await _send(send, 503, h.NO_STORE_TEXT, f"not ready: {exc}\n".encode())
+            return Answer(503, h.NO_STORE_TEXT, f"not ready: {exc}\n".encode())
+        return Answer(200, h.NO_STORE_TEXT, b"ready\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer before a server interface sends it. Both interfaces (ASGI above, RSGI in
+    rsgi.py) send exactly these headers plus Content-Length, and for HEAD no body."""
+
+    status: int
+    headers: h.Headers
+    body: bytes
+
+
+_UNAUTHORIZED = Answer(200, h.NO_STORE, ocsp_response.UNAUTHORIZED)
+_TRY_LATER = Answer(200, h.NO_STORE, ocsp_response.TRY_LATER)
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request body was arriving."""
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
+async def _asgi_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
             return
-        await _send(send, 200, h.NO_STORE_TEXT, b"ready\n")
-
-
-def _if_none_match(scope: Scope, tag: bytes) -> bool:
-    return any(
-        name == b"if-none-match" and h.etag_matches(value, tag) for name, value in scope["headers"]
-    )
-
-
-async def _send(
-    send: Send, status: int, headers: h.Headers, body: bytes, head: bool = False
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", b"%d" % len(body))],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -120,10 +120,10 @@ class ResponderMetrics:
         READY.set(1 if ready else 0)
 
 
-def render() -> tuple[bytes, bytes]:
+def render() -> tuple[bytes, str]:
     """The exposition body and its content type, merged across worker processes."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST.encode()
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST.encode()
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
