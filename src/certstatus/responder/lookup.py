@@ -11,7 +11,11 @@ outrun by this layer.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from certstatus.ocsp.certid import HashAlgorithm
@@ -36,7 +40,11 @@ class DirectLookup:
 
 class BatchedLookup:
     """For a store with `responses(keys)`: at most `in_flight` queries at a time per worker,
-    each carrying every key that arrived while the previous ones ran (up to max_batch)."""
+    each carrying every key that arrived while the previous ones ran (up to max_batch).
+
+    The queries run on this lookup's own threads, fed through a queue and answering with one
+    call_soon_threadsafe per batch: a ThreadPoolExecutor hop (its futures, locks and chained
+    callbacks) measured 4 us per lookup more at a batch of 32."""
 
     def __init__(self, store: Any, max_batch: int = 128, in_flight: int = 1) -> None:
         self.store = store
@@ -45,7 +53,8 @@ class BatchedLookup:
         self._queue: list[tuple[Key, asyncio.Future[StoredResponse | None]]] = []
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._executor = ThreadPoolExecutor(in_flight, thread_name_prefix="lookup")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self.batches = 0
         self.looked_up = 0
 
@@ -64,28 +73,64 @@ class BatchedLookup:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        if not self._threads:
+            self._start_threads()
         try:
             while self._queue:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
-                keys = [key for key, _ in batch]
-                try:
-                    results = await loop.run_in_executor(self._executor, self.store.responses, keys)
-                    if len(results) != len(batch):
-                        raise RuntimeError(f"{len(results)} answers for {len(batch)} lookups")
-                except Exception as exc:  # StoreError and anything else: each request decides
-                    results = [exc] * len(batch)  # never leave a request waiting forever
+                finished: asyncio.Future[None] = loop.create_future()
+                self._jobs.put(_Job(batch, loop, finished))
+                await finished
                 self.batches += 1
                 self.looked_up += len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
         finally:
             self._running -= 1
+
+    def _start_threads(self) -> None:
+        for n in range(self.in_flight):
+            thread = threading.Thread(target=self._work, name=f"lookup-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            keys = [key for key, _ in job.batch]
+            results: Sequence[object]
+            try:
+                results = self.store.responses(keys)
+                if len(results) != len(keys):
+                    raise RuntimeError(f"{len(results)} answers for {len(keys)} lookups")
+            except Exception as exc:  # StoreError and anything else: each request decides
+                results = [exc] * len(keys)  # never leave a request waiting forever
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                job.loop.call_soon_threadsafe(_deliver, job, results)
+
+    def close(self) -> None:
+        """Stop the lookup threads once they finish what they hold."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        self._threads = []
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    batch: list[tuple[Key, asyncio.Future[StoredResponse | None]]]
+    loop: asyncio.AbstractEventLoop
+    finished: asyncio.Future[None]
+
+
+def _deliver(job: _Job, results: Sequence[object]) -> None:
+    """On the event loop: hand each request its answer, then let the next batch go."""
+    for (_, future), result in zip(job.batch, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+    if not job.finished.done():
+        job.finished.set_result(None)
 
 
 def lookup_for(store: Any) -> DirectLookup | BatchedLookup:

@@ -1,0 +1,96 @@
+"""The responder's batched lookups (responder/lookup.py) without a database: requests that
+arrive together share one query, and a failing store fails each request, never hangs one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.responder.lookup import BatchedLookup
+from certstatus.store.base import StoredResponse, StoreError
+
+
+class SlowStore:
+    """Answers serial n with a response whose der is n's bytes, after a pause, so that
+    requests arriving meanwhile queue for the next batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.fail: Exception | None = None
+        self.short = False
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def responses(self, keys):
+        self.gate.wait(5)
+        self.batches.append(len(keys))
+        if self.fail is not None:
+            raise self.fail
+        found = [StoredResponse(b"%d" % serial, 1, 2, 3, "r") for _, serial, _ in keys]
+        return found[:-1] if self.short else found
+
+
+def ask_all(lookup: BatchedLookup, serials: list[int]) -> list:
+    async def one(serial: int):
+        try:
+            return await lookup.response(1, serial, HashAlgorithm.SHA1)
+        except Exception as exc:
+            return exc
+
+    async def every() -> list:
+        return await asyncio.gather(*(one(s) for s in serials))
+
+    return asyncio.run(every())
+
+
+def test_concurrent_lookups_share_queries_and_each_gets_its_own_answer() -> None:
+    store = SlowStore()
+    store.gate.clear()  # the first query is held at the database
+    lookup = BatchedLookup(store)
+
+    async def scenario() -> list:
+        first = asyncio.ensure_future(lookup.response(1, 0, HashAlgorithm.SHA1))
+        await asyncio.sleep(0.05)  # its batch has gone; the next 49 queue behind it
+        rest = [
+            asyncio.ensure_future(lookup.response(1, n, HashAlgorithm.SHA1)) for n in range(1, 50)
+        ]
+        await asyncio.sleep(0.05)
+        store.gate.set()
+        return await asyncio.gather(first, *rest)
+
+    answers = asyncio.run(scenario())
+    assert [a.der for a in answers] == [b"%d" % n for n in range(50)]
+    assert store.batches == [1, 49]
+    assert (lookup.looked_up, lookup.batches) == (50, 2)
+    lookup.close()
+
+
+@pytest.mark.parametrize(("fault", "expected"), [("error", StoreError), ("short", RuntimeError)])
+def test_a_failing_store_fails_every_request_and_the_next_ones_are_served(
+    fault: str, expected: type
+) -> None:
+    store = SlowStore()
+    lookup = BatchedLookup(store)
+    if fault == "error":
+        store.fail = StoreError("replica gone")
+    else:
+        store.short = True  # fewer answers than keys: none can be trusted
+    answers = ask_all(lookup, [1, 2, 3])
+    assert all(isinstance(a, expected) for a in answers)
+    store.fail, store.short = None, False
+    assert [a.der for a in ask_all(lookup, [4, 5])] == [b"4", b"5"]
+    lookup.close()
+
+
+def test_close_stops_the_lookup_threads() -> None:
+    lookup = BatchedLookup(SlowStore(), in_flight=2)
+    ask_all(lookup, [1])
+    threads = list(lookup._threads)
+    assert len(threads) == 2 and all(t.is_alive() for t in threads)
+    lookup.close()
+    for thread in threads:
+        thread.join(2)
+    assert not any(t.is_alive() for t in threads)
