@@ -338,8 +338,14 @@ def test_crls_on_postgres_r17_f5(env: Env) -> None:
 def test_a_stopped_heartbeat_writer_never_reads_fresh_f1(tmp_path_factory) -> None:
     """If the heartbeat writer dies, every replica's staleness grows (it is the age of the last
     heartbeat), so the replica set stops trusting them instead of reading them as fresh."""
-    running = Cluster.up(postgres_dir(tmp_path_factory, "beat") / "cluster", replicas=1)
+    running = Cluster.up(
+        postgres_dir(tmp_path_factory, "beat") / "cluster", replicas=1, shared_buffers_mb=48
+    )
     try:
+        # (and `cluster up --shared-buffers` reaches every node, and survives a reload)
+        for node in running.nodes:
+            assert running.query(node, "SHOW shared_buffers") == [("48MB",)]
+        assert Cluster.load(running.dir).shared_buffers_mb == 48
         write_deployment(running)  # applies the schema
         writer_store = PostgresStore(running.primary.url)
         stop = threading.Event()

@@ -435,14 +435,24 @@ def cluster_errors() -> Any:
     show_default=True,
     help="max_slot_wal_keep_size in MB.",
 )
-def cluster_up(directory: Path, replicas: int, sites: str | None, keep_wal_mb: int) -> None:
+@click.option(
+    "--shared-buffers",
+    "shared_buffers_mb",
+    type=click.IntRange(16, 1_000_000),
+    default=32,
+    show_default=True,
+    help="shared_buffers of every node in MB; size it to the responses table to benchmark.",
+)
+def cluster_up(
+    directory: Path, replicas: int, sites: str | None, keep_wal_mb: int, shared_buffers_mb: int
+) -> None:
     """Start a primary and hot-standby replicas on loopback; write DIR/certstatus.toml."""
     from certstatus.cluster.local import Cluster, parse_sites
     from certstatus.cluster.setup import write_deployment
 
     with cluster_errors():
         count = len(parse_sites(sites, replicas)) if sites else replicas
-        started = Cluster.up(directory, count, sites, keep_wal_mb)
+        started = Cluster.up(directory, count, sites, keep_wal_mb, shared_buffers_mb)
         config = write_deployment(started)
     for node in started.nodes:
         out.print(f"{node.name:>8} {node.role:<8} {node.site or '-':<4} {node.url}")

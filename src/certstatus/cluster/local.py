@@ -79,6 +79,7 @@ class Cluster:
     bin: Path
     nodes: list[Node] = field(default_factory=list)
     keep_wal_mb: int = 32
+    shared_buffers_mb: int = 32  # light for drills; a serving benchmark sizes it to the table
 
     # layout -----------------------------------------------------------------------------
 
@@ -118,6 +119,7 @@ class Cluster:
         state = {
             "bin": str(self.bin),
             "keep_wal_mb": self.keep_wal_mb,
+            "shared_buffers_mb": self.shared_buffers_mb,
             "nodes": [asdict(n) for n in self.nodes],
         }
         (self.dir / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -135,6 +137,7 @@ class Cluster:
             Path(state["bin"]),
             [Node(**n) for n in state["nodes"]],
             state["keep_wal_mb"],
+            state.get("shared_buffers_mb", 32),
         )
 
     # running commands -------------------------------------------------------------------
@@ -161,7 +164,12 @@ class Cluster:
 
     @classmethod
     def up(
-        cls, directory: Path, replicas: int = 2, sites: str | None = None, keep_wal_mb: int = 32
+        cls,
+        directory: Path,
+        replicas: int = 2,
+        sites: str | None = None,
+        keep_wal_mb: int = 32,
+        shared_buffers_mb: int = 32,
     ) -> Cluster:
         directory = directory.resolve()
         if (directory / STATE_FILE).exists():
@@ -171,7 +179,12 @@ class Cluster:
             )
         site_names = parse_sites(sites, replicas)
         directory.mkdir(parents=True, exist_ok=True)
-        cluster = cls(directory, postgres_bin(), keep_wal_mb=keep_wal_mb)
+        cluster = cls(
+            directory,
+            postgres_bin(),
+            keep_wal_mb=keep_wal_mb,
+            shared_buffers_mb=shared_buffers_mb,
+        )
         if os.geteuid() == 0:
             directory.chmod(0o755)
             probe = subprocess.run(
@@ -222,7 +235,7 @@ class Cluster:
                 "synchronous_commit = on",
                 "wal_receiver_timeout = 10s",
                 "wal_sender_timeout = 10s",
-                "shared_buffers = 32MB",
+                f"shared_buffers = {self.shared_buffers_mb}MB",
                 "max_connections = 100",
                 "",
             ]
