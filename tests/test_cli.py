@@ -219,3 +219,19 @@ def test_demo_with_a_cache_in_front(tmp_path: Path) -> None:
         ["pgrep", "-f", str(directory)], capture_output=True, text=True, check=False
     )
     assert leftover.stdout.strip() == ""
+
+
+def test_a_second_server_on_a_held_port_is_refused(deployment) -> None:
+    """granian binds with SO_REUSEPORT: without the check, a second `serve` on the same port
+    would quietly take half the clients. It must fail naming the key, and the first server
+    must keep every client."""
+    from tests.conftest import serving
+
+    with serving(deployment) as first:
+        second = run("serve", config=deployment.config_path)
+        assert second.returncode == 2, second.stderr
+        assert "responder.listen" in second.stderr and "holds it" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert first.poll() is None
+        with urllib.request.urlopen(deployment.url + "healthz", timeout=2) as answer:
+            assert answer.status == 200

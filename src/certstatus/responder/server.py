@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -17,7 +18,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.cache.purgers import build_purger
-from certstatus.config import Config, IssuerMaterial, load_config, load_issuer_material
+from certstatus.config import (
+    Config,
+    ConfigError,
+    IssuerMaterial,
+    load_config,
+    load_issuer_material,
+)
 from certstatus.crlbuilder import CrlService
 from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.purger import PurgeService
@@ -100,6 +107,29 @@ def run_server(config: Config) -> None:
         _run_server(config)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def ensure_listen_address_free(config: Config) -> None:
+    """Refuse a listen address another server already holds. granian binds with SO_REUSEPORT,
+    so a second responder on a taken port would not fail: the kernel would split the clients
+    between the two, silently, whatever databases they read (seen while benchmarking)."""
+    r = config.responder
+    with socket.socket(socket.AF_INET6 if ":" in r.listen_host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind((r.listen_host, r.listen_port))
+        except OSError as exc:
+            raise ConfigError(
+                [
+                    (
+                        "responder.listen",
+                        f"{r.listen_host}:{r.listen_port} cannot be bound ({exc.strerror}): "
+                        "another server (another `certstatus serve`?) holds it; stop it or "
+                        "choose another port",
+                    )
+                ],
+                config.path,
+            ) from None
 
 
 def _run_server(config: Config) -> None:
@@ -225,6 +255,7 @@ def companion(config: Config, target: Callable[[str, int], None], name: str) -> 
 
 
 def serve(config: Config, with_monitor: bool = False) -> None:
+    ensure_listen_address_free(config)
     register_issuers(config)
     with ExitStack() as roles:
         if config.responder.run_signer:
