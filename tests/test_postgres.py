@@ -24,7 +24,7 @@ from certstatus.ingest import Ingest
 from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.signer import Signer
-from certstatus.store.base import Priority, SignedResponse
+from certstatus.store.base import Priority, SignedResponse, StoreError
 from certstatus.store.postgres import PostgresStore
 from certstatus.store.replicaset import NoAuthoritativeSource, ReplicaSet, Source
 from tests.conftest import postgres_dir
@@ -494,3 +494,33 @@ def test_batched_libpq_lookups_agree_with_psycopg(env: Env) -> None:
         db.execute("DEALLOCATE ALL")  # as after a pooler or a reconnect
     assert reader.responses(keys) == expected
     reader.close()
+
+
+def test_a_store_uses_its_server_again_at_once_after_an_outage_f9(tmp_path_factory) -> None:
+    """psycopg's pool retries a lost server with a doubling backoff (1, 2, 4, 8 s): a primary
+    back after 8 s would stay unused for ~7 s more, and a responder would answer tryLater for
+    serials the primary holds (seen in the primary-down drill). The store replaces its pool as
+    soon as the server takes a connection again."""
+    running = Cluster.up(postgres_dir(tmp_path_factory, "revive") / "cluster", replicas=0)
+    try:
+        write_deployment(running)
+        store = PostgresStore(running.primary.url, read_only=True, timeout=1, name="p")
+        store.counts()
+        running.stop(running.primary)
+        outage_ends = time.monotonic() + 8.5  # retries at ~1, 3, 7, then 15 s
+        while time.monotonic() < outage_ends:  # clients keep asking, the backoff grows
+            with pytest.raises(StoreError):
+                store.counts()
+            time.sleep(0.2)
+        running.start(running.primary)
+        back = time.monotonic()
+        while True:
+            try:
+                store.counts()
+                break
+            except StoreError:
+                assert time.monotonic() - back < 3, "the store did not use the server again"
+                time.sleep(0.1)
+        store.close()
+    finally:
+        running.down()

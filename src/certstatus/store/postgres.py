@@ -7,6 +7,8 @@ migrations so two processes starting together do not both migrate.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ from certstatus.store.monitoring import Freshness, NewCertificate
 from certstatus.store.pglookup import ResponseKey, read_responses
 from certstatus.store.schema import POSTGRES_MIGRATIONS
 
+log = logging.getLogger("certstatus.store")
 _MIGRATION_LOCK = 0x63657274  # "cert"
 _RESPONSE_BY_ALGORITHM = {
     algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at "
@@ -71,31 +74,77 @@ class PostgresStore:
         self.name = name
         self.read_only = read_only
         self.timeout = timeout
-        self._pool = ConnectionPool(
-            url,
-            min_size=0,
-            max_size=max_connections,
-            timeout=timeout,
-            kwargs={
-                "connect_timeout": max(1, int(timeout)),
-                "autocommit": True,
-                "options": f"-c statement_timeout={int(timeout * 1000)}",
-            },
-            open=True,
-            name=name,
-        )
+        self.max_connections = max_connections
+        self._connect_kwargs: dict[str, Any] = {
+            "connect_timeout": max(1, int(timeout)),
+            "autocommit": True,
+            "options": f"-c statement_timeout={int(timeout * 1000)}",
+        }
+        self._pool = self._new_pool()
+        self._revive_lock = threading.Lock()
         if not read_only:
             self._migrate()
 
+    def _new_pool(self) -> ConnectionPool:
+        return ConnectionPool(
+            self.url,
+            min_size=0,
+            max_size=self.max_connections,
+            timeout=self.timeout,
+            kwargs=self._connect_kwargs,
+            open=True,
+            name=self.name,
+        )
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        # every database failure is a StoreError: callers (the replica set above all) decide
+        # on that alone, e.g. a new replica that has not replayed the schema yet
+        pool, conn = self._checkout()
         try:
-            with self._pool.connection() as conn:
+            with conn:  # the pool's own connection() does the same: commit, or roll back
                 yield conn
-        except (psycopg.Error, PoolTimeout) as exc:
-            # every database failure is a StoreError: callers (the replica set above all) decide
-            # on that alone, e.g. a new replica that has not replayed the schema yet
+        except psycopg.Error as exc:
             raise StoreError(f"database {self.name} unavailable: {exc}") from None
+        finally:
+            pool.putconn(conn)
+
+    def _checkout(self) -> tuple[ConnectionPool, psycopg.Connection[Any]]:
+        pool = self._pool
+        try:
+            return pool, pool.getconn()
+        except PoolTimeout as exc:
+            revived = self._revive(pool)
+            if revived is None:
+                raise StoreError(f"database {self.name} unavailable: {exc}") from None
+            try:
+                return revived, revived.getconn()
+            except psycopg.Error as again:
+                raise StoreError(f"database {self.name} unavailable: {again}") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"database {self.name} unavailable: {exc}") from None
+
+    def _revive(self, failed: ConnectionPool) -> ConnectionPool | None:
+        """A fresh pool when the server answers again but the pool holds no connection.
+
+        After an outage the pool retries its connections with a doubling backoff (1, 2, 4, 8 s),
+        so a primary back after 8 s went unused for up to 7 s more: the responder answered
+        tryLater for serials the primary held (seen in the primary-down drill). When one direct
+        connection succeeds, the pool is replaced; None while the server still refuses."""
+        with self._revive_lock:
+            if self._pool is not failed:  # another thread revived it meanwhile
+                return self._pool
+            stats = failed.get_stats()
+            if not stats.get("connections_errors") or stats.get("pool_available"):
+                return None  # no failed connection attempt: busy or slow, not an outage
+            try:
+                psycopg.connect(self.url, **self._connect_kwargs).close()
+            except psycopg.Error:
+                return None
+            self._pool = self._new_pool()
+        log.info("database %s answers again; its connection pool was replaced", self.name)
+        failed.close(timeout=0)
+        return self._pool
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
