@@ -423,25 +423,22 @@ def cluster_errors() -> Any:
     return fail_on(ClusterError)
 
 
+def _megabytes(flag: str, dest: str, help: str) -> Callable[..., Any]:
+    """A PostgreSQL size setting of the local cluster, in MB (default 32)."""
+    return click.option(
+        flag, dest, type=click.IntRange(16, 1_000_000), default=32, show_default=True, help=help
+    )
+
+
 @cluster.command("up")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--replicas", type=click.IntRange(0, 16), default=2, show_default=True)
 @click.option("--sites", help="Replicas per site, e.g. a:2,b:2 (overrides --replicas).")
-@click.option(
-    "--keep-wal",
-    "keep_wal_mb",
-    type=click.IntRange(16, 100_000),
-    default=32,
-    show_default=True,
-    help="max_slot_wal_keep_size in MB.",
-)
-@click.option(
+@_megabytes("--keep-wal", "keep_wal_mb", "max_slot_wal_keep_size in MB.")
+@_megabytes(
     "--shared-buffers",
     "shared_buffers_mb",
-    type=click.IntRange(16, 1_000_000),
-    default=32,
-    show_default=True,
-    help="shared_buffers of every node in MB; size it to the responses table to benchmark.",
+    "shared_buffers of every node in MB; size it to the responses table to benchmark.",
 )
 def cluster_up(
     directory: Path, replicas: int, sites: str | None, keep_wal_mb: int, shared_buffers_mb: int
