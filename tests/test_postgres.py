@@ -4,6 +4,7 @@ signers, a signer SIGKILLed mid-batch losing nothing, F10, and source selection 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -466,6 +467,25 @@ def test_concurrent_requests_share_lookups_on_a_replica(env: Env) -> None:
     assert app.lookup.looked_up == 40
     assert app.lookup.batches < 40
     assert replica.answers >= 40  # all from the replica, none needed the primary
+    # The lookup thread has opened the event loop's own connection to the replica: the next
+    # batch is read from the loop (store/pgloop.py); a serial the replica lacks still goes
+    # through every rule on the thread (primary fallback, then unauthorized).
+    deadline = time.monotonic() + 5  # it opens it after answering the batch
+    while not replica.store.loop_reader.ready:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    fallbacks = replicas.fallbacks
+    unknown = 0x80_FFFF
+    serials.append(unknown)
+    answers = asyncio.run(all_at_once())
+    for serial, der in zip(serials[:-1], answers, strict=False):
+        assert ocsp.load_der_ocsp_response(der).serial_number == serial
+    assert (
+        ocsp.load_der_ocsp_response(answers[-1]).response_status
+        is ocsp.OCSPResponseStatus.UNAUTHORIZED
+    )
+    assert app.lookup.on_loop == 40
+    assert replicas.fallbacks == fallbacks + 1  # only the unknown serial reached the primary
 
 
 def test_batched_libpq_lookups_agree_with_psycopg(env: Env) -> None:
@@ -493,6 +513,50 @@ def test_batched_libpq_lookups_agree_with_psycopg(env: Env) -> None:
     with reader._connection() as db:
         db.execute("DEALLOCATE ALL")  # as after a pooler or a reconnect
     assert reader.responses(keys) == expected
+    # the same statements from an event loop, on the loop's own connection (store/pgloop.py)
+    loop_reader = reader.loop_reader
+    assert not loop_reader.ready
+    loop_reader.connect()
+    assert asyncio.run(loop_reader.responses(keys)) == expected
+    assert asyncio.run(loop_reader.responses(keys[:3])) == expected[:3]  # prepared already
+    reader.close()
+    assert not loop_reader.ready
+
+
+def test_a_hung_server_fails_a_loop_read_within_its_timeout(env: Env) -> None:
+    """The loop's read of a replica that stops answering (its backend frozen) ends with a
+    StoreError after the store's timeout, drops the connection, and leaves the loop free: the
+    batch then goes to the lookup thread, which applies the replica set's rules."""
+    reader = PostgresStore(env.cluster.replicas[0].url, read_only=True, timeout=1, name="r")
+    loop_reader = reader.loop_reader
+    loop_reader.connect()
+    [(backend,)] = loop_reader._open[0].execute("SELECT pg_backend_pid()").fetchall()
+    [serial] = env.leaves(1, 0xA0_0000)
+    os.kill(backend, signal.SIGSTOP)
+    try:
+
+        async def read_while_ticking() -> tuple[float, int]:
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticker = asyncio.ensure_future(tick())
+            started = time.monotonic()
+            with pytest.raises(StoreError):
+                await loop_reader.responses([(env.issuer_id, serial, HashAlgorithm.SHA1)])
+            ticker.cancel()
+            return time.monotonic() - started, ticks
+
+        took, ticks = asyncio.run(read_while_ticking())
+    finally:
+        os.kill(backend, signal.SIGCONT)
+    assert 0.9 <= took < 2.5
+    assert ticks > 50  # the loop kept running while the read waited
+    assert not loop_reader.ready
     reader.close()
 
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store.base import StoredResponse
+from certstatus.store.base import StoredResponse, StoreError
 
 Key = tuple[int, int, HashAlgorithm]
+Pending = tuple[Key, "asyncio.Future[StoredResponse | None]"]
 
 
 class DirectLookup:
@@ -50,13 +51,17 @@ class BatchedLookup:
         self.store = store
         self.max_batch = max_batch
         self.in_flight = in_flight
-        self._queue: list[tuple[Key, asyncio.Future[StoredResponse | None]]] = []
+        self._queue: list[Pending] = []
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self.batches = 0
         self.looked_up = 0
+        self.on_loop = 0  # lookups answered from the event loop's own connection
+        # a replica set lets the loop ask its first fresh replica itself (store/pgloop.py)
+        self._loop_source = getattr(store, "loop_source", None)
+        self._open_loop_connection = getattr(store, "open_loop_connection", None)
 
     async def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm
@@ -79,13 +84,37 @@ class BatchedLookup:
             while self._queue:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
-                finished: asyncio.Future[None] = loop.create_future()
-                self._jobs.put(_Job(batch, loop, finished))
-                await finished
                 self.batches += 1
                 self.looked_up += len(batch)
+                unsettled = await self._on_loop(batch)
+                if not unsettled:
+                    continue
+                finished: asyncio.Future[None] = loop.create_future()
+                self._jobs.put(_Job(unsettled, loop, finished))
+                await finished
         finally:
             self._running -= 1
+
+    async def _on_loop(self, batch: list[Pending]) -> list[Pending]:
+        """Ask the store's first source from the event loop (store/pgloop.py) and answer what
+        it holds; what it cannot settle goes to the thread, where every rule applies."""
+        source = self._loop_source() if self._loop_source else None
+        if source is None or not source.store.loop_reader.ready:
+            return batch
+        try:
+            found = await source.store.loop_reader.responses([key for key, _ in batch])
+        except StoreError:
+            return batch  # the thread asks again and marks the source as the rules say
+        unsettled = []
+        for (key, future), response in zip(batch, found, strict=True):
+            if response is None:
+                unsettled.append((key, future))
+            elif not future.done():
+                future.set_result(response)
+        settled = len(batch) - len(unsettled)
+        source.answers += settled
+        self.on_loop += settled
+        return unsettled
 
     def _start_threads(self) -> None:
         for n in range(self.in_flight):
@@ -105,6 +134,8 @@ class BatchedLookup:
                 results = [exc] * len(keys)  # never leave a request waiting forever
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
                 job.loop.call_soon_threadsafe(_deliver, job, results)
+            if self._open_loop_connection is not None:
+                self._open_loop_connection()
 
     def close(self) -> None:
         """Stop the lookup threads once they finish what they hold."""
@@ -115,7 +146,7 @@ class BatchedLookup:
 
 @dataclass(frozen=True, slots=True)
 class _Job:
-    batch: list[tuple[Key, asyncio.Future[StoredResponse | None]]]
+    batch: list[Pending]
     loop: asyncio.AbstractEventLoop
     finished: asyncio.Future[None]
 

@@ -25,7 +25,7 @@ from certstatus.store.base import StoredResponse
 ResponseKey = tuple[int, int, HashAlgorithm]  # issuer id, serial, CertID hash
 
 _UNDEFINED_PREPARED_STATEMENT = b"26000"
-_STATEMENTS = {
+STATEMENTS = {
     algorithm: (
         f"certstatus_responses_{algorithm.value}".encode(),
         (
@@ -39,31 +39,54 @@ _STATEMENTS = {
 _BINARY = 1
 
 
+def group_by_statement(
+    keys: Sequence[ResponseKey],
+) -> list[tuple[HashAlgorithm, int, list[int], bytes]]:
+    """(algorithm, issuer id, the keys' positions, their serials joined) per statement to run."""
+    groups: dict[tuple[int, HashAlgorithm], list[int]] = {}
+    for position, (issuer_id, _, algorithm) in enumerate(keys):
+        groups.setdefault((issuer_id, algorithm), []).append(position)
+    return [
+        (
+            algorithm,
+            issuer_id,
+            positions,
+            ",".join([format(keys[p][1], "x") for p in positions]).encode("ascii"),
+        )
+        for (issuer_id, algorithm), positions in groups.items()
+    ]
+
+
+def store_rows(
+    rows: pq.abc.PGresult,
+    positions: list[int],
+    source: str,
+    results: list[StoredResponse | None],
+) -> None:
+    """Each row of one statement's result into the place of the key it answers."""
+    from_bytes = int.from_bytes
+    cell = rows.get_value
+    for row in range(rows.ntuples):
+        # every column is NOT NULL: no cell is None
+        position = positions[from_bytes(cell(row, 0), "big") - 1]  # type: ignore[arg-type]
+        results[position] = StoredResponse(
+            cell(row, 1),  # type: ignore[arg-type]
+            from_bytes(cell(row, 2), "big", signed=True),  # type: ignore[arg-type]
+            from_bytes(cell(row, 3), "big", signed=True),  # type: ignore[arg-type]
+            from_bytes(cell(row, 4), "big", signed=True),  # type: ignore[arg-type]
+            source,
+        )
+
+
 def read_responses(
     connection: psycopg.Connection, source: str, keys: Sequence[ResponseKey]
 ) -> list[StoredResponse | None]:
     """One statement per (issuer, hash algorithm) in the batch; None where nothing is stored.
     Raises psycopg.Error on any database failure, like the rest of the store."""
     results: list[StoredResponse | None] = [None] * len(keys)
-    groups: dict[tuple[int, HashAlgorithm], list[int]] = {}
-    for position, (issuer_id, _, algorithm) in enumerate(keys):
-        groups.setdefault((issuer_id, algorithm), []).append(position)
-    pgconn = connection.pgconn
-    from_bytes = int.from_bytes
-    for (issuer_id, algorithm), positions in groups.items():
-        serials = ",".join([format(keys[p][1], "x") for p in positions]).encode("ascii")
-        rows = _execute(pgconn, algorithm, [b"%d" % issuer_id, serials])
-        cell = rows.get_value
-        for row in range(rows.ntuples):
-            # every column is NOT NULL: no cell is None
-            position = positions[from_bytes(cell(row, 0), "big") - 1]  # type: ignore[arg-type]
-            results[position] = StoredResponse(
-                cell(row, 1),  # type: ignore[arg-type]
-                from_bytes(cell(row, 2), "big", signed=True),  # type: ignore[arg-type]
-                from_bytes(cell(row, 3), "big", signed=True),  # type: ignore[arg-type]
-                from_bytes(cell(row, 4), "big", signed=True),  # type: ignore[arg-type]
-                source,
-            )
+    for algorithm, issuer_id, positions, serials in group_by_statement(keys):
+        rows = _execute(connection.pgconn, algorithm, [b"%d" % issuer_id, serials])
+        store_rows(rows, positions, source, results)
     return results
 
 
@@ -72,7 +95,7 @@ def _execute(
 ) -> pq.abc.PGresult:
     """Run the algorithm's statement, preparing it on first use on this connection (a pool's
     connection may be new at any call, so a missing statement is prepared and retried once)."""
-    name, sql = _STATEMENTS[algorithm]
+    name, sql = STATEMENTS[algorithm]
     result = pgconn.exec_prepared(name, params, None, _BINARY)
     if (
         result.status == pq.ExecStatus.FATAL_ERROR

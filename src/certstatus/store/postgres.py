@@ -40,6 +40,7 @@ from certstatus.store.base import (
 )
 from certstatus.store.monitoring import Freshness, NewCertificate
 from certstatus.store.pglookup import ResponseKey, read_responses
+from certstatus.store.pgloop import LoopReader
 from certstatus.store.schema import POSTGRES_MIGRATIONS
 
 log = logging.getLogger("certstatus.store")
@@ -82,6 +83,7 @@ class PostgresStore:
         }
         self._pool = self._new_pool()
         self._revive_lock = threading.Lock()
+        self.loop_reader = LoopReader(url, self._connect_kwargs, name, timeout)
         if not read_only:
             self._migrate()
 
@@ -619,6 +621,7 @@ class PostgresStore:
         return max(0.0, row[0] / 1000.0)
 
     def close(self) -> None:
+        self.loop_reader.close()
         self._pool.close()
 
 

@@ -112,6 +112,20 @@ class ReplicaSet:
     def fresh_replicas(self) -> list[Source]:
         return [r for r in self.replicas if r.fresh(self.max_staleness)]
 
+    def loop_source(self) -> Source | None:
+        """The source a batch is asked of first, by the event loop (store/pgloop.py): the first
+        fresh replica, exactly where responses() starts; None when there is none."""
+        for replica in self.replicas:
+            if replica.fresh(self.max_staleness):
+                return replica
+        return None
+
+    def open_loop_connection(self) -> None:
+        """From the lookup thread: the loop's connection to its first source, if not open."""
+        source = self.loop_source()
+        if source is not None and not source.store.loop_reader.ready:
+            source.store.loop_reader.connect()
+
     @property
     def ready(self) -> bool:
         """True while some source can answer authoritatively."""
