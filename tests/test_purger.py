@@ -3,6 +3,7 @@ when a purge is ready, the second pass for replicas, retries, and nothing lost (
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 
@@ -187,3 +188,52 @@ def test_second_pass_is_on_by_default_only_with_replicas(deployment: Deployment)
     text = deployment.config_path.read_text()
     deployment.config_path.write_text(text + '\n[purge]\nrecheck_after = "30s"\n')
     assert deployment.config.purge_recheck_after == 30
+
+
+class HangingCache(RecordingCache):
+    """A cache that accepts a purge and never answers, until its timeout (a SIGSTOPped
+    Varnish, seen in test_cache)."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(name)
+        self.timeout = timeout
+        self.release = threading.Event()
+
+    def purge(self, keys: Sequence[str]) -> None:
+        if not self.release.wait(self.timeout):
+            raise PurgeError(f"{self.name}: timed out")
+        super().purge(keys)
+
+
+def test_a_hanging_cache_delays_neither_readiness_nor_the_other_caches(
+    deployment: Deployment,
+) -> None:
+    """Each cache is served by its own thread in the running role: while one cache holds every
+    attempt for its whole timeout, a revocation signed meanwhile is marked ready and reaches
+    the other cache at once, not after the hung attempt gives up."""
+    store = deployment.store()
+    hung, cdn = HangingCache("edge", timeout=6.0), RecordingCache("cdn")
+    service = PurgeService(store, [hung, cdn], interval=0.05)
+    first = revoked_and_signed(deployment, store, Clock(time.time()))
+    stop = threading.Event()
+    running = threading.Thread(target=service.run, args=(stop,))
+    running.start()
+    try:
+        deadline = time.monotonic() + 3
+        while certificate_key(1, first) not in cdn.keys:  # edge is now stuck on this one
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        second = revoked_and_signed(deployment, store, Clock(time.time()))
+        signed_at = time.monotonic()
+        while certificate_key(1, second) not in cdn.keys:
+            assert time.monotonic() - signed_at < 2, "held up behind the hanging cache"
+            time.sleep(0.02)
+        assert hung.purged == []
+    finally:
+        hung.release.set()
+        stop.set()
+        running.join(10)
+    assert not running.is_alive()
+    service.step()  # the second was kept for edge, not lost
+    assert sorted(hung.keys) == sorted([certificate_key(1, first), certificate_key(1, second)])
+    assert store.purge_backlog().pending == 0

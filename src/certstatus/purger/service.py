@@ -57,28 +57,34 @@ class PurgeService:
         return [0, self.recheck_after] if self.recheck_after > 0 else [0]
 
     def step(self) -> int:
-        """One round: mark ready, deliver what is due to every cache that is not backing off,
-        settle what reached everyone. Returns the purges delivered."""
+        """One synchronous round (tests, tools): mark ready, deliver what is due to every cache
+        that is not backing off, settle what reached everyone. Returns the purges delivered."""
         now = int(self.clock())
         self.store.mark_purges_ready(now)
+        delivered = sum(self._deliver_due(purger, now) for purger in self.purgers)
+        self._settle(now)
+        return delivered
+
+    def _deliver_due(self, purger: Purger, now: int) -> int:
+        health = self.health[purger.name]
+        if health.retry_at > self.clock():
+            return 0
         delivered = 0
-        for purger in self.purgers:
-            health = self.health[purger.name]
-            if health.retry_at > self.clock():
-                continue
-            for pass_, delay in enumerate(self.delays):
-                try:
-                    delivered += self._deliver(purger, pass_, now - delay, now)
-                except PurgeError as exc:
-                    self._failed(purger.name, health, exc)
-                    break
-                health.consecutive_failures = 0
+        for pass_, delay in enumerate(self.delays):
+            try:
+                delivered += self._deliver(purger, pass_, now - delay, now)
+            except PurgeError as exc:
+                self._failed(purger.name, health, exc)
+                break
+            health.consecutive_failures = 0
+        return delivered
+
+    def _settle(self, now: int) -> None:
         targets = [(p.name, pass_) for p in self.purgers for pass_ in range(len(self.delays))]
         self.store.settle_purges(targets, now)
         if now - self._pruned_at > 60:
             self.store.prune_purges(now - SETTLED_RETENTION)
             self._pruned_at = now
-        return delivered
 
     def _deliver(self, purger: Purger, pass_: int, ready_before: int, now: int) -> int:
         delivered = 0
@@ -112,9 +118,32 @@ class PurgeService:
             )
 
     def run(self, stop: threading.Event) -> None:
+        """Readiness and settling here; each cache's deliveries on a thread of its own, so a
+        cache that hangs (each attempt waits for its timeout) delays neither the others nor
+        the marking of new purges as ready."""
+        caches = [
+            threading.Thread(
+                target=self._serve_cache, args=(purger, stop), name=f"purge-{purger.name}"
+            )
+            for purger in self.purgers
+        ]
+        for thread in caches:
+            thread.start()
         while not stop.is_set():
             try:
-                self.step()
+                now = int(self.clock())
+                self.store.mark_purges_ready(now)
+                self._settle(now)
             except StoreError as exc:
                 log.error("purge queue unavailable: %s", exc)
+            stop.wait(self.interval)
+        for thread in caches:
+            thread.join()
+
+    def _serve_cache(self, purger: Purger, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._deliver_due(purger, int(self.clock()))
+            except StoreError as exc:
+                log.error("purge queue unavailable to cache %s: %s", purger.name, exc)
             stop.wait(self.interval)
