@@ -230,7 +230,7 @@ def test_a_second_server_on_a_held_port_is_refused(deployment) -> None:
     with serving(deployment) as first:
         second = run("serve", config=deployment.config_path)
         assert second.returncode == 2, second.stderr
-        assert "responder.listen" in second.stderr and "holds it" in second.stderr
+        assert "responder.listen" in second.stderr and "another server" in second.stderr
         assert "Traceback" not in second.stderr
         assert first.poll() is None
         with urllib.request.urlopen(deployment.url + "healthz", timeout=2) as answer:

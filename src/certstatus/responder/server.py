@@ -110,26 +110,30 @@ def run_server(config: Config) -> None:
 
 
 def ensure_listen_address_free(config: Config) -> None:
-    """Refuse a listen address another server already holds. granian binds with SO_REUSEPORT,
-    so a second responder on a taken port would not fail: the kernel would split the clients
-    between the two, silently, whatever databases they read (seen while benchmarking)."""
+    """Refuse a listen address another server already listens on. granian binds with
+    SO_REUSEPORT, so a second responder on a taken port would not fail: the kernel would split
+    the clients between the two, silently, whatever databases they read (seen while
+    benchmarking). Asked by connecting, not by binding: connections of a server just stopped
+    may linger (FIN_WAIT2 while a client hangs) and must not block its restart."""
     r = config.responder
-    with socket.socket(socket.AF_INET6 if ":" in r.listen_host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
-        try:
-            probe.bind((r.listen_host, r.listen_port))
-        except OSError as exc:
-            raise ConfigError(
-                [
-                    (
-                        "responder.listen",
-                        f"{r.listen_host}:{r.listen_port} cannot be bound ({exc.strerror}): "
-                        "another server (another `certstatus serve`?) holds it; stop it or "
-                        "choose another port",
-                    )
-                ],
-                config.path,
-            ) from None
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+    try:
+        with socket.create_connection(
+            (wildcard.get(r.listen_host, r.listen_host), r.listen_port), timeout=1
+        ):
+            pass
+    except OSError:
+        return  # nobody accepts there: ours to take
+    raise ConfigError(
+        [
+            (
+                "responder.listen",
+                f"another server (another `certstatus serve`?) listens on "
+                f"{r.listen_host}:{r.listen_port}; stop it or choose another port",
+            )
+        ],
+        config.path,
+    )
 
 
 def _run_server(config: Config) -> None:
