@@ -519,6 +519,15 @@ def test_batched_libpq_lookups_agree_with_psycopg(env: Env) -> None:
     loop_reader.connect()
     assert asyncio.run(loop_reader.responses(keys)) == expected
     assert asyncio.run(loop_reader.responses(keys[:3])) == expected[:3]  # prepared already
+
+    async def two_at_once() -> list:
+        return await asyncio.gather(
+            loop_reader.responses(keys), loop_reader.responses(keys), return_exceptions=True
+        )
+
+    first, second = asyncio.run(two_at_once())  # one connection: the second is turned away
+    assert first == expected and isinstance(second, StoreError)
+    assert loop_reader.ready  # and the connection stays open for the next batch
     reader.close()
     assert not loop_reader.ready
 

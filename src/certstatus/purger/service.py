@@ -143,7 +143,9 @@ class PurgeService:
     def _serve_cache(self, purger: Purger, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                self._deliver_due(purger, int(self.clock()))
+                now = int(self.clock())
+                if self._deliver_due(purger, now):
+                    self._settle(now)  # what just reached its last cache is done at once
             except StoreError as exc:
                 log.error("purge queue unavailable to cache %s: %s", purger.name, exc)
             stop.wait(self.interval)

@@ -31,10 +31,12 @@ class LoopReader:
         self._kwargs = connect_kwargs
         # the connection and the statements prepared on it, replaced together
         self._open: tuple[psycopg.Connection[Any], set[bytes]] | None = None
+        self._busy = False
 
     @property
     def ready(self) -> bool:
-        return self._open is not None
+        """Open and not in the middle of an exchange."""
+        return self._open is not None and not self._busy
 
     def connect(self) -> None:
         """Open the connection (blocking: called from the lookup thread)."""
@@ -55,9 +57,10 @@ class LoopReader:
     async def responses(self, keys: Sequence[ResponseKey]) -> list[StoredResponse | None]:
         """Like PostgresStore.responses; StoreError (and the connection dropped) on failure."""
         opened = self._open
-        if opened is None:
-            raise StoreError(f"database {self.name}: no loop connection")
+        if opened is None or self._busy:  # one exchange at a time on one connection
+            raise StoreError(f"database {self.name}: loop connection not free")
         conn, prepared = opened
+        self._busy = True
         try:
             return await asyncio.wait_for(self._read(conn.pgconn, prepared, keys), self.timeout)
         except (psycopg.Error, OSError, TimeoutError, StoreError) as exc:
@@ -66,6 +69,8 @@ class LoopReader:
         except BaseException:  # cancelled mid-exchange: the protocol state is unknown
             self.close()
             raise
+        finally:
+            self._busy = False
 
     async def _read(
         self, pgconn: pq.abc.PGconn, prepared: set[bytes], keys: Sequence[ResponseKey]
