@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -94,3 +95,43 @@ def test_close_stops_the_lookup_threads() -> None:
     for thread in threads:
         thread.join(2)
     assert not any(t.is_alive() for t in threads)
+
+
+def test_a_slow_crl_read_does_not_stall_the_worker() -> None:
+    """A CRL is read off the event loop on a replica set: while one CRL read hangs at the
+    database, the worker still answers health checks and OCSP lookups."""
+    from certstatus.crl.layout import CrlLayout
+    from certstatus.responder.app import OcspApp
+    from certstatus.store.base import StoredCrl
+
+    class SlowCrlStore(SlowStore):
+        def current_crl(self, issuer_id: int, crl_partition: int):
+            time.sleep(1.0)
+            return StoredCrl(issuer_id, crl_partition, 1, 0, 2**40, 2**40, 0, b"crl")
+
+    layout = CrlLayout("demo", "http://crl.invalid/crl/{issuer}/{partition}.crl")
+    app = OcspApp(SlowCrlStore(), {}, crl_layouts=[(1, layout)])
+
+    async def scenario() -> tuple[list[str], object]:
+        done: list[str] = []
+
+        async def crl() -> object:
+            answer = await app.handle("GET", layout.path(0))
+            done.append("crl")
+            return answer
+
+        async def health() -> None:
+            await asyncio.sleep(0.1)  # the CRL read is at the database by now
+            answer = await app.handle("GET", "/healthz")
+            assert answer is not None and answer.status == 200
+            done.append("healthz")
+            assert (await app.lookup.response(1, 7, HashAlgorithm.SHA1)).der == b"7"
+            done.append("lookup")
+
+        answer, _ = await asyncio.gather(crl(), health())
+        return done, answer
+
+    done, answer = asyncio.run(scenario())
+    assert done == ["healthz", "lookup", "crl"]
+    assert answer.status == 200 and answer.body == b"crl"
+    app.lookup.close()

@@ -119,7 +119,7 @@ class OcspApp:
             return await endpoint()
         if method in ("GET", "HEAD"):
             if path.endswith(".crl"):
-                return self._crl(path, if_none_match)
+                return await self._crl(path, if_none_match)
             started = time.perf_counter()
             answer, outcome, source = await self._answer(
                 lambda: decode_request(decode_get_path(path)), if_none_match
@@ -237,14 +237,14 @@ class OcspApp:
             status = self._status_by_tag[tag] = Outcome(ocsp_response.cert_status_of(der))
         return status
 
-    def _crl(self, path: str, if_none_match: str | None) -> Answer:
+    async def _crl(self, path: str, if_none_match: str | None) -> Answer:
         """A published CRL at its configured path (R15); '.' never occurs in an OCSP GET path."""
         for issuer_id, layout in self.crl_layouts:
             partition = layout.partition_from_path(path)
             if partition is None:
                 continue
             try:
-                crl = self.store.current_crl(issuer_id, partition)
+                crl = await self.lookup.crl(issuer_id, partition)
             except StoreError:
                 return Answer(503, h.NO_STORE_TEXT, b"CRL store unavailable\n")
             if crl is None:

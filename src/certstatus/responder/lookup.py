@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store.base import StoredResponse, StoreError
+from certstatus.store.base import StoredCrl, StoredResponse, StoreError
 
 Key = tuple[int, int, HashAlgorithm]
 Pending = tuple[Key, "asyncio.Future[StoredResponse | None]"]
@@ -36,6 +36,10 @@ class DirectLookup:
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm
     ) -> StoredResponse | None:
         found: StoredResponse | None = self.store.response(issuer_id, serial, algorithm)
+        return found
+
+    async def crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
+        found: StoredCrl | None = self.store.current_crl(issuer_id, crl_partition)
         return found
 
 
@@ -75,6 +79,15 @@ class BatchedLookup:
             self._tasks.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._tasks.discard)
         return await future
+
+    async def crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
+        """A published CRL, read off the event loop: a replica that hangs must not stall every
+        other request of the worker for the store's timeout. CRL requests are rare (a CDN
+        keeps them until their planned successor), so the default executor does."""
+        found: StoredCrl | None = await asyncio.to_thread(
+            self.store.current_crl, issuer_id, crl_partition
+        )
+        return found
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
