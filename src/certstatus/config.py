@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,19 +352,25 @@ def _crl(table: dict[str, Any], problems: list[tuple[str, str]]) -> CrlPolicy:
     return policy
 
 
-def _replicas(items: Any, problems: list[tuple[str, str]]) -> list[ReplicaConfig]:
+def _tables(items: Any, key: str, problems: list[tuple[str, str]]) -> Iterator[_Reader]:
+    """A reader for each table of an array of tables ([[key]]); a value that is no such array,
+    or an item that is no table, is a problem named by its key. Absent: no tables."""
     if items is None:
-        return []
+        return
     if not isinstance(items, list):
-        problems.append(("replicas", "must be a list of [[replicas]] tables"))
-        return []
-    found = []
+        problems.append((key, f"must be a list of [[{key}]] tables"))
+        return
     for index, item in enumerate(items):
-        prefix = f"replicas[{index}]."
-        if not isinstance(item, dict):
-            problems.append((f"replicas[{index}]", "must be a table"))
-            continue
-        r = _Reader(item, prefix, problems)
+        if isinstance(item, dict):
+            yield _Reader(item, f"{key}[{index}].", problems)
+        else:
+            problems.append((f"{key}[{index}]", "must be a table"))
+
+
+def _replicas(items: Any, problems: list[tuple[str, str]]) -> list[ReplicaConfig]:
+    found = []
+    for r in _tables(items, "replicas", problems):
+        prefix = r.prefix
         r.unknown({"name", "url", "site"})
         name = r.get("name", str, "", "a node name")
         url = r.get("url", str, "", "a postgresql:// URL")
@@ -376,18 +383,9 @@ def _replicas(items: Any, problems: list[tuple[str, str]]) -> list[ReplicaConfig
 
 
 def _caches(items: Any, problems: list[tuple[str, str]]) -> list[CacheConfig]:
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        problems.append(("caches", "must be a list of [[caches]] tables"))
-        return []
     found: list[CacheConfig] = []
-    for index, item in enumerate(items):
-        prefix = f"caches[{index}]."
-        if not isinstance(item, dict):
-            problems.append((f"caches[{index}]", "must be a table"))
-            continue
-        r = _Reader(item, prefix, problems)
+    for r in _tables(items, "caches", problems):
+        prefix = r.prefix
         r.unknown({"name", "kind", "url", "token_env"})
         name = r.get("name", str, "", "a cache name")
         if not _NAME.match(name):
@@ -482,16 +480,9 @@ def _monitor(table: Any, problems: list[tuple[str, str]]) -> MonitorConfig:
 
 
 def _monitor_targets(items: Any, problems: list[tuple[str, str]]) -> tuple[MonitorTarget, ...]:
-    if not isinstance(items, list):
-        problems.append(("monitor.targets", "must be a list of [[monitor.targets]] tables"))
-        return ()
     targets = []
-    for index, item in enumerate(items):
-        prefix = f"monitor.targets[{index}]."
-        if not isinstance(item, dict):
-            problems.append((f"monitor.targets[{index}]", "must be a table"))
-            continue
-        t = _Reader(item, prefix, problems)
+    for t in _tables(items, "monitor.targets", problems):
+        prefix = t.prefix
         t.unknown({"name", "url", "kind"})
         name = t.get("name", str, "", "a target name")
         url = t.get("url", str, "", "an http(s) URL")
@@ -532,12 +523,8 @@ def _issuers(items: Any, base: Path, problems: list[tuple[str, str]]) -> list[Is
         return []
     issuers: list[IssuerConfig] = []
     seen: set[str] = set()
-    for index, item in enumerate(items):
-        prefix = f"issuers[{index}]."
-        if not isinstance(item, dict):
-            problems.append((f"issuers[{index}]", "must be a table"))
-            continue
-        r = _Reader(item, prefix, problems)
+    for r in _tables(items, "issuers", problems):
+        prefix = r.prefix
         r.unknown(
             {
                 "name",
@@ -584,7 +571,7 @@ def _issuers(items: Any, base: Path, problems: list[tuple[str, str]]) -> list[Is
                         "required with crl_url: the issuer's PEM private key signs its CRLs",
                     )
                 )
-        elif "crl_partitions" in item:
+        elif "crl_partitions" in r.table:
             problems.append((prefix + "crl_url", "required with crl_partitions"))
         issuers.append(
             IssuerConfig(
