@@ -22,15 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509 import ocsp
-
 from benchmarks.common import bulk_records, make_deployment
 from benchmarks.serving import free_port, wait_ready, wrk
 from certstatus.cache.varnish import LocalVarnish
 from certstatus.config import load_config, load_issuer_material
 from certstatus.ingest import Ingest
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.request import encode_request
 from certstatus.signer import Signer
 from certstatus.store import open_store
 
@@ -62,15 +60,8 @@ def prepare(directory: Path, certs: int, exponent: float, draws: int) -> tuple[P
     lines = []
     for rank in zipf_sample(certs, exponent, draws):
         if rank not in paths:
-            request = (
-                ocsp.OCSPRequestBuilder()
-                .add_certificate_by_hash(
-                    keys.name_hash, keys.key_hash, ranked[rank].serial, hashes.SHA1()
-                )
-                .build()
-                .public_bytes(serialization.Encoding.DER)
-            )
-            paths[rank] = "/" + base64.b64encode(request).decode()
+            request = encode_request(keys, ranked[rank].serial)
+            paths[rank] = "/" + base64.b64encode(request).decode()  # the common spelling
         lines.append(paths[rank])
     listing = directory / "zipf-paths.txt"
     listing.write_text("\n".join(lines) + "\n")

@@ -18,7 +18,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
@@ -26,6 +25,8 @@ from benchmarks.serving import free_port, wait_ready
 from certstatus.config import load_config, load_issuer_material
 from certstatus.demo.ca import DemoCA, write_key, write_pem
 from certstatus.ingest import Ingest
+from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.request import encode_request
 from certstatus.store import open_store
 
 CONFIG = """\
@@ -42,24 +43,12 @@ responder_key = "responder.key"
 
 
 def status(url: str, issuer, serial: int) -> ocsp.OCSPCertStatus | None:
-    request = (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate_by_hash(*_hashes(issuer), serial, hashes.SHA1())
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
+    request = encode_request(issuer_keys(issuer)[HashAlgorithm.SHA1], serial)
     with urllib.request.urlopen(url + base64.b64encode(request).decode(), timeout=5) as answer:
         parsed = ocsp.load_der_ocsp_response(answer.read())
     if parsed.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
         return None
     return parsed.certificate_status
-
-
-def _hashes(issuer) -> tuple[bytes, bytes]:
-    from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
-
-    keys = issuer_keys(issuer)[HashAlgorithm.SHA1]
-    return keys.name_hash, keys.key_hash
 
 
 def until(url: str, issuer, serial: int, wanted: ocsp.OCSPCertStatus, start: float) -> float:

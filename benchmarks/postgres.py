@@ -13,7 +13,6 @@ signing    pregeneration by 2 signer processes sharing the work through SKIP LOC
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import multiprocessing
 import random
@@ -27,9 +26,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509 import ocsp
-
 from benchmarks.common import bulk_records, openssl_speed
 from benchmarks.serving import NGINX_CONF, free_port, paired_rounds, same_bytes, wait_ready
 from certstatus.cluster.local import Cluster
@@ -38,6 +34,7 @@ from certstatus.config import load_config, load_issuer_material
 from certstatus.ingest import Ingest
 from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.request import encode_request, get_path
 from certstatus.signer import Signer
 from certstatus.store.base import CertificateRecord, Priority
 from certstatus.store.postgres import PostgresStore
@@ -95,19 +92,11 @@ def serving(args: argparse.Namespace) -> dict[str, object]:
                     raise TimeoutError("replica did not catch up")
                 time.sleep(0.2)
             for record in sample:
-                der = (
-                    ocsp.OCSPRequestBuilder()
-                    .add_certificate_by_hash(
-                        keys.name_hash, keys.key_hash, record.serial, hashes.SHA1()
-                    )
-                    .build()
-                    .public_bytes(serialization.Encoding.DER)
-                )
-                name = base64.urlsafe_b64encode(der).decode().rstrip("=")
+                path = get_path(encode_request(keys, record.serial))
                 stored = primary.response(issuer_id, record.serial)
                 assert stored is not None
-                (root / name).write_bytes(stored.der)
-                paths.append("/" + name)
+                (root / path.lstrip("/")).write_bytes(stored.der)
+                paths.append(path)
             listing = Path(tmp) / "paths.txt"
             listing.write_text("\n".join(paths) + "\n")
             stop = threading.Event()

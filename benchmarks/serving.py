@@ -10,7 +10,6 @@ decodes per R14) so that every path is also a plain file name for nginx.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import random
@@ -24,13 +23,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509 import ocsp
-
 from benchmarks.common import bulk_records, make_deployment
 from certstatus.config import load_config, load_issuer_material
 from certstatus.ingest import Ingest
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.request import encode_request, get_path
 from certstatus.ports import free_port
 from certstatus.signer import Signer
 from certstatus.store import open_store
@@ -75,17 +72,11 @@ def prepare(directory: Path, certs: int, sample: int) -> tuple[Path, Path, Path]
     root.mkdir()
     paths = []
     for record in random.Random(3).sample(records, sample):
-        request = (
-            ocsp.OCSPRequestBuilder()
-            .add_certificate_by_hash(keys.name_hash, keys.key_hash, record.serial, hashes.SHA1())
-            .build()
-            .public_bytes(serialization.Encoding.DER)
-        )
-        name = base64.urlsafe_b64encode(request).decode().rstrip("=")
+        path = get_path(encode_request(keys, record.serial))
         stored = store.response(issuer_id, record.serial)
         assert stored is not None
-        (root / name).write_bytes(stored.der)
-        paths.append("/" + name)
+        (root / path.lstrip("/")).write_bytes(stored.der)
+        paths.append(path)
     listing = directory / "paths.txt"
     listing.write_text("\n".join(paths) + "\n")
     store.close()

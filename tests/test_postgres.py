@@ -24,6 +24,7 @@ from certstatus.demo.ca import DemoCA
 from certstatus.ingest import Ingest
 from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.request import encode_request, get_path
 from certstatus.signer import Signer
 from certstatus.store.base import Priority, SignedResponse, StoreError
 from certstatus.store.postgres import PostgresStore
@@ -409,10 +410,6 @@ def test_concurrent_requests_share_lookups_on_a_replica(env: Env) -> None:
     through the app over a replica set take fewer round trips than requests, and each gets
     its own certificate's answer (CertID checked by cryptography)."""
     import asyncio
-    import base64
-
-    from cryptography.hazmat.primitives import hashes as h
-    from cryptography.hazmat.primitives import serialization as s
 
     from certstatus.responder.app import OcspApp, issuer_index
 
@@ -435,14 +432,7 @@ def test_concurrent_requests_share_lookups_on_a_replica(env: Env) -> None:
     issuer = env.materials[0].certificate
 
     async def get(serial: int) -> bytes:
-        keys = issuer_keys(issuer)[HashAlgorithm.SHA1]
-        der = (
-            ocsp.OCSPRequestBuilder()
-            .add_certificate_by_hash(keys.name_hash, keys.key_hash, serial, h.SHA1())
-            .build()
-            .public_bytes(s.Encoding.DER)
-        )
-        path = "/" + base64.b64encode(der).decode()
+        path = get_path(encode_request(issuer_keys(issuer)[HashAlgorithm.SHA1], serial))
         scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
                  "headers": []}  # fmt: skip
         body = bytearray()

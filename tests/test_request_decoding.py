@@ -17,9 +17,12 @@ from hypothesis import strategies as st
 from certstatus.demo.ca import DemoCA
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import (
+    CertRequest,
     MalformedRequest,
     decode_get_path,
     decode_request,
+    encode_request,
+    get_path,
 )
 
 CA = DemoCA.create()
@@ -149,3 +152,19 @@ def test_valid_requests_round_trip(serial: int, sha256: bool, quirk: str) -> Non
     request = decode_request(decode_get_path(path))
     assert request.serial == serial
     assert request.algorithm is (HashAlgorithm.SHA256 if sha256 else HashAlgorithm.SHA1)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=0, max_value=2**159 - 1), st.sampled_from(list(HashAlgorithm)))
+def test_encoded_requests_decode_back_r14(serial: int, algorithm: HashAlgorithm) -> None:
+    """encode_request and get_path (the monitor's, drills' and benchmarks' requests) produce
+    what the decoder reads back, and cryptography agrees on the CertID."""
+    keys = issuer_keys(CA.certificate)[algorithm]
+    der = encode_request(keys, serial)
+    parsed = ocsp.load_der_ocsp_request(der)
+    assert (parsed.serial_number, parsed.issuer_key_hash) == (serial, keys.key_hash)
+    path = get_path(der)
+    assert "=" not in path and "+" not in path and "/" not in path[1:]
+    assert decode_request(decode_get_path(path)) == CertRequest(
+        algorithm, keys.name_hash, keys.key_hash, serial
+    )

@@ -17,6 +17,7 @@ from cryptography.x509 import ocsp
 from certstatus.demo.ca import DemoCA
 from certstatus.ocsp import response as r
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.request import encode_request
 from certstatus.responder.app import OcspApp, issuer_index
 from certstatus.store.base import StoreError
 
@@ -67,16 +68,9 @@ def call(
 
 def request_der(issuer: x509.Certificate, serial: int, algorithm=None) -> bytes:
     """A request built by hash: a CertID needs only the issuer and the serial."""
-    alg = algorithm or hashes.SHA1()
-    keys = issuer_keys(issuer)[
-        HashAlgorithm.SHA1 if isinstance(alg, hashes.SHA1) else HashAlgorithm.SHA256
-    ]
-    return (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate_by_hash(keys.name_hash, keys.key_hash, serial, alg)
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
+    sha256 = isinstance(algorithm, hashes.SHA256)
+    keys = issuer_keys(issuer)[HashAlgorithm.SHA256 if sha256 else HashAlgorithm.SHA1]
+    return encode_request(keys, serial)
 
 
 def get_path(der: bytes) -> str:

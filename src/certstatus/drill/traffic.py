@@ -3,7 +3,6 @@ the primary, and clients asking every responder about every serial, all the time
 
 from __future__ import annotations
 
-import base64
 import functools
 import random
 import threading
@@ -13,14 +12,13 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from certstatus.demo.ca import DemoCA
 from certstatus.ingest import Ingest
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.request import encode_request, get_path
 from certstatus.store.postgres import PostgresStore
 
 NON_AUTHORITATIVE = {
@@ -52,17 +50,6 @@ class Ledger:
     revoked_at: dict[int, float] = field(default_factory=dict)
     ingested: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def request_path(issuer: x509.Certificate, serial: int) -> str:
-    keys = issuer_keys(issuer)[HashAlgorithm.SHA1]
-    der = (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate_by_hash(keys.name_hash, keys.key_hash, serial, hashes.SHA1())
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
-    return "/" + base64.urlsafe_b64encode(der).decode().rstrip("=")
 
 
 def classify(body: bytes) -> str:
@@ -106,6 +93,7 @@ class Traffic:
         issuer_id: int,
     ) -> None:
         self.ca = ca
+        self._issuer_key = issuer_keys(ca.certificate)[HashAlgorithm.SHA1]
         self.ingest = ingest
         self.primary = primary
         self.responders = responders
@@ -135,7 +123,7 @@ class Traffic:
 
     def path(self, serial: int) -> str:
         if serial not in self._paths:
-            self._paths[serial] = request_path(self.ca.certificate, serial)
+            self._paths[serial] = get_path(encode_request(self._issuer_key, serial))
         return self._paths[serial]
 
     def _ingest(self) -> None:

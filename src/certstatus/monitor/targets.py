@@ -8,11 +8,6 @@ import http.client
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509 import ocsp
-
-from certstatus.ocsp.certid import HashAlgorithm, IssuerKey
-
 
 @dataclass(frozen=True)
 class Target:
@@ -26,13 +21,6 @@ class Fetched:
     status: int
     headers: dict[str, str]
     body: bytes
-
-
-def request_der(keys: IssuerKey, serial: int, algorithm: HashAlgorithm) -> bytes:
-    builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
-        keys.name_hash, keys.key_hash, serial, algorithm.hash_class()
-    )
-    return builder.build().public_bytes(serialization.Encoding.DER)
 
 
 def fetch(

@@ -20,8 +20,9 @@ from cryptography import x509
 from certstatus.monitor import metrics as m
 from certstatus.monitor.answers import Verdict, check_answer
 from certstatus.monitor.findings import CRITICAL, WARNING, Findings
-from certstatus.monitor.targets import Target, ocsp_get, ocsp_post, request_der
+from certstatus.monitor.targets import Target, ocsp_get, ocsp_post
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.request import encode_request
 from certstatus.store.base import CertificateRow, Store
 
 log = logging.getLogger("certstatus.monitor")
@@ -156,7 +157,7 @@ class Watchdog:
     ) -> Verdict:
         """GET always, POST for a sample; the answer checked against the primary's record."""
         algorithm = HashAlgorithm.SHA1 if self._random.random() < 0.5 else HashAlgorithm.SHA256
-        der = request_der(self.keys[issuer_id][algorithm], serial, algorithm)
+        der = encode_request(self.keys[issuer_id][algorithm], serial)
         method = "POST" if self._random.random() < self.policy.post_fraction else "GET"
         fetched = (ocsp_post if method == "POST" else ocsp_get)(target, der)
         expected = _expected(row, self.clock())

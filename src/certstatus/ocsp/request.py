@@ -5,14 +5,15 @@ Every failure is a MalformedRequest; nothing else escapes, whatever the bytes (p
 
 from __future__ import annotations
 
+import base64
 import binascii
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.ocsp.certid import HashAlgorithm, IssuerKey
 
 MAX_POST_BODY = 10_000
 MAX_GET_PATH = 4_096
@@ -80,3 +81,18 @@ def decode_request(request_der: bytes) -> CertRequest:
     if serial < 0:
         raise MalformedRequest("negative serial number")
     return CertRequest(algorithm, name_hash, key_hash, serial)
+
+
+def encode_request(issuer: IssuerKey, serial: int) -> bytes:
+    """The DER OCSPRequest a client sends for one serial, its CertID under the issuer key's
+    hash algorithm: what the monitor, the drills and the benchmarks ask with."""
+    builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        issuer.name_hash, issuer.key_hash, serial, issuer.algorithm.hash_class()
+    )
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def get_path(request_der: bytes) -> str:
+    """The GET path for a request (RFC 6960 A.1) in the URL-safe alphabet without padding:
+    decode_get_path reads it (R14) and it is a plain file name, for nginx in the benchmarks."""
+    return "/" + base64.urlsafe_b64encode(request_der).decode("ascii").rstrip("=")
