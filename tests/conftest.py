@@ -105,6 +105,16 @@ class Deployment:
             serial = self._serial
         return self.ca.leaf(self.leaf_key, serial, self.url, precertificate=precertificate)
 
+    def good_and_revoked(self, store: SqliteStore) -> tuple[x509.Certificate, x509.Certificate]:
+        """Two certificates ingested and signed, the second revoked (keyCompromise)."""
+        ingest = self.ingest(store)
+        good, bad = self.leaf(), self.leaf()
+        ingest.add_certificates([(good, "g"), (bad, "b")], int(time.time()))
+        ingest.revoke("demo", bad.serial_number, "keyCompromise", int(time.time()))
+        with self.signer(store) as signer:
+            signer.sign_due()
+        return good, bad
+
     def write_leaf(self, certificate: x509.Certificate) -> Path:
         path = self.dir / f"{certificate.serial_number:x}.pem"
         write_pem(path, certificate)
@@ -170,9 +180,14 @@ def serving(deployment: Deployment) -> Iterator[subprocess.Popen[bytes]]:
         wait_ready(deployment.url, process)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not stopped within 15 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -23,6 +23,7 @@ from certstatus.cache.varnish import LocalVarnish, free_port
 from tests.cachetier import fetch, get_path, request_der
 from tests.cdn_standin import TagPurgeStandIn
 from tests.conftest import Deployment, make_deployment, postgres_dir, wait_ready
+from tests.conftest import stop_process as stop
 
 CACHES = """
 [[caches]]
@@ -87,15 +88,6 @@ def start_serve(
         stop(process)
         raise AssertionError(f"{exc}; its log:\n{log.read_text()[-3000:]}") from None
     return process
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @contextmanager

@@ -31,12 +31,7 @@ HEADERS = {
 @pytest.fixture
 def signed(deployment: Deployment):
     store = deployment.store()
-    ingest = deployment.ingest(store)
-    good, bad = deployment.leaf(), deployment.leaf()
-    ingest.add_certificates([(good, "g"), (bad, "b")], int(time.time()))
-    ingest.revoke("demo", bad.serial_number, "keyCompromise", int(time.time()))
-    with deployment.signer(store) as signer:
-        signer.sign_due()
+    good, bad = deployment.good_and_revoked(store)
     return deployment, store, good, bad
 
 

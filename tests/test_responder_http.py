@@ -81,13 +81,8 @@ def get_path(der: bytes) -> str:
 def signed(deployment):
     """A store with one good and one revoked certificate, signed, and an app over it."""
     store = deployment.store()
-    ingest = deployment.ingest(store)
-    good, bad = deployment.leaf(), deployment.leaf()
-    ingest.add_certificates([(good, "g"), (bad, "b")], int(time.time()))
-    ingest.revoke("demo", bad.serial_number, "keyCompromise", int(time.time()))
-    with deployment.signer(store) as signer:
-        signer.sign_due()
-    issuer_id = ingest.issuer_id("demo")
+    good, bad = deployment.good_and_revoked(store)
+    issuer_id = deployment.ingest(store).issuer_id("demo")
     app = OcspApp(
         store, issuer_index([(issuer_id, deployment.materials()[0])]), request_timeout=0.3
     )
