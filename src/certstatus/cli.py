@@ -483,12 +483,19 @@ def cluster_status(directory: Path, as_json: bool) -> None:
             r["site"] or "-",
             str(r["port"]),
             str(r["up"]),
-            str(r["staleness_s"]),
+            _staleness_cell(r),
             r.get("link", "-"),
             str(r.get("slot_wal_status", "-")),
             str(r.get("slot_safe_wal_size", "-")),
         )
     out.print(table)
+
+
+def _staleness_cell(row: dict[str, Any]) -> str:
+    """An age, or why there is none: "no heartbeat" before the first beat is written."""
+    if row.get("staleness_s") is not None:
+        return str(row["staleness_s"])
+    return {"none": "no heartbeat", "no schema": "no schema"}.get(row.get("heartbeat", ""), "-")
 
 
 @cluster.command("down")

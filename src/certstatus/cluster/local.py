@@ -482,13 +482,14 @@ class Cluster:
                 age = self.query(
                     node,
                     "SELECT floor(extract(epoch FROM clock_timestamp()) * "
-                    "1000)::bigint - at_ms FROM heartbeat WHERE id = 1",
+                    "1000)::bigint - at_ms, at_ms FROM heartbeat WHERE id = 1",
                     timeout=2,
                 )
                 row["up"] = True
-                row["staleness_s"] = round(age[0][0] / 1000, 3) if age else None
+                row["heartbeat"], row["staleness_s"] = _heartbeat_state(age)
             except psycopg.Error as exc:
                 row["up"] = "heartbeat" in str(exc)  # up, but no schema yet
+                row["heartbeat"] = "no schema" if row["up"] else "unreachable"
                 row["staleness_s"] = None
             if node.role == "replica":
                 try:
@@ -501,6 +502,14 @@ class Cluster:
                     row["link"] = "unknown"
             rows.append(row)
         return rows
+
+
+def _heartbeat_state(rows: list[tuple[Any, ...]]) -> tuple[str, float | None]:
+    """("ok", age) once a heartbeat was written; ("none", None) before the first one: the
+    table starts at 0, and an age counted from 1970 is a number no one should read."""
+    if not rows or rows[0][1] == 0:
+        return "none", None
+    return "ok", round(max(0, rows[0][0]) / 1000, 3)
 
 
 def _terminate(pid: int, timeout: float = 5.0) -> None:
