@@ -612,12 +612,16 @@ class PostgresStore:
             db.execute("SET LOCAL synchronous_commit = on")
             db.execute(f"UPDATE heartbeat SET at_ms = {_NOW_MS} WHERE id = 1")
 
-    def heartbeat_age(self) -> float:
+    def heartbeat_age(self) -> float | None:
         """Seconds since the heartbeat this server holds was written (its replayed heartbeat on a
-        replica). Grows if replay stops, the link hangs, WAL is lost or the writer dies."""
+        replica). Grows if replay stops, the link hangs, WAL is lost or the writer dies. None
+        while no heartbeat was ever written (the row starts at 0): "no heartbeat yet" is a
+        state of its own, not an age counted from 1970."""
         with self._connection() as db:
-            row = db.execute(f"SELECT {_NOW_MS} - at_ms FROM heartbeat WHERE id = 1").fetchone()
+            row = db.execute(f"SELECT {_NOW_MS} - at_ms, at_ms FROM heartbeat WHERE id = 1").fetchone()
         assert row is not None
+        if row[1] == 0:
+            return None
         return max(0.0, row[0] / 1000.0)
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ non-authoritative quietly (F1, the founding incident).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,9 @@ class Source:
             "name": self.name,
             "role": self.role,
             "site": self.site,
-            "staleness_s": None if self.staleness is None else round(self.staleness, 3),
+            "staleness_s": None
+            if self.staleness is None or math.isinf(self.staleness)
+            else round(self.staleness, 3),
             "fresh": self.fresh(max_staleness),
             "answers": self.answers,
         }
@@ -103,7 +106,10 @@ class ReplicaSet:
         means staleness 0 (its own heartbeat age tells whether the writer lives)."""
         try:
             age = source.store.heartbeat_age()
-            source.staleness = 0.0 if source.role == "primary" else age
+            if source.role == "primary":
+                source.staleness = 0.0
+            else:  # a replica that never replayed a heartbeat is reachable but not fresh
+                source.staleness = math.inf if age is None else age
         except StoreError:
             source.staleness = None
 
