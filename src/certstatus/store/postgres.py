@@ -618,7 +618,9 @@ class PostgresStore:
         while no heartbeat was ever written (the row starts at 0): "no heartbeat yet" is a
         state of its own, not an age counted from 1970."""
         with self._connection() as db:
-            row = db.execute(f"SELECT {_NOW_MS} - at_ms, at_ms FROM heartbeat WHERE id = 1").fetchone()
+            row = db.execute(
+                f"SELECT {_NOW_MS} - at_ms, at_ms FROM heartbeat WHERE id = 1"
+            ).fetchone()
         assert row is not None
         if row[1] == 0:
             return None
