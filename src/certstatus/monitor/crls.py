@@ -46,7 +46,7 @@ class CrlWatch:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.issuers = list(issuers)
+        self.issuers = issuers  # grows as issuers are registered (monitor/issuers.py)
         self.findings = findings
         self.reissue_period = reissue_period
         self.clock = clock

@@ -45,6 +45,14 @@ def render(state: dict[str, Any], refresh: int = 5) -> str:
         else "<p class='ok' id='overall'>all checks pass</p>"
     )
     parts.append(verdict)
+    primary = state.get("primary")
+    if primary is not None:
+        parts.append(f"<p id='primary'>primary: {html.escape(_primary(primary))}</p>")
+    for issuer in state.get("issuers_not_watched", []):
+        parts.append(
+            f"<p class='warning' data-issuer='{html.escape(issuer['name'])}'>issuer "
+            f"{html.escape(issuer['name'])} not watched: {html.escape(issuer['problem'])}</p>"
+        )
     parts.append("<h2>Replicas</h2>")
     if state["replicas"]:
         parts.append(
@@ -54,12 +62,12 @@ def render(state: dict[str, Any], refresh: int = 5) -> str:
         )
         for r in state["replicas"]:
             broken = r["broken"]
-            staleness = "unreachable" if r["staleness_s"] is None else f"{r['staleness_s']:.1f}s"
+            staleness = _staleness(r)
             parts.append(
                 f"<tr class='{'broken' if broken else 'ok'}' data-replica='{html.escape(r['name'])}'>"
                 + _cell(r["name"])
                 + _cell(r["site"])
-                + _cell("BROKEN" if broken else "ok")
+                + _cell("starting" if r.get("starting") else "BROKEN" if broken else "ok")
                 + _cell(staleness)
                 + _cell(r["wal_status"])
                 + _cell(r["safe_wal_size"])
@@ -131,6 +139,21 @@ def render(state: dict[str, Any], refresh: int = 5) -> str:
         parts.append("<p class='muted'>no CRLs checked yet</p>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _staleness(replica: dict[str, Any]) -> str:
+    """An age, or what stands instead of one: never an age counted from 1970."""
+    if replica["staleness_s"] is not None:
+        return f"{replica['staleness_s']:.1f}s"
+    return {"none": "no heartbeat"}.get(replica.get("heartbeat", ""), "unreachable")
+
+
+def _primary(primary: dict[str, Any]) -> str:
+    if primary["state"] == "ok" and primary["heartbeat_age_s"] is not None:
+        return f"heartbeat {primary['heartbeat_age_s']:.1f}s old"
+    return {"no heartbeat": "no heartbeat", "unreachable": "unreachable"}.get(
+        primary["state"], "not probed yet"
+    )
 
 
 def _distribution(samples: list[float]) -> str:

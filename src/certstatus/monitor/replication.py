@@ -5,8 +5,10 @@ fell behind what the primary retained and stayed frozen for days, unnoticed)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from certstatus.config import ReplicaConfig
@@ -24,7 +26,10 @@ class ReplicaState:
     name: str
     site: str | None
     staleness: float | None = None
+    heartbeat: str = "unknown"  # "ok", "none" (reachable, no heartbeat replayed yet), "unreachable"
     slot: dict[str, Any] = field(default_factory=dict)
+    healthy_once: bool = False  # seen fresh with a slot: the start-up grace no longer applies
+    starting: bool = False  # never healthy yet, within the start-up grace
 
     def broken(self, max_staleness: float) -> bool:
         return (
@@ -32,6 +37,40 @@ class ReplicaState:
             or self.staleness > max_staleness
             or self.slot.get("wal_status") == "lost"
         )
+
+
+class StartupGrace:
+    """Services start in any order: a monitor that pages "critical" because the primary is not
+    up yet, or no heartbeat was written yet, teaches on-call to ignore it. What has never been
+    seen is only "starting" for `seconds`: counted from the monitor's start for the primary
+    itself, and from the primary's first answer for what needs it (the heartbeat, slots,
+    replicas). What was seen once and then fails gets no grace."""
+
+    def __init__(self, seconds: float, now: float) -> None:
+        self.seconds = seconds
+        self.started = now
+        self.primary_seen: float | None = None
+
+    def primary_answered(self, now: float) -> None:
+        if self.primary_seen is None:
+            self.primary_seen = now
+
+    def for_primary(self, now: float) -> bool:
+        """True while an unreachable primary may still be starting."""
+        return self.primary_seen is None and now - self.started < self.seconds
+
+    def for_dependents(self, now: float) -> bool:
+        """True while the heartbeat, slots and replicas may still be starting."""
+        since = self.started if self.primary_seen is None else self.primary_seen
+        return now - since < self.seconds
+
+
+def plain(value: Any) -> Any:
+    """PostgreSQL numerics (pg_wal_lsn_diff, safe_wal_size) arrive as Decimal; the status JSON
+    and the metrics want plain numbers."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 class ReplicationProbe:
@@ -42,8 +81,12 @@ class ReplicationProbe:
         findings: Findings,
         max_staleness: float,
         low_fraction: float = 0.25,
+        grace: float = 10.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.primary = primary
+        self.clock = clock
+        self.grace = StartupGrace(grace, clock())
         self.stores = {
             r.name: PostgresStore(
                 r.url, read_only=True, timeout=1.0, max_connections=1, name=r.name
@@ -56,6 +99,7 @@ class ReplicationProbe:
         self.low_fraction = low_fraction
         self.keep_bytes: int | None = None
         self.heartbeat_age: float | None = None
+        self.primary_state = "unknown"  # "ok", "no heartbeat", "unreachable"
 
     def close(self) -> None:
         for store in self.stores.values():
@@ -63,14 +107,22 @@ class ReplicationProbe:
 
     def probe(self) -> None:
         raised: list[tuple[str, str, str, str]] = []
+        now = self.clock()
         try:
             self.heartbeat_age = self.primary.heartbeat_age()
-            slots = {s["slot"]: s for s in self.primary.replication()}
+            slots = {
+                s["slot"]: {k: plain(v) for k, v in s.items()} for s in self.primary.replication()
+            }
             self.keep_bytes = self.primary.wal_keep_bytes()
+            self.primary_state = "ok" if self.heartbeat_age is not None else "no heartbeat"
+            self.grace.primary_answered(now)
         except StoreError as exc:
             self.heartbeat_age = None
+            self.primary_state = "unreachable"
             slots = {}
-            raised.append(("PrimaryUnreachable", "primary", CRITICAL, str(exc)))
+            if not self.grace.for_primary(now):
+                raised.append(("PrimaryUnreachable", "primary", CRITICAL, str(exc)))
+        starting = self.grace.for_dependents(now)
         m.HEARTBEAT_AGE.set(math.inf if self.heartbeat_age is None else self.heartbeat_age)
         if self.heartbeat_age is not None and self.heartbeat_age > HEARTBEAT_DEAD:
             raised.append(
@@ -82,12 +134,30 @@ class ReplicationProbe:
                     "heartbeat writer runs, and every replica will read stale",
                 )
             )
+        elif self.primary_state == "no heartbeat" and not starting:
+            raised.append(
+                (
+                    "HeartbeatStopped",
+                    "primary",
+                    CRITICAL,
+                    "no heartbeat was ever written on the primary: no signer or heartbeat "
+                    f"writer has run in the {self.grace.seconds:.0f}s start-up grace, and every "
+                    "replica reads stale",
+                )
+            )
         for name, state in self.states.items():
             try:
                 state.staleness = self.stores[name].heartbeat_age()
+                state.heartbeat = "ok" if state.staleness is not None else "none"
             except StoreError:
                 state.staleness = None
+                state.heartbeat = "unreachable"
             state.slot = slots.get(name, {})
+            if state.slot and not state.broken(self.max_staleness):
+                state.healthy_once = True
+            state.starting = starting and not state.healthy_once
+            if state.starting:
+                continue  # still coming up: reported as such, not paged
             raised.extend(self._replica_findings(state))
             m.REPLICA_STALENESS.labels(name, state.site or "").set(
                 math.inf if state.staleness is None else state.staleness
@@ -107,7 +177,17 @@ class ReplicationProbe:
 
     def _replica_findings(self, state: ReplicaState) -> list[tuple[str, str, str, str]]:
         found = []
-        if state.staleness is None:
+        if state.heartbeat == "none":
+            found.append(
+                (
+                    "ReplicaStale",
+                    state.name,
+                    CRITICAL,
+                    f"{state.name} has replayed no heartbeat: it never received one from the "
+                    "primary, or no heartbeat writer runs",
+                )
+            )
+        elif state.staleness is None:
             found.append(("ReplicaStale", state.name, CRITICAL, f"{state.name} does not answer"))
         elif state.staleness > self.max_staleness:
             found.append(
@@ -153,6 +233,8 @@ class ReplicationProbe:
                 "name": s.name,
                 "site": s.site,
                 "staleness_s": s.staleness,
+                "heartbeat": s.heartbeat,
+                "starting": s.starting,
                 "wal_status": s.slot.get("wal_status"),
                 "safe_wal_size": s.slot.get("safe_wal_size"),
                 "bytes_behind": s.slot.get("bytes_behind"),

@@ -7,28 +7,32 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from certstatus.config import Config
 from certstatus.keys.certificates import load_certificate
 from certstatus.monitor import metrics as m
 from certstatus.monitor import page
-from certstatus.monitor.crls import CrlWatch, WatchedIssuer
+from certstatus.monitor.crls import CrlWatch
 from certstatus.monitor.findings import AlertmanagerWebhook, Findings
-from certstatus.monitor.replication import ReplicationProbe
+from certstatus.monitor.issuers import ConfiguredIssuer, IssuerBook
+from certstatus.monitor.replication import ReplicationProbe, plain
 from certstatus.monitor.targets import Target, fetch
 from certstatus.monitor.watchdog import Watchdog, WatchPolicy
 from certstatus.store import open_store
-from certstatus.store.base import StoreError
+from certstatus.store.base import Store, StoreError
+from certstatus.store.postgres import PostgresStore
 
 log = logging.getLogger("certstatus.monitor")
+
+DEFAULT_STARTUP_GRACE = 10.0  # [monitor] startup_grace: seconds a missing part may be starting
 
 
 class Monitor:
@@ -36,24 +40,23 @@ class Monitor:
         self.config = config
         self.clock = clock
         c = config.monitor
-        self.store = open_store(config.database, config.base_dir)
-        recorded = {r.name: r for r in self.store.issuers()}
-        issuers = {}
-        watched = []
-        for issuer in config.issuers:  # certificates only: the monitor holds no key
-            certificate = load_certificate(issuer.certificate)
-            record = recorded.get(issuer.name)
-            if record is None or record.certificate_der != certificate.public_bytes(Encoding.DER):
-                log.warning("issuer %s is not in the database yet; not watched", issuer.name)
-                continue
-            issuers[record.id] = certificate
-            if issuer.crl is not None:
-                watched.append(WatchedIssuer(record.id, issuer.name, certificate, issuer.crl))
-        self.targets = [Target(t.name, t.url, t.kind) for t in config.monitor_targets]
+        grace = float(getattr(c, "startup_grace", DEFAULT_STARTUP_GRACE))
+        self.store = _open_store(config)
         self.findings = Findings(clock=clock)
+        self.issuers = IssuerBook(
+            [  # certificates only: the monitor holds no key
+                ConfiguredIssuer(i.name, load_certificate(i.certificate), i.crl)
+                for i in config.issuers
+            ],
+            self.findings,
+            grace=grace,
+            critical_after=float(c.warn_after),
+            clock=clock,
+        )
+        self.targets = [Target(t.name, t.url, t.kind) for t in config.monitor_targets]
         self.watchdog = Watchdog(
             self.store,
-            issuers,
+            self.issuers.certificates,
             self.targets,
             self.findings,
             WatchPolicy(
@@ -64,15 +67,20 @@ class Monitor:
                 sample_size=c.sample_size,
             ),
             clock,
+            find_issuers=self.find_issuers,
         )
-        self.crls = CrlWatch(self.store, watched, self.findings, config.crl.period, clock)
+        self.crls = CrlWatch(
+            self.store, self.issuers.crl_issuers, self.findings, config.crl.period, clock
+        )
         self.replication = None
-        if config.is_postgres:
+        if isinstance(self.store, PostgresStore):
             self.replication = ReplicationProbe(
-                self.store,  # type: ignore[arg-type]
+                self.store,
                 config.replicas,
                 self.findings,
                 config.responder.max_staleness,
+                grace=grace,
+                clock=clock,
             )
         self.ready: dict[str, bool | None] = {t.name: None for t in self.targets}
         self.webhook = AlertmanagerWebhook(c.webhook, f"http://{c.listen}/") if c.webhook else None
@@ -92,11 +100,15 @@ class Monitor:
                 log.exception("%s failed; continuing", name)
             self._stop.wait(interval)
 
+    def find_issuers(self) -> None:
+        self.issuers.refresh(self.store.issuers)
+
     def watch_step(self) -> None:
+        """Issuers first: one registered since the last pass is watched from this pass on."""
+        self.find_issuers()
         self.watchdog.poll_new()
         self.watchdog.check_due()
         self.watchdog.evaluate()
-        self._publish()
 
     def readiness_step(self) -> None:
         for target in self.targets:
@@ -112,7 +124,9 @@ class Monitor:
         ]
         self.findings.observe({"ResponderNotReady"}, raised)
 
-    def _publish(self) -> None:
+    def publish_step(self) -> None:
+        """Its own loop: findings raised while another check fails (the database is down, so
+        the watchdog cannot run) must still reach the metrics and the webhook."""
         active, _ = self.findings.snapshot()
         m.FINDINGS.clear()
         for finding in active:
@@ -132,6 +146,7 @@ class Monitor:
             ) from None
         loops: list[tuple[str, float, Callable[[], None]]] = [
             ("watchdog", 0.5, self.watch_step),
+            ("alerts", 0.5, self.publish_step),
             ("sampler", float(c.sample_every), self.watchdog.sample_known),
             ("readiness", 1.0, self.readiness_step),
             ("crls", float(c.crl_every), self.crls.check),
@@ -156,14 +171,22 @@ class Monitor:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/"
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Prompt in every state: a loop stuck in a database call that retries (a primary that
+        is down) is a daemon thread and is left to die with the process, rather than making an
+        operator's SIGTERM wait for a connection timeout."""
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
         self.watchdog.close()
+        if stuck:
+            log.warning("stopping with %s still in a database call", ", ".join(stuck))
+            return
         if self.replication is not None:
             self.replication.close()
         self.store.close()
@@ -172,8 +195,13 @@ class Monitor:
 
     def state(self) -> dict[str, Any]:
         active, history = self.findings.snapshot()
+        replication = self.replication
         return {
             "now": self.clock(),
+            "primary": None
+            if replication is None
+            else {"state": replication.primary_state, "heartbeat_age_s": replication.heartbeat_age},
+            "issuers_not_watched": self.issuers.unwatched(),
             "findings": [f.as_dict() for f in active],
             "cleared": [f.as_dict() for f in history],
             "replicas": self.replication.snapshot() if self.replication else [],
@@ -206,7 +234,8 @@ def _handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 body = page.render(monitor.state()).encode()
                 self._send(200, "text/html; charset=utf-8", body)
             elif path == "/status.json":
-                self._send(200, "application/json", json.dumps(monitor.state()).encode())
+                body = json.dumps(jsonable(monitor.state()), allow_nan=False).encode()
+                self._send(200, "application/json", body)
             elif path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(m.REGISTRY))
             elif path == "/healthz":
@@ -215,3 +244,23 @@ def _handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 self._send(404, "text/plain", b"not found\n")
 
     return Handler
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON: PostgreSQL's Decimal as a number, an infinite age (no heartbeat, unreachable)
+    as null, which is what the state's other fields already use for "none"."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return plain(value)
+
+
+def _open_store(config: Config) -> Store:
+    """On PostgreSQL the monitor only reads: it opens the primary without migrating, so it can
+    start before the database (or its schema) exists and watch it come up."""
+    if config.is_postgres:
+        return PostgresStore(config.database, read_only=True)
+    return open_store(config.database, config.base_dir)

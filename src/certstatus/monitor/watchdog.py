@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,7 +21,7 @@ from certstatus.monitor import metrics as m
 from certstatus.monitor.answers import Verdict, check_answer
 from certstatus.monitor.findings import CRITICAL, WARNING, Findings
 from certstatus.monitor.targets import Target, ocsp_get, ocsp_post
-from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
+from certstatus.ocsp.certid import HashAlgorithm, IssuerKey, issuer_keys
 from certstatus.ocsp.request import encode_request
 from certstatus.store.base import CertificateRow, Store
 
@@ -62,16 +62,20 @@ class Watchdog:
     def __init__(
         self,
         store: Store,
-        issuers: dict[int, x509.Certificate],
+        issuers: Mapping[int, x509.Certificate],
         targets: Sequence[Target],
         findings: Findings,
         policy: WatchPolicy,
         clock: Callable[[], float] = time.time,
         workers: int = 8,
+        find_issuers: Callable[[], object] | None = None,
     ) -> None:
+        """issuers may grow while the watchdog runs (monitor/issuers.py): it is read, never
+        copied. find_issuers is called when a new serial names an issuer not in it yet."""
         self.store = store
         self.issuers = issuers
-        self.keys = {i: issuer_keys(c) for i, c in issuers.items()}
+        self.find_issuers = find_issuers
+        self.keys: dict[int, dict[HashAlgorithm, IssuerKey]] = {}
         self.targets = list(targets)
         self.findings = findings
         self.policy = policy
@@ -103,6 +107,8 @@ class Watchdog:
                 break
             last = batch[-1]
             after = (last.ingested_at, last.row.issuer_id, format(last.row.serial, "x"))
+        if self.find_issuers is not None and any(n.row.issuer_id not in self.issuers for n in rows):
+            self.find_issuers()  # registered after the last look: watch its serials too
         for new in rows:
             key = (new.row.issuer_id, new.row.serial)
             if key in self.tracked or key in self.finished or new.row.issuer_id not in self.issuers:
@@ -157,7 +163,10 @@ class Watchdog:
     ) -> Verdict:
         """GET always, POST for a sample; the answer checked against the primary's record."""
         algorithm = HashAlgorithm.SHA1 if self._random.random() < 0.5 else HashAlgorithm.SHA256
-        der = encode_request(self.keys[issuer_id][algorithm], serial)
+        keys = self.keys.get(issuer_id)
+        if keys is None:
+            keys = self.keys[issuer_id] = issuer_keys(self.issuers[issuer_id])
+        der = encode_request(keys[algorithm], serial)
         method = "POST" if self._random.random() < self.policy.post_fraction else "GET"
         fetched = (ocsp_post if method == "POST" else ocsp_get)(target, der)
         expected = _expected(row, self.clock())
