@@ -391,3 +391,145 @@ def test_crl_checks_from_outside_name_each_problem(deployment: Deployment) -> No
             assert ("CrlProblem", url) in watch.findings.active
     finally:
         server.shutdown()
+
+
+# start-up order and grace (services start in parallel; nothing never-seen pages at once)
+
+
+def test_an_issuer_registered_after_the_monitor_started_is_watched_from_then_on(
+    tmp_path: Path,
+) -> None:
+    """The book asks the database again until the issuer is there; until then, and past the
+    grace, the issuer is a finding: warning, then critical."""
+    from certstatus.monitor.issuers import ConfiguredIssuer, IssuerBook
+
+    deployment = make_deployment(tmp_path / "ca")
+    other = make_deployment(tmp_path / "other")
+    clock = Clock(1_800_000_000)
+    findings = Findings(clock=clock)
+    book = IssuerBook(
+        [
+            ConfiguredIssuer("demo", deployment.ca.certificate),
+            ConfiguredIssuer("other", other.ca.certificate),
+        ],
+        findings,
+        grace=10,
+        critical_after=60,
+        clock=clock,
+    )
+    reads: list[int] = []
+
+    def recorded() -> list:
+        reads.append(1)
+        return store.issuers()
+
+    store = deployment.store()
+    assert store.issuers() == []  # the monitor started first
+    book.refresh(recorded)
+    assert findings.active == {} and not book.complete  # within the grace: starting
+    clock.now += 11
+    book.refresh(recorded)
+    assert {k: f.severity for k, f in findings.active.items()} == {
+        ("IssuerNotWatched", "demo"): "warning",
+        ("IssuerNotWatched", "other"): "warning",
+    }
+    deployment.ingest(store)  # `serve` or the first `add` registers the issuer
+    assert book.refresh(recorded) == ["demo"]
+    [demo_id] = book.certificates
+    assert book.certificates[demo_id] == deployment.ca.certificate
+    assert [i.name for i in book.crl_issuers] == []  # the fixture's issuer has no CRL layout
+    assert set(findings.active) == {("IssuerNotWatched", "other")}
+    clock.now += 60
+    before = len(reads)
+    book.refresh(recorded)
+    assert len(reads) == before + 1  # still asking: "other" is missing
+    assert findings.active[("IssuerNotWatched", "other")].severity == "critical"
+    assert "not in the database yet" in findings.active[("IssuerNotWatched", "other")].summary
+    assert book.unwatched() == [{"name": "other", "problem": "is not in the database yet"}]
+
+
+def test_an_issuer_in_the_database_with_another_certificate_is_named_as_such(
+    tmp_path: Path,
+) -> None:
+    from certstatus.monitor.issuers import ConfiguredIssuer, IssuerBook
+
+    deployment = make_deployment(tmp_path / "ca")
+    impostor = make_deployment(tmp_path / "other")
+    clock = Clock(1_800_000_000)
+    findings = Findings(clock=clock)
+    book = IssuerBook([ConfiguredIssuer("demo", impostor.ca.certificate)], findings, 0, 60, clock)
+    store = deployment.store()
+    deployment.ingest(store)
+    assert book.refresh(store.issuers) == []
+    [finding] = findings.active.values()
+    assert "another certificate" in finding.summary and finding.subject == "demo"
+
+
+def test_the_watchdog_asks_for_issuers_when_a_new_serial_names_an_unknown_one(signed) -> None:
+    deployment, store, _, _ = signed
+    issuers: dict = {}
+    asked: list[int] = []
+
+    def find() -> None:
+        asked.append(1)
+        issuers[1] = deployment.ca.certificate
+
+    watchdog = Watchdog(
+        store, issuers, [Target("origin", deployment.url)], Findings(), WatchPolicy(),
+        find_issuers=find,
+    )  # fmt: skip
+    assert watchdog.poll_new() == 2  # the fixture's two serials, once the issuer was found
+    assert asked == [1]
+    assert watchdog.poll_new() == 0 and asked == [1]  # nothing unknown: no more lookups
+
+
+def test_an_unreachable_primary_is_starting_during_the_grace_then_critical() -> None:
+    from certstatus.monitor.replication import ReplicationProbe
+    from certstatus.store.postgres import PostgresStore
+
+    clock = Clock(1_800_000_000)
+    findings = Findings(clock=clock)
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/certstatus"
+    primary = PostgresStore(nowhere, read_only=True, timeout=1)
+    probe = ReplicationProbe(primary, [], findings, 5.0, grace=10, clock=clock)
+    try:
+        probe.probe()
+        assert findings.active == {} and probe.primary_state == "unreachable"
+        clock.now += 10
+        probe.probe()
+        assert findings.active[("PrimaryUnreachable", "primary")].severity == "critical"
+    finally:
+        probe.close()
+        primary.close()
+
+
+def test_grace_for_the_heartbeat_counts_from_the_primary_first_answering() -> None:
+    from certstatus.monitor.replication import StartupGrace
+
+    grace = StartupGrace(10, now=100)
+    assert grace.for_primary(105) and not grace.for_primary(110)
+    assert grace.for_dependents(109) and not grace.for_dependents(110)
+    grace.primary_answered(130)  # the database came up late: its heartbeat gets its own grace
+    grace.primary_answered(135)  # only the first answer counts
+    assert not grace.for_primary(131)  # seen once: no grace for the primary any more
+    assert grace.for_dependents(139) and not grace.for_dependents(140)
+
+
+def test_status_json_is_plain_json_whatever_postgresql_returns() -> None:
+    from decimal import Decimal
+
+    from certstatus.monitor.replication import plain
+    from certstatus.monitor.service import jsonable
+
+    state = {
+        "replicas": [
+            {"safe_wal_size": Decimal("33554432"), "bytes_behind": Decimal("0"),
+             "staleness_s": float("inf"), "ratio": Decimal("0.5")},
+        ],
+        "primary": {"heartbeat_age_s": None},
+    }  # fmt: skip
+    text = json.dumps(jsonable(state), allow_nan=False)
+    assert json.loads(text)["replicas"][0] == {
+        "safe_wal_size": 33554432, "bytes_behind": 0, "staleness_s": None, "ratio": 0.5,
+    }  # fmt: skip
+    assert type(plain(Decimal("7"))) is int and plain("x") == "x"

@@ -32,15 +32,13 @@ from certstatus.store.postgres import PostgresStore
 
 log = logging.getLogger("certstatus.monitor")
 
-DEFAULT_STARTUP_GRACE = 10.0  # [monitor] startup_grace: seconds a missing part may be starting
-
 
 class Monitor:
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
         c = config.monitor
-        grace = float(getattr(c, "startup_grace", DEFAULT_STARTUP_GRACE))
+        grace = float(c.startup_grace)
         self.store = _open_store(config)
         self.findings = Findings(clock=clock)
         self.issuers = IssuerBook(
