@@ -124,6 +124,7 @@ class MonitorConfig:
     sample_size: int = 10
     crl_every: int = 60
     webhook: str | None = None
+    startup_grace: int = 10  # seconds a part never seen yet may be starting before it pages
 
 
 @dataclass(frozen=True)
@@ -429,6 +430,7 @@ def _monitor(table: Any, problems: list[tuple[str, str]]) -> MonitorConfig:
             "sample_size",
             "crl_every",
             "webhook",
+            "startup_grace",
         }
     )
     defaults = MonitorConfig()
@@ -476,6 +478,7 @@ def _monitor(table: Any, problems: list[tuple[str, str]]) -> MonitorConfig:
         sample_size=r.get("sample_size", int, defaults.sample_size, "a number of serials"),
         crl_every=r.duration("crl_every", defaults.crl_every),
         webhook=webhook,
+        startup_grace=r.duration("startup_grace", defaults.startup_grace),
     )
 
 
