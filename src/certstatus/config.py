@@ -1,13 +1,23 @@
-"""One TOML file describes a deployment. Every error names the key and what would fix it."""
+"""One TOML file describes a deployment. Every error names the key and what would fix it.
+
+Each table of the file is a frozen dataclass here, and each key is declared once, as a field of
+it: the default, how the value is read (a reader raising ValueError that says what was
+expected), the bound the value must keep, and a line of help. The keys a table allows are its
+fields, and one generic loader (_Loader) reads every table, so nothing is listed twice. Rules
+that tie several keys together are the class's problems() method, as on SchedulePolicy and
+CrlPolicy, whose fields are the [signing] schedule keys and the [crl] table (durations all).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +29,15 @@ from certstatus.crl.schedule import CrlPolicy
 from certstatus.keys.base import KeyFileError, SigningKey
 from certstatus.keys.certificates import CertificateError, load_certificate, responder_problems
 from certstatus.keys.pem import load_pem_key
+from certstatus.ocsp.request import MAX_POST_BODY
 from certstatus.ocsp.schedule import SchedulePolicy
 
 DEFAULT_PATH = Path("certstatus.toml")
 _DURATION = re.compile(r"(\d+)\s*([dhms])")
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RULE = "letters, digits, '.', '_' or '-'"
+MIN_POST_BODY = 512
 
 
 class ConfigError(ValueError):
@@ -50,33 +63,354 @@ def parse_duration(value: object) -> int:
     raise ValueError("not a duration")
 
 
+# --- how keys are declared ------------------------------------------------------------------
+
+Reader = Callable[[Any], Any]
+Bound = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """How one key is read. read turns the TOML value into the attribute's value, or raises
+    ValueError with the problem and its fix; bound returns what is wrong with a value read, or
+    None; required, when set, is the fix printed for a missing key (such a key has no default)."""
+
+    read: Reader
+    bound: Bound | None = None
+    required: str | None = None
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A field read from a table of its own ([name]); with many (list or tuple), from an array
+    of tables ([[name]]) whose items must have different names when unique says what they are.
+    embedded: the class's keys sit in the enclosing table itself ([signing]'s schedule keys)."""
+
+    kind: type
+    many: type | None = None
+    required: str | None = None
+    unique: str | None = None
+    embedded: bool = False
+    help: str = ""
+
+
+def key(
+    read: Reader,
+    bound: Bound | None = None,
+    required: str | None = None,
+    help: str = "",
+) -> dict[str, Key]:
+    """The metadata of a dataclass field that is a key of its table: field(default=...,
+    metadata=key(...)), or field(metadata=key(..., required=fix)) for a key with no default."""
+    return {"key": Key(read, bound, required, help)}
+
+
+def table_of(
+    kind: type,
+    many: type | None = None,
+    required: str | None = None,
+    unique: str | None = None,
+    embedded: bool = False,
+    help: str = "",
+) -> dict[str, Table]:
+    """The metadata of a dataclass field that is a table (see Table)."""
+    return {"table": Table(kind, many, required, unique, embedded, help)}
+
+
+# The schedule policies live beside the code that applies them and know nothing of TOML: every
+# field of theirs is a key read as a duration, with the policy's own default.
+_POLICIES: tuple[type, ...] = (SchedulePolicy, CrlPolicy)
+
+
+def _declared(kind: type) -> Iterator[tuple[dataclasses.Field[Any], Key | Table]]:
+    for f in dataclasses.fields(kind):
+        if "key" in f.metadata:
+            yield f, f.metadata["key"]
+        elif "table" in f.metadata:
+            yield f, f.metadata["table"]
+        elif kind in _POLICIES:
+            yield f, Key(_duration)
+
+
+def known_keys(kind: type) -> list[str]:
+    """The keys a table of this kind allows: its declared fields (and those it embeds)."""
+    names = []
+    for f, spec in _declared(kind):
+        if isinstance(spec, Table) and spec.embedded:
+            names += known_keys(spec.kind)
+        else:
+            names.append(f.name)
+    return names
+
+
+def describe(kind: type | None = None, where: str = "") -> Iterator[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every key of the file, arrays of tables as "name[]":
+    what the README's configuration reference documents (tests/test_config.py holds it to it)."""
+    kind = kind or Config
+    prefix = f"{where}." if where else ""
+    for f, spec in _declared(kind):
+        if isinstance(spec, Table):
+            inner = where if spec.embedded else prefix + f.name + ("[]" if spec.many else "")
+            yield from describe(spec.kind, inner)
+        else:
+            default = None if f.default is dataclasses.MISSING else f.default
+            yield prefix + f.name, default, spec.help
+
+
+# --- readers and bounds ---------------------------------------------------------------------
+
+
+def _typed(kind: type, hint: str) -> Reader:
+    def read(value: Any) -> Any:
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+        raise ValueError(f"expected {hint}, got {value!r}")
+
+    return read
+
+
+def _optional(read: Reader) -> Reader:
+    """An empty string means unset (None), as an absent key does."""
+    return lambda value: None if value == "" else read(value)
+
+
+def _duration(value: Any) -> int:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f'expected a duration like "7d", "3h" or seconds, got {value!r}') from None
+
+
+def _durations(value: Any) -> tuple[int, ...]:
+    try:
+        found = tuple(sorted(parse_duration(v) for v in value))
+    except (ValueError, TypeError):
+        found = ()
+    if not found or found[0] <= 0:
+        raise ValueError(f'expected a list of durations like ["1s", "10s", "1m"], got {value!r}')
+    return found
+
+
+def _is_listen(value: str) -> bool:
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and 0 <= int(port) <= 65535
+
+
+def _listen(example: str) -> Reader:
+    def read(value: Any) -> str:
+        if isinstance(value, str) and _is_listen(value):
+            return value
+        raise ValueError(f'expected "host:port", e.g. "{example}", got {value!r}')
+
+    return read
+
+
+def _one_of(*choices: str) -> Reader:
+    def read(value: Any) -> str:
+        if value in choices:
+            return str(value)
+        raise ValueError(f"must be {' or '.join(f'{c!r}' for c in choices)}, got {value!r}")
+
+    return read
+
+
+def _name(value: Any) -> str:
+    if isinstance(value, str) and _NAME.match(value):
+        return value
+    raise ValueError(f"must be 1-64 {_NAME_RULE}, got {value!r}")
+
+
+def _url(schemes: tuple[str, ...], example: str) -> Reader:
+    def read(value: Any) -> str:
+        if isinstance(value, str) and value.startswith(schemes):
+            return value
+        raise ValueError(f'expected a URL like "{example}", got {value!r}')
+
+    return read
+
+
+def _path(value: Any) -> Path:
+    if isinstance(value, str) and value:
+        return Path(value)  # the loader makes it relative to the configuration file
+    raise ValueError(f"expected a file path, got {value!r}")
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    raise ValueError(f"expected a fraction 0..1, got {value!r}")
+
+
+def _database(value: Any) -> str:
+    if isinstance(value, str) and value:
+        return value
+    raise ValueError(
+        'expected a SQLite path or a postgresql:// URL, e.g. database = "certstatus.db", '
+        f"got {value!r}"
+    )
+
+
+def _between(low: float, high: float, problem: str) -> Bound:
+    return lambda value: None if low <= value <= high else problem
+
+
+def _at_least(low: float, problem: str) -> Bound:
+    return lambda value: None if value >= low else problem
+
+
+_PROCESSES = _typed(int, "a number of processes (0 = one per core)")
+_ONE_PER_CORE = _at_least(0, "must be 0 (one per core) or more")
+_FLAG = _typed(bool, "true or false")
+_SITE = _optional(_typed(str, "a site name"))
+_HTTP = ("http://", "https://")
+_POSTGRES = ("postgres://", "postgresql://")
+
+
+# --- the file's tables ----------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class IssuerConfig:
-    name: str
-    certificate: Path
-    responder_certificate: Path
-    responder_key: Path
-    issuer_key: Path | None = None
-    crl: CrlLayout | None = None
+    """[[issuers]]: one CA whose certificates are recorded and answered for."""
+
+    name: str = field(
+        metadata=key(read=_name, required=_NAME_RULE, help="short name used on the command line")
+    )
+    certificate: Path = field(
+        metadata=key(read=_path, required="path to a PEM file", help="the CA certificate (PEM)")
+    )
+    responder_certificate: Path = field(
+        metadata=key(
+            read=_path, required="path to a PEM file", help="the delegated OCSP responder (R6)"
+        )
+    )
+    responder_key: Path = field(
+        metadata=key(
+            read=_path, required="path to a PEM file", help="its key: ECDSA P-256/P-384 or RSA"
+        )
+    )
+    issuer_key: Path | None = field(
+        default=None, metadata=key(read=_path, help="the CA key; signs its CRLs")
+    )
+    crl_url: str | None = field(
+        default=None,
+        metadata=key(
+            read=_optional(
+                _typed(str, 'a URL template like "http://crl.example.com/{issuer}/{partition}.crl"')
+            ),
+            help="CRL URL template: CDP, publish path, IDP and disclosure (R20)",
+        ),
+    )
+    crl_partitions: int = field(
+        default=1,
+        metadata=key(read=_typed(int, "a number of CRL partitions"), help="1 = a single full CRL"),
+    )
+
+    @cached_property
+    def crl(self) -> CrlLayout | None:
+        """Where this issuer's CRLs live; None when it publishes none."""
+        if not self.crl_url:
+            return None
+        return CrlLayout(self.name, self.crl_url, self.crl_partitions)
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.crl_url:
+            found += [
+                ("crl_partitions" if "partitions" in p else "crl_url", p)
+                for p in layout_problems(self.crl_url, self.crl_partitions)
+            ]
+            if self.issuer_key is None:
+                found.append(
+                    (
+                        "issuer_key",
+                        "required with crl_url: the issuer's PEM private key signs its CRLs",
+                    )
+                )
+        elif self.crl_partitions != 1:
+            found.append(("crl_url", "required with crl_partitions"))
+        return found
 
 
 @dataclass(frozen=True)
 class ResponderConfig:
-    """granian is the default server: it measured 0.38 of nginx's requests/s against uvicorn's
-    0.23 on this project's benchmark (benchmarks/serving.py)."""
+    """[responder]. granian is the default server: it measured 0.38 of nginx's requests/s
+    against uvicorn's 0.23 on this project's benchmark (benchmarks/serving.py)."""
 
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 8080
-    workers: int = 0
-    server: str = "granian"
-    run_signer: bool = True
-    max_post_body: int = 10_000
-    request_timeout: int = 5
-    site: str | None = None
-    max_staleness: float = 5.0
-    primary_fallback: bool = True
-    fallback_concurrency: int = 4
-    drain_file: str | None = None  # while it exists /readyz fails: maintenance without a stop
+    listen: str = field(
+        default="127.0.0.1:8080",
+        metadata=key(read=_listen("127.0.0.1:8080"), help="host:port the responder serves"),
+    )
+    workers: int = field(
+        default=0, metadata=key(read=_PROCESSES, bound=_ONE_PER_CORE, help="0 = one per core")
+    )
+    server: str = field(
+        default="granian", metadata=key(read=_one_of("granian", "uvicorn"), help="HTTP server")
+    )
+    run_signer: bool = field(
+        default=True,
+        metadata=key(read=_FLAG, help="run the signer and CRL builder inside `certstatus serve`"),
+    )
+    max_post_body: int = field(
+        default=MAX_POST_BODY,
+        metadata=key(
+            read=_typed(int, "a size in bytes"),
+            bound=_between(
+                MIN_POST_BODY,
+                MAX_POST_BODY,
+                f"must be between {MIN_POST_BODY} and {MAX_POST_BODY} bytes: the OCSP request "
+                "decoder refuses anything larger",
+            ),
+            help="bytes; a larger POST gets 413",
+        ),
+    )
+    request_timeout: int = field(
+        default=5,
+        metadata=key(
+            read=_duration,
+            bound=_between(1, 60, "must be between 1s and 60s"),
+            help="headers and POST body must arrive within this",
+        ),
+    )
+    site: str | None = field(
+        default=None, metadata=key(read=_SITE, help="prefer this site's replicas")
+    )
+    max_staleness: float = field(
+        default=5.0,
+        metadata=key(
+            read=lambda value: float(_duration(value)),
+            bound=_between(1, 3600, "must be between 1s and 1h"),
+            help="a replica staler than this is not used",
+        ),
+    )
+    primary_fallback: bool = field(
+        default=True,
+        metadata=key(read=_FLAG, help="ask the primary on a miss, and when no replica is fresh"),
+    )
+    fallback_concurrency: int = field(
+        default=4,
+        metadata=key(
+            read=_typed(int, "a number of queries"),
+            bound=_between(1, 256, "must be between 1 and 256"),
+            help="primary queries at once",
+        ),
+    )
+    drain_file: str | None = field(
+        default=None,
+        metadata=key(
+            read=_optional(_typed(str, "a file path")),
+            help="while this file exists /readyz fails (maintenance without a stop)",
+        ),
+    )
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
 
     @property
     def process_count(self) -> int:
@@ -85,74 +419,262 @@ class ResponderConfig:
 
 @dataclass(frozen=True)
 class ReplicaConfig:
-    """A hot standby the responder may read from, in preference order."""
+    """[[replicas]]: a hot standby the responder may read from, in preference order."""
 
-    name: str
-    url: str
-    site: str | None = None
+    name: str = field(metadata=key(read=_name, required=_NAME_RULE, help="replica name"))
+    url: str = field(
+        metadata=key(
+            read=_url(_POSTGRES, "postgresql://host:5433/certstatus"),
+            required='e.g. "postgresql://host:5433/certstatus"',
+            help="the replica's libpq URL",
+        )
+    )
+    site: str | None = field(default=None, metadata=key(read=_SITE, help="the site it serves"))
 
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """A cache in front of the responders that the purger keeps in step with status changes."""
+    """[[caches]]: a cache in front of the responders that the purger keeps in step with status
+    changes."""
 
-    name: str
-    kind: str  # "varnish" or "tag-api"
-    url: str
-    token_env: str | None = None
+    name: str = field(metadata=key(read=_name, required=_NAME_RULE, help="cache name"))
+    url: str = field(
+        metadata=key(
+            read=_url(_HTTP, "http://127.0.0.1:6081/"),
+            required='e.g. "http://127.0.0.1:6081/" for a Varnish',
+            help="where purges are sent",
+        )
+    )
+    kind: str = field(
+        default="varnish",
+        metadata=key(
+            read=_one_of("varnish", "tag-api"),
+            help="varnish: PURGE with xkey-purge; tag-api: POST tags with a bearer token",
+        ),
+    )
+    token_env: str | None = field(
+        default=None,
+        metadata=key(
+            read=_optional(_typed(str, "an environment variable name")),
+            help="environment variable holding a tag-api token",
+        ),
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.kind == "tag-api" and not self.token_env:
+            return [("token_env", "required for a tag-api cache: the variable holding its token")]
+        return []
 
 
 @dataclass(frozen=True)
 class MonitorTarget:
-    name: str
-    url: str
-    kind: str = "origin"  # "origin" (also probed on /readyz) or "cdn"
+    """[[monitor.targets]]: a URL the monitor asks, as relying parties do."""
+
+    name: str = field(metadata=key(read=_name, required=_NAME_RULE, help="target name"))
+    url: str = field(
+        metadata=key(
+            read=_url(_HTTP, "http://127.0.0.1:8080/"),
+            required='e.g. "http://127.0.0.1:8080/"',
+            help="OCSP URL",
+        )
+    )
+    kind: str = field(
+        default="origin",
+        metadata=key(read=_one_of("origin", "cdn"), help="origin: also probed on /readyz"),
+    )
 
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """`certstatus monitor`: the outside view. Defaults follow the Baseline Requirements'
-    15 minutes from issuance to an authoritative answer, with a warning at 10."""
+    """[monitor]: `certstatus monitor`, the outside view. Defaults follow the Baseline
+    Requirements' 15 minutes from issuance to an authoritative answer, with a warning at 10."""
 
-    listen: str = "127.0.0.1:9470"
-    targets: tuple[MonitorTarget, ...] = ()
-    warn_after: int = 600
-    critical_after: int = 900
-    checkpoints: tuple[int, ...] = (1, 3, 10, 30, 60, 120, 300, 600, 900)
-    post_fraction: float = 0.1
-    sample_every: int = 10
-    sample_size: int = 10
-    crl_every: int = 60
-    webhook: str | None = None
-    startup_grace: int = 10  # seconds a part never seen yet may be starting before it pages
+    listen: str = field(
+        default="127.0.0.1:9470",
+        metadata=key(read=_listen("127.0.0.1:9470"), help="status page, /status.json and /metrics"),
+    )
+    targets: tuple[MonitorTarget, ...] = field(
+        default_factory=tuple,
+        metadata=table_of(
+            MonitorTarget, many=tuple, unique="target", help="default: this deployment's responder"
+        ),
+    )
+    warn_after: int = field(
+        default=600, metadata=key(read=_duration, help="new serial still waiting: warning")
+    )
+    critical_after: int = field(
+        default=900,
+        metadata=key(
+            read=_duration,
+            bound=_between(
+                1, 900, "must be more than 0 and at most 15m: the Baseline Requirements' bound"
+            ),
+            help="new serial still waiting: critical (R2)",
+        ),
+    )
+    checkpoints: tuple[int, ...] = field(
+        default=(1, 3, 10, 30, 60, 120, 300, 600, 900),
+        metadata=key(read=_durations, help="when a new serial is asked, after ingestion"),
+    )
+    post_fraction: float = field(
+        default=0.1, metadata=key(read=_fraction, help="share of checks sent by POST")
+    )
+    sample_every: int = field(
+        default=10,
+        metadata=key(
+            read=_duration,
+            bound=_at_least(1, "must be at least 1s"),
+            help="how often known serials are sampled",
+        ),
+    )
+    sample_size: int = field(
+        default=10,
+        metadata=key(
+            read=_typed(int, "a number of serials"),
+            bound=_at_least(0, "must be 0 (no sampling) or more"),
+            help="serials per sample",
+        ),
+    )
+    crl_every: int = field(
+        default=60,
+        metadata=key(
+            read=_duration,
+            bound=_at_least(1, "must be at least 1s"),
+            help="how often every CRL is fetched",
+        ),
+    )
+    startup_grace: int = field(
+        default=10,
+        metadata=key(
+            read=_duration,
+            bound=_between(0, 3600, "must be between 0 and 1h"),
+            help="what was never seen yet (a heartbeat, a replica, an issuer) alerts only after this",
+        ),
+    )
+    webhook: str | None = field(
+        default=None,
+        metadata=key(
+            read=_optional(_url(_HTTP, "http://127.0.0.1:9093/api/v2/alerts")),
+            help="Alertmanager-compatible webhook",
+        ),
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not 0 < self.warn_after <= self.critical_after:
+            return [("warn_after", "must be more than 0 and at most critical_after")]
+        return []
 
 
 @dataclass(frozen=True)
 class SigningConfig:
-    policy: SchedulePolicy = field(default_factory=SchedulePolicy)
-    workers: int = 0
-    batch_size: int = 256
-    lease: int = 300
-    responder_expiry_margin: int = 14 * 86400
-    metrics_listen: str | None = None  # the signing roles' /metrics, e.g. "127.0.0.1:9465"
+    """[signing]: the response schedule (SchedulePolicy's keys) and the signer."""
+
+    policy: SchedulePolicy = field(
+        default_factory=SchedulePolicy, metadata=table_of(SchedulePolicy, embedded=True)
+    )
+    workers: int = field(
+        default=0, metadata=key(read=_PROCESSES, bound=_ONE_PER_CORE, help="0 = one per core")
+    )
+    batch_size: int = field(
+        default=256,
+        metadata=key(
+            read=_typed(int, "a number of certificates"),
+            bound=_between(1, 100_000, "must be between 1 and 100000"),
+            help="rows claimed at once",
+        ),
+    )
+    lease: int = field(
+        default=300,
+        metadata=key(
+            read=_duration,
+            bound=_at_least(10, "must be at least 10s"),
+            help="a claimed row comes back if its signer dies",
+        ),
+    )
+    responder_expiry_margin: int = field(
+        default=14 * 86400,
+        metadata=key(
+            read=_duration, help="refuse to start if the responder certificate expires sooner (R21)"
+        ),
+    )
+    metrics_listen: str | None = field(
+        default=None,
+        metadata=key(
+            read=_optional(_listen("127.0.0.1:9465")), help="/metrics of the signing roles"
+        ),
+    )
 
     @property
     def process_count(self) -> int:
         return self.workers or (os.cpu_count() or 1)
 
+    def problems(self) -> list[tuple[str, str]]:
+        found = self.policy.problems()
+        if self.responder_expiry_margin < self.policy.validity:
+            found.append(
+                (
+                    "responder_expiry_margin",
+                    "must be at least the response validity, or responses would be cut "
+                    "short by the responder certificate's expiry (R4)",
+                )
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class PurgeConfig:
+    """[purge]."""
+
+    recheck_after: int | None = field(
+        default=None,
+        metadata=key(
+            read=_duration,
+            bound=_between(0, 3600, "must be between 0 (off) and 1h"),
+            help="second purge pass; 0 turns it off",
+        ),
+    )
+
 
 @dataclass(frozen=True)
 class Config:
+    """The whole file; path is where it was read from (relative paths in it are relative to
+    its directory)."""
+
     path: Path
-    database: str
-    issuers: list[IssuerConfig]
-    responder: ResponderConfig
-    signing: SigningConfig
-    crl: CrlPolicy = field(default_factory=CrlPolicy)
-    replicas: list[ReplicaConfig] = field(default_factory=list)
-    caches: list[CacheConfig] = field(default_factory=list)
-    purge_recheck: int | None = None
-    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    database: str = field(
+        metadata=key(
+            read=_database,
+            required='e.g. database = "certstatus.db"',
+            help='SQLite file ("sqlite:///abs/path.db") or postgresql:// URL of the primary',
+        )
+    )
+    issuers: list[IssuerConfig] = field(
+        metadata=table_of(
+            IssuerConfig,
+            many=list,
+            unique="issuer",
+            required="add at least one [[issuers]] table with name, certificate, "
+            "responder_certificate and responder_key",
+        )
+    )
+    responder: ResponderConfig = field(
+        default_factory=ResponderConfig, metadata=table_of(ResponderConfig)
+    )
+    signing: SigningConfig = field(default_factory=SigningConfig, metadata=table_of(SigningConfig))
+    crl: CrlPolicy = field(default_factory=CrlPolicy, metadata=table_of(CrlPolicy))
+    replicas: list[ReplicaConfig] = field(
+        default_factory=list, metadata=table_of(ReplicaConfig, many=list, unique="replica")
+    )
+    caches: list[CacheConfig] = field(
+        default_factory=list, metadata=table_of(CacheConfig, many=list, unique="cache")
+    )
+    purge: PurgeConfig = field(default_factory=PurgeConfig, metadata=table_of(PurgeConfig))
+    monitor: MonitorConfig = field(default_factory=MonitorConfig, metadata=table_of(MonitorConfig))
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.replicas and not self.is_postgres:
+            return [("replicas", "replicas need a PostgreSQL primary in database")]
+        return []
 
     @property
     def monitor_targets(self) -> tuple[MonitorTarget, ...]:
@@ -161,6 +683,11 @@ class Config:
             return self.monitor.targets
         r = self.responder
         return (MonitorTarget("origin", f"http://{r.listen_host}:{r.listen_port}/"),)
+
+    @property
+    def purge_recheck(self) -> int | None:
+        """[purge] recheck_after as configured; None when absent."""
+        return self.purge.recheck_after
 
     @property
     def purge_recheck_after(self) -> int:
@@ -172,421 +699,98 @@ class Config:
 
     @property
     def is_postgres(self) -> bool:
-        return self.database.startswith(("postgres://", "postgresql://"))
+        return bool(self.database) and self.database.startswith(_POSTGRES)
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent
 
 
-class _Reader:
-    """Reads typed values out of a TOML table, collecting problems instead of stopping at the first."""
+# --- reading a file -------------------------------------------------------------------------
 
-    def __init__(self, table: dict[str, Any], prefix: str, problems: list[tuple[str, str]]):
-        self.table = table
-        self.prefix = prefix
-        self.problems = problems
 
-    def key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
+class _Loader:
+    """Reads the declared tables out of parsed TOML, collecting every problem instead of
+    stopping at the first. A value that cannot be used is replaced by its default (or None for
+    a required key) so the rest can still be checked; the result is then refused anyway."""
 
-    def get(self, name: str, kind: type, default: Any, hint: str) -> Any:
-        if name not in self.table:
-            return default
-        value = self.table[name]
-        if kind is int and isinstance(value, bool):
-            value = None
-        if not isinstance(value, kind):
-            self.problems.append((self.key(name), f"expected {hint}, got {value!r}"))
-            return default
-        return value
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.problems: list[tuple[str, str]] = []
 
-    def duration(self, name: str, default: int) -> int:
-        if name not in self.table:
-            return default
-        try:
-            return parse_duration(self.table[name])
-        except ValueError:
-            self.problems.append(
-                (
-                    self.key(name),
-                    f'expected a duration like "7d", "3h" or seconds, got {self.table[name]!r}',
-                )
-            )
-            return default
-
-    def unknown(self, allowed: set[str]) -> None:
-        for name in self.table:
+    def table(self, kind: type, value: Any, where: str, **fixed: Any) -> Any:
+        prefix = f"{where}." if where else ""
+        if not isinstance(value, dict):
+            self.problems.append((where, f"must be a [{where}] table"))
+            value = {}
+        allowed = known_keys(kind)
+        for name in value:
             if name not in allowed:
                 self.problems.append(
-                    (self.key(name), f"unknown key; known keys here: {', '.join(sorted(allowed))}")
+                    (prefix + name, f"unknown key; known keys here: {', '.join(sorted(allowed))}")
                 )
+        instance = kind(**self._values(kind, value, prefix), **fixed)
+        rules = getattr(instance, "problems", None)
+        if rules is not None:
+            self.problems.extend((prefix + key, message) for key, message in rules())
+        return instance
 
+    def _values(self, kind: type, value: dict[str, Any], prefix: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for f, spec in _declared(kind):
+            key = prefix + f.name
+            if isinstance(spec, Table):
+                if spec.embedded:
+                    values[f.name] = spec.kind(**self._values(spec.kind, value, prefix))
+                elif spec.many is not None:
+                    values[f.name] = self.tables(spec, value.get(f.name), key)
+                else:
+                    values[f.name] = self.table(spec.kind, value.get(f.name, {}), key)
+                continue
+            if f.name not in value:
+                if spec.required is not None:
+                    self.problems.append((key, f"required: {spec.required}"))
+                    values[f.name] = None
+                continue
+            try:
+                read = spec.read(value[f.name])
+            except ValueError as exc:
+                self.problems.append((key, str(exc)))
+                if spec.required is not None:
+                    values[f.name] = None
+                continue
+            problem = spec.bound(read) if spec.bound and read is not None else None
+            if problem:
+                self.problems.append((key, problem))
+            values[f.name] = self.base / read if isinstance(read, Path) else read
+        return values
 
-def _responder(table: dict[str, Any], problems: list[tuple[str, str]]) -> ResponderConfig:
-    r = _Reader(table, "responder.", problems)
-    r.unknown(
-        {
-            "listen",
-            "workers",
-            "server",
-            "run_signer",
-            "max_post_body",
-            "request_timeout",
-            "site",
-            "max_staleness",
-            "primary_fallback",
-            "fallback_concurrency",
-            "drain_file",
-        }
-    )
-    listen = r.get("listen", str, "127.0.0.1:8080", 'a "host:port" string')
-    host, _, port_text = listen.rpartition(":")
-    port = int(port_text) if port_text.isdigit() else -1
-    if not host or not 0 <= port <= 65535:
-        problems.append(
-            ("responder.listen", f'expected "host:port", e.g. "127.0.0.1:8080", got {listen!r}')
-        )
-        host, port = "127.0.0.1", 8080
-    workers = r.get("workers", int, 0, "a number of processes (0 = one per core)")
-    if workers < 0:
-        problems.append(("responder.workers", "must be 0 (one per core) or more"))
-    server = r.get("server", str, "granian", '"granian" or "uvicorn"')
-    if server not in ("uvicorn", "granian"):
-        problems.append(("responder.server", f'must be "uvicorn" or "granian", got {server!r}'))
-    max_body = r.get("max_post_body", int, 10_000, "a size in bytes")
-    if not 512 <= max_body <= 65_536:
-        problems.append(("responder.max_post_body", "must be between 512 and 65536 bytes"))
-    timeout = r.duration("request_timeout", 5)
-    if not 1 <= timeout <= 60:
-        problems.append(("responder.request_timeout", "must be between 1s and 60s"))
-    staleness = r.duration("max_staleness", 5)
-    if not 1 <= staleness <= 3600:
-        problems.append(("responder.max_staleness", "must be between 1s and 1h"))
-    fallback_concurrency = r.get("fallback_concurrency", int, 4, "a number of queries")
-    if not 1 <= fallback_concurrency <= 256:
-        problems.append(("responder.fallback_concurrency", "must be between 1 and 256"))
-    return ResponderConfig(
-        listen_host=host.strip("[]"),
-        listen_port=port,
-        workers=workers,
-        server=server,
-        run_signer=r.get("run_signer", bool, True, "true or false"),
-        max_post_body=max_body,
-        request_timeout=timeout,
-        site=r.get("site", str, None, "a site name") or None,
-        max_staleness=float(staleness),
-        primary_fallback=r.get("primary_fallback", bool, True, "true or false"),
-        fallback_concurrency=fallback_concurrency,
-        drain_file=r.get("drain_file", str, "", "a file path") or None,
-    )
-
-
-def _signing(table: dict[str, Any], problems: list[tuple[str, str]]) -> SigningConfig:
-    r = _Reader(table, "signing.", problems)
-    r.unknown(
-        {
-            "validity",
-            "refresh_after",
-            "backdate",
-            "jitter",
-            "workers",
-            "batch_size",
-            "lease",
-            "responder_expiry_margin",
-            "metrics_listen",
-        }
-    )
-    defaults = SchedulePolicy()
-    policy = SchedulePolicy(
-        validity=r.duration("validity", defaults.validity),
-        refresh_after=r.duration("refresh_after", defaults.refresh_after),
-        backdate=r.duration("backdate", defaults.backdate),
-        jitter=r.duration("jitter", defaults.jitter),
-    )
-    problems.extend((f"signing.{key}", message) for key, message in policy.problems())
-    workers = r.get("workers", int, 0, "a number of processes (0 = one per core)")
-    batch = r.get("batch_size", int, 256, "a number of certificates")
-    if workers < 0:
-        problems.append(("signing.workers", "must be 0 (one per core) or more"))
-    if not 1 <= batch <= 100_000:
-        problems.append(("signing.batch_size", "must be between 1 and 100000"))
-    lease = r.duration("lease", 300)
-    if lease < 10:
-        problems.append(("signing.lease", "must be at least 10s"))
-    margin = r.duration("responder_expiry_margin", 14 * 86400)
-    if margin < policy.validity:
-        problems.append(
-            (
-                "signing.responder_expiry_margin",
-                "must be at least the response validity, or responses would be cut "
-                "short by the responder certificate's expiry (R4)",
-            )
-        )
-    metrics_listen = r.get("metrics_listen", str, "", 'a "host:port" string') or None
-    if metrics_listen is not None and not _is_listen(metrics_listen):
-        problems.append(
-            (
-                "signing.metrics_listen",
-                f'expected "host:port", e.g. "127.0.0.1:9465", got {metrics_listen!r}',
-            )
-        )
-    return SigningConfig(policy, workers, batch, lease, margin, metrics_listen)
-
-
-def _is_listen(value: str) -> bool:
-    host, _, port = value.rpartition(":")
-    return bool(host) and port.isdigit() and 0 <= int(port) <= 65535
-
-
-def _crl(table: dict[str, Any], problems: list[tuple[str, str]]) -> CrlPolicy:
-    r = _Reader(table, "crl.", problems)
-    r.unknown({"period", "validity", "debounce", "jitter"})
-    defaults = CrlPolicy()
-    policy = CrlPolicy(
-        period=r.duration("period", defaults.period),
-        validity=r.duration("validity", defaults.validity),
-        debounce=r.duration("debounce", defaults.debounce),
-        jitter=r.duration("jitter", defaults.jitter),
-    )
-    problems.extend((f"crl.{key}", message) for key, message in policy.problems())
-    return policy
-
-
-def _tables(items: Any, key: str, problems: list[tuple[str, str]]) -> Iterator[_Reader]:
-    """A reader for each table of an array of tables ([[key]]); a value that is no such array,
-    or an item that is no table, is a problem named by its key. Absent: no tables."""
-    if items is None:
-        return
-    if not isinstance(items, list):
-        problems.append((key, f"must be a list of [[{key}]] tables"))
-        return
-    for index, item in enumerate(items):
-        if isinstance(item, dict):
-            yield _Reader(item, f"{key}[{index}].", problems)
-        else:
-            problems.append((f"{key}[{index}]", "must be a table"))
-
-
-def _replicas(items: Any, problems: list[tuple[str, str]]) -> list[ReplicaConfig]:
-    found = []
-    for r in _tables(items, "replicas", problems):
-        prefix = r.prefix
-        r.unknown({"name", "url", "site"})
-        name = r.get("name", str, "", "a node name")
-        url = r.get("url", str, "", "a postgresql:// URL")
-        if not name:
-            problems.append((prefix + "name", "required"))
-        if not url.startswith(("postgres://", "postgresql://")):
-            problems.append((prefix + "url", 'required: e.g. "postgresql://host:5433/certstatus"'))
-        found.append(ReplicaConfig(name, url, r.get("site", str, None, "a site name") or None))
-    return found
-
-
-def _caches(items: Any, problems: list[tuple[str, str]]) -> list[CacheConfig]:
-    found: list[CacheConfig] = []
-    for r in _tables(items, "caches", problems):
-        prefix = r.prefix
-        r.unknown({"name", "kind", "url", "token_env"})
-        name = r.get("name", str, "", "a cache name")
-        if not _NAME.match(name):
-            problems.append((prefix + "name", "required: letters, digits, '.', '_' or '-'"))
-        elif name in {c.name for c in found}:
-            problems.append((prefix + "name", f"{name!r} is used by another cache"))
-        kind = r.get("kind", str, "varnish", '"varnish" or "tag-api"')
-        if kind not in ("varnish", "tag-api"):
-            problems.append((prefix + "kind", f'must be "varnish" or "tag-api", got {kind!r}'))
-        url = r.get("url", str, "", "an http(s) URL")
-        if not url.startswith(("http://", "https://")):
-            problems.append(
-                (prefix + "url", 'required: e.g. "http://127.0.0.1:6081/" for a Varnish')
-            )
-        token_env = r.get("token_env", str, "", "an environment variable name") or None
-        if kind == "tag-api" and not token_env:
-            problems.append(
-                (
-                    prefix + "token_env",
-                    "required for a tag-api cache: the variable holding its token",
-                )
-            )
-        found.append(CacheConfig(name, kind, url, token_env))
-    return found
-
-
-def _monitor(table: Any, problems: list[tuple[str, str]]) -> MonitorConfig:
-    if not isinstance(table, dict):
-        problems.append(("monitor", "must be a [monitor] table"))
-        return MonitorConfig()
-    r = _Reader(table, "monitor.", problems)
-    r.unknown(
-        {
-            "listen",
-            "targets",
-            "warn_after",
-            "critical_after",
-            "checkpoints",
-            "post_fraction",
-            "sample_every",
-            "sample_size",
-            "crl_every",
-            "webhook",
-            "startup_grace",
-        }
-    )
-    defaults = MonitorConfig()
-    listen = r.get("listen", str, defaults.listen, 'a "host:port" string')
-    if not _is_listen(listen):
-        problems.append(("monitor.listen", f'expected "host:port", got {listen!r}'))
-    warn = r.duration("warn_after", defaults.warn_after)
-    critical = r.duration("critical_after", defaults.critical_after)
-    if not 0 < warn <= critical:
-        problems.append(("monitor.warn_after", "must be more than 0 and at most critical_after"))
-    if critical > 900:
-        problems.append(
-            ("monitor.critical_after", "must be at most 15m: the Baseline Requirements' bound")
-        )
-    checkpoints = defaults.checkpoints
-    if "checkpoints" in table:
-        try:
-            checkpoints = tuple(sorted(parse_duration(v) for v in table["checkpoints"]))
-            if not checkpoints or checkpoints[0] <= 0:
-                raise ValueError("empty")
-        except (ValueError, TypeError):
-            problems.append(
-                ("monitor.checkpoints", 'expected a list of durations like ["1s", "10s", "1m"]')
-            )
-            checkpoints = defaults.checkpoints
-    fraction = table.get("post_fraction", defaults.post_fraction)
-    if (
-        isinstance(fraction, bool)
-        or not isinstance(fraction, int | float)
-        or not 0 <= fraction <= 1
-    ):
-        problems.append(("monitor.post_fraction", f"expected a fraction 0..1, got {fraction!r}"))
-        fraction = defaults.post_fraction
-    webhook = r.get("webhook", str, "", "an Alertmanager URL") or None
-    if webhook is not None and not webhook.startswith(("http://", "https://")):
-        problems.append(("monitor.webhook", 'expected e.g. "http://127.0.0.1:9093/api/v2/alerts"'))
-    return MonitorConfig(
-        listen=listen,
-        targets=_monitor_targets(table.get("targets", []), problems),
-        warn_after=warn,
-        critical_after=critical,
-        checkpoints=checkpoints,
-        post_fraction=float(fraction),
-        sample_every=r.duration("sample_every", defaults.sample_every),
-        sample_size=r.get("sample_size", int, defaults.sample_size, "a number of serials"),
-        crl_every=r.duration("crl_every", defaults.crl_every),
-        webhook=webhook,
-        startup_grace=r.duration("startup_grace", defaults.startup_grace),
-    )
-
-
-def _monitor_targets(items: Any, problems: list[tuple[str, str]]) -> tuple[MonitorTarget, ...]:
-    targets = []
-    for t in _tables(items, "monitor.targets", problems):
-        prefix = t.prefix
-        t.unknown({"name", "url", "kind"})
-        name = t.get("name", str, "", "a target name")
-        url = t.get("url", str, "", "an http(s) URL")
-        kind = t.get("kind", str, "origin", '"origin" or "cdn"')
-        if not _NAME.match(name):
-            problems.append((prefix + "name", "required: letters, digits, '.', '_' or '-'"))
-        if not url.startswith(("http://", "https://")):
-            problems.append((prefix + "url", 'required: e.g. "http://127.0.0.1:8080/"'))
-        if kind not in ("origin", "cdn"):
-            problems.append((prefix + "kind", f'must be "origin" or "cdn", got {kind!r}'))
-        targets.append(MonitorTarget(name, url, kind))
-    return tuple(targets)
-
-
-def _purge_recheck(table: Any, problems: list[tuple[str, str]]) -> int | None:
-    if not isinstance(table, dict):
-        problems.append(("purge", "must be a [purge] table"))
-        return None
-    r = _Reader(table, "purge.", problems)
-    r.unknown({"recheck_after"})
-    if "recheck_after" not in table:
-        return None
-    value = r.duration("recheck_after", 0)
-    if not 0 <= value <= 3600:
-        problems.append(("purge.recheck_after", "must be between 0 (off) and 1h"))
-    return value
-
-
-def _issuers(items: Any, base: Path, problems: list[tuple[str, str]]) -> list[IssuerConfig]:
-    if not isinstance(items, list) or not items:
-        problems.append(
-            (
-                "issuers",
-                "add at least one [[issuers]] table with name, certificate, "
-                "responder_certificate and responder_key",
-            )
-        )
-        return []
-    issuers: list[IssuerConfig] = []
-    seen: set[str] = set()
-    for r in _tables(items, "issuers", problems):
-        prefix = r.prefix
-        r.unknown(
-            {
-                "name",
-                "certificate",
-                "responder_certificate",
-                "responder_key",
-                "issuer_key",
-                "crl_url",
-                "crl_partitions",
-            }
-        )
-        name = r.get("name", str, "", "a short name")
-        if not _NAME.match(name):
-            problems.append((prefix + "name", "required: letters, digits, '.', '_' or '-'"))
-        elif name in seen:
-            problems.append((prefix + "name", f"{name!r} is used by another issuer"))
-        seen.add(name)
-        paths = []
-        for key in ("certificate", "responder_certificate", "responder_key"):
-            value = r.get(key, str, "", "a file path")
-            if not value:
-                problems.append((prefix + key, "required: path to a PEM file"))
-            paths.append(base / value)
-        crl_url = r.get(
-            "crl_url",
-            str,
-            "",
-            'a URL template like "http://crl.example.com/{issuer}/{partition}.crl"',
-        )
-        partitions = r.get("crl_partitions", int, 1, "a number of CRL partitions")
-        issuer_key = r.get("issuer_key", str, "", "a file path")
-        layout = None
-        if crl_url:
-            found = layout_problems(crl_url, partitions)
-            problems.extend(
-                (prefix + ("crl_partitions" if "partitions" in p else "crl_url"), p) for p in found
-            )
-            if not found and _NAME.match(name):
-                layout = CrlLayout(name, crl_url, partitions)
-            if not issuer_key:
-                problems.append(
-                    (
-                        prefix + "issuer_key",
-                        "required with crl_url: the issuer's PEM private key signs its CRLs",
+    def tables(self, spec: Table, items: Any, where: str) -> Any:
+        assert spec.many is not None
+        if items is None or items == []:
+            if spec.required is not None:
+                self.problems.append((where, spec.required))
+            return spec.many()
+        if not isinstance(items, list):
+            self.problems.append((where, f"must be a list of [[{where}]] tables"))
+            return spec.many()
+        found = []
+        names: set[str] = set()
+        for index, item in enumerate(items):
+            at = f"{where}[{index}]"
+            if not isinstance(item, dict):
+                self.problems.append((at, "must be a table"))
+                continue
+            instance = self.table(spec.kind, item, at)
+            name = getattr(instance, "name", None)
+            if spec.unique and isinstance(name, str):
+                if name in names:
+                    self.problems.append(
+                        (at + ".name", f"{name!r} is used by another {spec.unique}")
                     )
-                )
-        elif "crl_partitions" in r.table:
-            problems.append((prefix + "crl_url", "required with crl_partitions"))
-        issuers.append(
-            IssuerConfig(
-                name,
-                certificate=paths[0],
-                responder_certificate=paths[1],
-                responder_key=paths[2],
-                issuer_key=base / issuer_key if issuer_key else None,
-                crl=layout,
-            )
-        )
-    return issuers
+                names.add(name)
+            found.append(instance)
+        return spec.many(found)
 
 
 def load_config(path: Path) -> Config:
@@ -600,47 +804,10 @@ def load_config(path: Path) -> Config:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([("config", f"not valid TOML: {exc}")], path) from None
-    problems: list[tuple[str, str]] = []
-    top = _Reader(data, "", problems)
-    top.unknown(
-        {
-            "database",
-            "responder",
-            "signing",
-            "issuers",
-            "crl",
-            "replicas",
-            "caches",
-            "purge",
-            "monitor",
-        }
-    )
-    database = top.get("database", str, "", 'a SQLite path or "sqlite:///abs/path.db"')
-    if not database:
-        problems.append(("database", 'required: e.g. database = "certstatus.db"'))
-    sections = {}
-    for section in ("responder", "signing", "crl"):
-        value = data.get(section, {})
-        if not isinstance(value, dict):
-            problems.append((section, f"must be a [{section}] table"))
-            value = {}
-        sections[section] = value
-    config = Config(
-        path=path.resolve(),
-        database=database,
-        issuers=_issuers(data.get("issuers"), path.resolve().parent, problems),
-        responder=_responder(sections["responder"], problems),
-        signing=_signing(sections["signing"], problems),
-        crl=_crl(sections["crl"], problems),
-        replicas=_replicas(data.get("replicas"), problems),
-        caches=_caches(data.get("caches"), problems),
-        purge_recheck=_purge_recheck(data.get("purge", {}), problems),
-        monitor=_monitor(data.get("monitor", {}), problems),
-    )
-    if config.replicas and not config.is_postgres:
-        problems.append(("replicas", "replicas need a PostgreSQL primary in database"))
-    if problems:
-        raise ConfigError(problems, path)
+    loader = _Loader(path.resolve().parent)
+    config: Config = loader.table(Config, data, "", path=path.resolve())
+    if loader.problems:
+        raise ConfigError(loader.problems, path)
     return config
 
 

@@ -130,7 +130,7 @@ class Cluster:
             state = json.loads((directory / STATE_FILE).read_text())
         except FileNotFoundError:
             raise ClusterError(
-                f"no cluster in {directory} (run `certstatus cluster up {directory}` first)"
+                f"no cluster in {directory} (run `certstatus cluster up --dir {directory}` first)"
             ) from None
         return cls(
             directory.resolve(),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certstatus.cache.varnish import free_port
@@ -16,6 +18,7 @@ from certstatus.demo.ca import DemoCA, write_key, write_pem
 from certstatus.ingest import Ingest
 from certstatus.ocsp.reasons import ALLOWED
 from certstatus.store import open_store
+from certstatus.wiring import crl_service, register_issuers
 
 SAMPLE_GOOD = 10
 REASONS = list(ALLOWED)
@@ -108,7 +111,11 @@ def create(
     progress: Callable[[int], None] | None = None,
     cache: bool = False,
 ) -> Config:
-    """Create the CA, responder, config and database, and ingest `count` leaves."""
+    """Create the CA, responder, config and database, and ingest `count` leaves.
+
+    1% are revoked (at least one when there are two or more), cycling through every allowed
+    reason; the revoked ones and a sample of good ones are written out, spread over every CRL
+    partition so each partition's CRL has something on it and each can be checked."""
     files.revoked.mkdir(parents=True, exist_ok=True)
     ca = DemoCA.create()
     responder, responder_key = ca.responder()
@@ -122,31 +129,38 @@ def create(
     files.config.write_text(text)
     config = load_config(files.config)
 
-    from certstatus.responder.server import register_issuers
-
     materials, _ = register_issuers(config)
     store = open_store(config.database, config.base_dir)
     ingest = Ingest(store, materials)
     now = int(time.time())
     leaf_key = ec.generate_private_key(ec.SECP256R1()).public_key()
     url = f"http://{listen}/"
-    revoke_every = 100  # 1% revoked
-    precert_every = max(count // 5, 1)  # a few precertificates with no final certificate (F2)
-    pending: list = []
+    revoked_at = revoked_indices(count)
+    # a few precertificates with no final certificate (F2), never a revoked one: its sample
+    # file must verify with openssl, which refuses the critical CT poison
+    precert_every = count // 5 if count >= 10 else 0
+    pending: list[tuple[x509.Certificate, str]] = []
     issued_at = dt.datetime.now(dt.UTC)
     [material] = materials
     layout = material.crl
     assert layout is not None
+    samples = 0
     for n in range(count):
-        precert = n % precert_every == precert_every - 1
+        revoked = n in revoked_at
+        precert = not revoked and precert_every > 0 and n % precert_every == precert_every - 1
+        sample = not revoked and not precert and samples < SAMPLE_GOOD
         serial = _serial(n)
+        if revoked:  # the k-th revoked one in partition k (mod partitions): none left empty
+            serial = in_partition(serial, revoked_at[n] % layout.partitions, layout.partitions)
+        elif sample:
+            serial = in_partition(serial, samples % layout.partitions, layout.partitions)
+            samples += 1
         cdp = layout.url(layout.partition_for_serial(serial))
         leaf = ca.leaf(leaf_key, serial, url, precertificate=precert, now=issued_at, crl_url=cdp)
         pending.append((leaf, f"leaf {n}"))
-        revoked = n % revoke_every == revoke_every // 2
         if revoked:
             write_pem(files.revoked / f"{leaf.serial_number:x}.pem", leaf)
-        elif not precert and n < SAMPLE_GOOD * 2 and n % 2 == 0:
+        elif sample:
             write_pem(files.certs / f"{leaf.serial_number:x}.pem", leaf)
         if len(pending) >= 500 or n == count - 1:
             ingest.add_certificates(pending, now)
@@ -160,6 +174,22 @@ def create(
     return config
 
 
+def revoked_indices(count: int) -> dict[int, int]:
+    """Which of `count` leaves are revoked (index -> k, the k-th revoked): 1%, evenly spaced,
+    and at least one whenever a good one is left beside it."""
+    total = max(1, count // 100) if count >= 2 else 0
+    if total == 0:
+        return {}
+    step = count // total
+    return {k * step + step // 2: k for k in range(total)}
+
+
+def in_partition(serial: int, partition: int, partitions: int) -> int:
+    """`serial` moved by less than `partitions` so that it falls in `partition` (the layout
+    assigns serial mod partitions); the random high bits keep it distinct."""
+    return serial - serial % partitions + partition
+
+
 def _serial(n: int) -> int:
     """Distinct, positive serials with the top bit set in some, so DER sign handling is exercised."""
     import secrets
@@ -167,22 +197,126 @@ def _serial(n: int) -> int:
     return (secrets.randbits(120) << 16) | (n & 0xFFFF) | (1 << 135 if n % 3 == 0 else 0)
 
 
-def crl_command(files: DemoFiles) -> str:
-    """Fetch the CRL a revoked demo certificate names in its CDP and check it with OpenSSL."""
+def crl_command(files: DemoFiles) -> str | None:
+    """Fetch the CRL a revoked demo certificate names in its CDP and check it with OpenSSL;
+    the fetched CRL is kept inside the demo directory. None when nothing is revoked."""
     sample = sorted(files.revoked.glob("*.pem"))
-    cert = sample[0] if sample else files.revoked / "SERIAL.pem"
+    if not sample:
+        return None
+    cert, fetched = sample[0], files.dir / "fetched.crl.pem"
     return (
         f"curl -s $(openssl x509 -in {cert} -noout -ext crlDistributionPoints | grep -o 'http.*')"
-        f" | openssl crl -inform DER -out /tmp/demo.crl && openssl verify -crl_check "
-        f"-CAfile {files.dir / 'issuer.pem'} -CRLfile /tmp/demo.crl {cert}"
+        f" | openssl crl -inform DER -out {fetched} && openssl verify -crl_check "
+        f"-CAfile {files.dir / 'issuer.pem'} -CRLfile {fetched} {cert}"
     )
 
 
-def openssl_command(files: DemoFiles, listen: str, revoked: bool = False) -> str:
+def openssl_command(files: DemoFiles, listen: str, revoked: bool = False) -> str | None:
+    """An `openssl ocsp` command checking a sample certificate; None when there is none."""
     folder = files.revoked if revoked else files.certs
     sample = sorted(folder.glob("*.pem"))
-    cert = sample[0] if sample else folder / "SERIAL.pem"
+    if not sample:
+        return None
     return (
-        f"openssl ocsp -issuer {files.dir / 'issuer.pem'} -cert {cert} "
+        f"openssl ocsp -issuer {files.dir / 'issuer.pem'} -cert {sample[0]} "
         f"-url http://{listen}/ -CAfile {files.dir / 'issuer.pem'} -no_nonce -resp_text"
     )
+
+
+class DemoError(ValueError):
+    """A demo that cannot start as asked; nothing was written."""
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`--listen` as (host, port), refused as the configuration would refuse it."""
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise DemoError(f'--listen: expected "host:port", e.g. "127.0.0.1:8080", got {listen!r}')
+    return host.strip("[]"), int(port_text)
+
+
+def check_listen(listen: str) -> None:
+    """Refuse a --listen the demo could not serve on, before anything is written: a directory
+    created with it would otherwise stay tied to an address it can never use."""
+    from certstatus.responder.server import listen_problem
+
+    host, port = parse_listen(listen)
+    problem = listen_problem(host, port)
+    if problem is not None:
+        raise DemoError(f"--listen {listen}: {problem}")
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """Where the demo speaks: `say` for the operator (stderr), `show` for commands to paste
+    (stdout), `progress(total, label)` a context giving an advance(n) callable."""
+
+    say: Callable[[str], None]
+    show: Callable[[str], None]
+    progress: Callable[[int, str], AbstractContextManager[Callable[[int], None]]]
+
+
+def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Terminal) -> None:
+    """Create (or reuse) the demo in `directory`, sign everything, print how to check it, and
+    serve OCSP, CRLs and the monitor's status page until interrupted."""
+    from certstatus.cache.varnish import LocalVarnish
+    from certstatus.responder.server import ensure_listen_address_free, serve
+    from certstatus.signer import Signer
+
+    files = DemoFiles(directory.resolve())
+    if files.config.exists():
+        config = load_config(files.config)
+        term.say(f"reusing {files.dir}")
+        configured = f"{config.responder.listen_host}:{config.responder.listen_port}"
+        if configured != listen:
+            term.say(f"note: {files.config} listens on {configured}")
+            listen = configured
+        check_listen(listen)
+    else:
+        check_listen(listen)
+        with term.progress(count, "issuing") as advance:
+            config = create(files, listen, count, advance, cache)
+    materials, ids = register_issuers(config)
+    store = open_store(config.database, config.base_dir)
+    total = sum(store.due_count(int(time.time())).values())
+    with (
+        term.progress(total, "signing") as advance,
+        Signer(store, materials, ids, config.signing) as signer,
+    ):
+        signer.sign_due(progress=advance)
+    crls = crl_service(store, materials, ids, config)
+    built = crls.build_due()
+    published = [i.layout.url(p) for i in crls.issuers for p in crls.partitions(i)]
+    counts = store.counts()
+    store.close()
+    term.say(
+        f"{counts['certificates']} certificates ({counts['precertificates']} "
+        f"precertificates only, {counts['revoked']} revoked) in {files.dir}"
+    )
+    for label, command in (
+        ("check a good certificate:", openssl_command(files, listen)),
+        ("check a revoked one:", openssl_command(files, listen, revoked=True)),
+    ):
+        if command is not None:
+            term.say(label)
+            term.show(command)
+    term.say(f"CRLs ({len(built)} built now): " + " ".join(published))
+    check_crl = crl_command(files)
+    if check_crl is not None:
+        term.say("check a revoked certificate against its CRL:")
+        term.show(check_crl)
+    term.say(f"status page (the monitor): http://{config.monitor.listen}/")
+    varnish = LocalVarnish(files.dir / "varnish")
+    cache_port = local_cache_port(config)
+    if cache and cache_port is None:
+        term.say(f"note: {files.config} has no local cache; not adding one")
+    try:
+        ensure_listen_address_free(config)  # taken meanwhile? say so before "serving"
+        if cache_port is not None:
+            varnish.down()  # one left behind by a killed demo
+            state = varnish.up([listen], cache_port)
+            term.say(f"cache (Varnish) on {state.url}, purged on revocation")
+        term.say(f"serving OCSP and CRLs on http://{listen}/ — Ctrl-C stops")
+        serve(config, with_monitor=True)
+    finally:
+        varnish.down()

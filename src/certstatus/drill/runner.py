@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from certstatus.cluster.faults import DRILLS, REPLICA_DRILLS, apply_fault
 from certstatus.cluster.local import Cluster, Node, free_port
 from certstatus.cluster.setup import write_deployment
 from certstatus.config import load_config, load_issuer_material
@@ -28,7 +29,6 @@ from certstatus.drill.traffic import Traffic, ask
 from certstatus.ingest import Ingest
 from certstatus.store.postgres import PostgresStore
 
-DRILLS = ("incident", "pause-replay", "stall-link", "primary-down")
 MAX_STALENESS = 2  # seconds; the drills run with a tighter bound than the 5 s default
 
 
@@ -219,24 +219,18 @@ def run_drill(
             _primary_down(drill, traffic, hold)
         else:
             broken = cluster.replicas[:2] if name == "incident" else cluster.replicas[:1]
+            fault, cure = REPLICA_DRILLS[name]
             faulted: dict[str, float] = {}
             for node in broken:
                 faulted[node.name] = time.monotonic()
-                if name == "incident":
-                    cluster.lose_wal(node)
-                elif name == "pause-replay":
-                    cluster.pause_replay(node, True)
-                else:
-                    cluster.set_link(node, "stall")
+                apply_fault(cluster, node, fault)
             drill.detect(faulted)
             time.sleep(hold)
             for node in broken:
-                if name == "incident":
-                    cluster.rebuild(node)
-                elif name == "pause-replay":
-                    cluster.pause_replay(node, False)
+                if cure is None:
+                    cluster.rebuild(node)  # lost WAL has no cure but a fresh base backup
                 else:
-                    cluster.set_link(node, "ok")
+                    apply_fault(cluster, node, cure)
             drill.confirm_reuse(traffic, broken)
         traffic.finish()
         report = drill.report
@@ -275,7 +269,7 @@ def _primary_down(drill: Drill, traffic: Traffic, hold: float) -> None:
     traffic.pause_ingest.set()
     time.sleep(1.0)  # let the last writes replicate
     down_at = time.monotonic()
-    cluster.stop(cluster.primary)
+    apply_fault(cluster, cluster.primary, "stop")
     failed = _wait(
         lambda: all(_status(u + "/readyz") == 503 for u in drill.responders.values()), 15, None
     )
@@ -291,7 +285,7 @@ def _primary_down(drill: Drill, traffic: Traffic, hold: float) -> None:
     )
     if not misses:
         drill.report.notes.append("no miss was asked during the outage; checked one by hand")
-    cluster.start(cluster.primary)
+    apply_fault(cluster, cluster.primary, "start")
     traffic.pause_ingest.clear()
     recovered = _wait(
         lambda: all(_status(u + "/readyz") == 200 for u in drill.responders.values()), 30, None

@@ -15,6 +15,8 @@ from cryptography.x509 import ocsp
 
 from certstatus.ocsp.certid import HashAlgorithm, IssuerKey
 
+# The largest request the decoder reads. It is also the upper bound of [responder] max_post_body
+# (config.py refuses more), so the only cap a client meets is the configured one, answered 413.
 MAX_POST_BODY = 10_000
 MAX_GET_PATH = 4_096
 

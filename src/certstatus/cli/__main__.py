@@ -1,0 +1,5 @@
+"""`python -m certstatus.cli`, as the tests run the command."""
+
+from certstatus.cli import main
+
+main()

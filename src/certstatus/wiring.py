@@ -1,0 +1,150 @@
+"""Roles assembled from a `Config`, in one place.
+
+The command line, the server runner and the demo all need the same pieces: the issuers checked
+and known to the database, the CRL builder, the signing roles (signer, purger, CRL builder,
+heartbeat, their /metrics) and the processes those roles run in beside a server. Each is built
+here once, so a new role or a new dependency of one is wired in a single module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certstatus.cache.purgers import build_purger
+from certstatus.config import Config, ConfigError, IssuerMaterial, load_config, load_issuer_material
+from certstatus.crlbuilder import CrlService
+from certstatus.monitor.heartbeat import HeartbeatWriter
+from certstatus.purger import PurgeService
+from certstatus.signer import Signer
+from certstatus.store import open_store
+from certstatus.store.base import Store
+
+
+def register_issuers(config: Config) -> tuple[list[IssuerMaterial], dict[str, int]]:
+    """Check every issuer's keys (R6, R21) and make sure the database knows it."""
+    materials = load_issuer_material(config)
+    store = open_store(config.database, config.base_dir)
+    try:
+        ids = {
+            m.name: store.ensure_issuer(m.name, m.certificate.public_bytes(Encoding.DER))
+            for m in materials
+        }
+    finally:
+        store.close()
+    return materials, ids
+
+
+def crl_service(
+    store: Store, materials: list[IssuerMaterial], ids: dict[str, int], config: Config
+) -> CrlService:
+    """The CRL builder over every configured issuer (those without crl_url or issuer_key are
+    left out by the service itself)."""
+    return CrlService(store, [(ids[m.name], m) for m in materials], config.crl)
+
+
+def open_crl_service(config: Config) -> CrlService:
+    """A CRL builder on its own store for a one-shot command; refused when no issuer publishes
+    CRLs, because every CRL command would then silently do nothing."""
+    materials, ids = register_issuers(config)
+    service = crl_service(open_store(config.database, config.base_dir), materials, ids, config)
+    if not service.issuers:
+        service.store.close()
+        raise ConfigError(
+            [("issuers", "no issuer has crl_url and issuer_key; nothing to do")], config.path
+        )
+    return service
+
+
+@contextmanager
+def background_signer(
+    config: Config, materials: list[IssuerMaterial], ids: dict[str, int]
+) -> Iterator[Signer]:
+    """The signing roles for the life of the block: the OCSP signer thread (driving its own
+    process pool), the purger (status changes out of the caches) and, when an issuer
+    publishes CRLs, the CRL builder thread."""
+    store = open_store(config.database, config.base_dir)
+    stop = threading.Event()
+    signer = Signer(store, materials, ids, config.signing)
+    crls = crl_service(store, materials, ids, config)
+    threads = [threading.Thread(target=signer.run, args=(stop,), name="signer", daemon=True)]
+    if config.is_postgres:
+        writer = HeartbeatWriter(store)  # type: ignore[arg-type]
+        threads.append(
+            threading.Thread(target=writer.run, args=(stop,), name="heartbeat", daemon=True)
+        )
+    purger = PurgeService(
+        store,
+        [build_purger(c.name, c.kind, c.url, c.token_env) for c in config.caches],
+        config.purge_recheck_after,
+        interval=0.2 if config.caches else 5.0,
+    )
+    threads.append(threading.Thread(target=purger.run, args=(stop,), name="purger", daemon=True))
+    metrics_server = None
+    if config.signing.metrics_listen:
+        from certstatus.signer.metrics import RolesCollector, serve_metrics
+
+        collector = RolesCollector(store, materials, ids, signer, purger, crls)
+        metrics_server = serve_metrics(collector, config.signing.metrics_listen)
+    if crls.issuers:
+        threads.append(
+            threading.Thread(target=crls.run, args=(stop,), name="crl-builder", daemon=True)
+        )
+    for thread in threads:
+        thread.start()
+    try:
+        yield signer
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        signer.close()
+        store.close()
+
+
+def _stop_flag() -> list[int]:
+    """A flag SIGTERM sets (a plain list: a handler must not take locks the loop may hold)."""
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return stopping
+
+
+def _wait(stopping: list[int], parent: int) -> None:
+    """Until SIGTERM, or until the server that started us is gone: never an orphan."""
+    while not stopping and os.getppid() == parent:
+        time.sleep(0.2)
+
+
+def signing_roles_process(config_path: str, parent: int) -> None:
+    """The signing roles' own process beside `serve` (see responder.server.companion)."""
+    stopping = _stop_flag()
+    config = load_config(Path(config_path))
+    materials, ids = register_issuers(config)
+    with background_signer(config, materials, ids):
+        _wait(stopping, parent)
+
+
+def monitor_process(config_path: str, parent: int) -> None:
+    """The monitor's own process under `demo` (in production it runs apart: `monitor`)."""
+    from certstatus.monitor.service import Monitor
+
+    stopping = _stop_flag()
+    monitor = Monitor(load_config(Path(config_path)))
+    monitor.start()
+    try:
+        _wait(stopping, parent)
+    finally:
+        monitor.stop()
