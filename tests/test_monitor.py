@@ -533,3 +533,23 @@ def test_status_json_is_plain_json_whatever_postgresql_returns() -> None:
         "safe_wal_size": 33554432, "bytes_behind": 0, "staleness_s": None, "ratio": 0.5,
     }  # fmt: skip
     assert type(plain(Decimal("7"))) is int and plain("x") == "x"
+
+
+def test_slot_findings_stand_while_the_primary_cannot_be_asked() -> None:
+    """A primary that stops answering makes slots unknown, not lost: no "no replication slot"
+    claim, and a slot found lost before stays reported until the primary answers again."""
+    from certstatus.monitor.replication import ReplicationProbe
+    from certstatus.store.postgres import PostgresStore
+
+    clock = Clock(1_800_000_000)
+    findings = Findings(clock=clock)
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/certstatus"
+    primary = PostgresStore(nowhere, read_only=True, timeout=1)
+    probe = ReplicationProbe(primary, [], findings, 5.0, grace=0, clock=clock)
+    findings.observe({"SlotLost"}, [("SlotLost", "a1", "critical", "a1's slot lost its WAL")])
+    try:
+        probe.probe()
+        assert set(findings.active) == {("PrimaryUnreachable", "primary"), ("SlotLost", "a1")}
+    finally:
+        probe.close()
+        primary.close()

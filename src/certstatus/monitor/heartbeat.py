@@ -1,5 +1,5 @@
 """The primary's heartbeat: a row rewritten several times a second, so every replica's staleness
-can be read as the age of the heartbeat it has replayed (DESIGN: neither
+can be read as the age of the heartbeat it has replayed (neither
 pg_last_xact_replay_timestamp() nor receive/replay LSN stay right when the primary is idle,
 replay is paused, the receiver hangs or WAL was removed)."""
 

@@ -80,7 +80,9 @@ class IssuerBook:
                 try:
                     by_name = {r.name: r for r in recorded()}
                 except StoreError:
-                    self._raise_findings()  # a database that never answers is no excuse
+                    for name in self.missing_since:  # a database that never answers is no excuse
+                        self.problems[name] = "cannot be looked up: the database does not answer"
+                    self._raise_findings()
                     raise
                 for issuer in self.configured:
                     if issuer.name not in self.missing_since:

@@ -18,6 +18,7 @@ from certstatus.store.base import StoreError
 from certstatus.store.postgres import PostgresStore
 
 WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
+SLOT_KINDS = {"SlotAtRisk", "SlotLost"}
 HEARTBEAT_DEAD = 5.0  # the writer beats every 250 ms; 20 missed beats is no longer jitter
 
 
@@ -120,7 +121,7 @@ class ReplicationProbe:
             self.heartbeat_age = None
             self.primary_state = "unreachable"
             slots = {}
-            if not self.grace.for_primary(now):
+            if not self.grace.for_primary(self.clock()):  # after the wait, not before it
                 raised.append(("PrimaryUnreachable", "primary", CRITICAL, str(exc)))
         starting = self.grace.for_dependents(now)
         m.HEARTBEAT_AGE.set(math.inf if self.heartbeat_age is None else self.heartbeat_age)
@@ -158,7 +159,9 @@ class ReplicationProbe:
             state.starting = starting and not state.healthy_once
             if state.starting:
                 continue  # still coming up: reported as such, not paged
-            raised.extend(self._replica_findings(state))
+            raised.extend(
+                self._replica_findings(state, slots_known=self.primary_state != "unreachable")
+            )
             m.REPLICA_STALENESS.labels(name, state.site or "").set(
                 math.inf if state.staleness is None else state.staleness
             )
@@ -173,9 +176,15 @@ class ReplicationProbe:
             for status in WAL_STATUSES:
                 m.SLOT_STATUS.labels(slot, status).set(1 if info["wal_status"] == status else 0)
         kinds = {"PrimaryUnreachable", "HeartbeatStopped", "ReplicaStale", "SlotAtRisk", "SlotLost"}
+        if self.primary_state == "unreachable":
+            kinds -= SLOT_KINDS  # unknown now: what was found about slots stands until known
         self.findings.observe(kinds, raised)
 
-    def _replica_findings(self, state: ReplicaState) -> list[tuple[str, str, str, str]]:
+    def _replica_findings(
+        self, state: ReplicaState, slots_known: bool
+    ) -> list[tuple[str, str, str, str]]:
+        """slots_known: False while the primary does not answer: a slot's state is then
+        unknown, and "no slot" would be a false claim."""
         found = []
         if state.heartbeat == "none":
             found.append(
@@ -200,6 +209,8 @@ class ReplicationProbe:
             )
         status = state.slot.get("wal_status")
         safe = state.slot.get("safe_wal_size")
+        if not slots_known:
+            return found
         if not state.slot:
             found.append(
                 ("SlotLost", state.name, CRITICAL, f"no replication slot for {state.name}")

@@ -32,6 +32,8 @@ from certstatus.store.postgres import PostgresStore
 
 log = logging.getLogger("certstatus.monitor")
 
+PRIMARY_TIMEOUT = 2.0  # seconds: a probe that waits longer reports a dead primary too late
+
 
 class Monitor:
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
@@ -260,5 +262,5 @@ def _open_store(config: Config) -> Store:
     """On PostgreSQL the monitor only reads: it opens the primary without migrating, so it can
     start before the database (or its schema) exists and watch it come up."""
     if config.is_postgres:
-        return PostgresStore(config.database, read_only=True)
+        return PostgresStore(config.database, read_only=True, timeout=PRIMARY_TIMEOUT)
     return open_store(config.database, config.base_dir)
