@@ -6,6 +6,7 @@ import dataclasses
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,28 @@ def test_every_default_written_out_reads_back_as_the_default(tmp_path: Path) -> 
     assert set(tables) == {"responder", "signing", "crl", "monitor"}  # [purge]'s default: unset
     for table in tables:
         assert getattr(full, table) == getattr(bare, table), table
+
+
+def documented_keys(markdown: str) -> set[str]:
+    """Every key set in the TOML examples of a Markdown file, arrays of tables as "name[]"."""
+    keys: set[str] = set()
+
+    def walk(value: object, where: str) -> None:
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                walk(inner, f"{where}.{name}" if where else name)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                walk(item, where + "[]")
+        else:
+            keys.add(where)
+
+    for block in re.findall(r"```toml\n(.*?)```", markdown, re.S):
+        walk(tomllib.loads(block), "")
+    return keys
+
+
+def test_the_readme_documents_every_key_and_no_other() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    declared = {name for name, _, _ in describe()}
+    assert documented_keys(readme) == declared

@@ -11,7 +11,7 @@ from cryptography.x509 import ocsp
 from certstatus.crl.agreement import Revocation, disagreements
 from certstatus.crlbuilder.service import CrlService
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store.base import Store
+from certstatus.store.base import ResponseReads
 
 
 def reason_code(flag: x509.ReasonFlags | None) -> int:
@@ -31,7 +31,7 @@ def reason_code(flag: x509.ReasonFlags | None) -> int:
     }[flag]
 
 
-def ocsp_says(store: Store, issuer_id: int, serial: int) -> Revocation | None:
+def ocsp_says(store: ResponseReads, issuer_id: int, serial: int) -> Revocation | None:
     stored = store.response(issuer_id, serial, HashAlgorithm.SHA1)
     if stored is None:
         return None

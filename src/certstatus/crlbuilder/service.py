@@ -14,15 +14,24 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from certstatus.config import IssuerMaterial
 from certstatus.crl.builder import CrlSigner
 from certstatus.crl.gate import GateInput, Rejection, check, crl_serials
 from certstatus.crl.layout import CrlLayout
 from certstatus.crl.schedule import CrlPolicy, due_reason
-from certstatus.store.base import Store, StoredCrl
+from certstatus.store.base import CertificateReads, CrlState, ResponseReads, StoredCrl
 
 log = logging.getLogger("certstatus.crl")
+
+
+class CrlBuilderStore(CrlState, CertificateReads, ResponseReads, Protocol):
+    """The CRL role's storage: its CRL state, and for the agreement check (F6, agreement.py)
+    the certificates and stored OCSP responses the CRLs are compared with."""
+
+    def close(self) -> None:
+        """A one-shot command closes the store its service was given."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ class _Issuer:
 class CrlService:
     def __init__(
         self,
-        store: Store,
+        store: CrlBuilderStore,
         issuers: Sequence[tuple[int, IssuerMaterial]],
         policy: CrlPolicy,
         clock: Callable[[], float] = time.time,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from certstatus.cache.keys import purge_keys
 from certstatus.cache.purgers import PurgeError, Purger
-from certstatus.store.base import Store, StoreError
+from certstatus.store.base import PurgeQueue, StoreError
 
 log = logging.getLogger("certstatus.purger")
 
@@ -38,7 +38,7 @@ class CacheHealth:
 
 @dataclass
 class PurgeService:
-    store: Store
+    store: PurgeQueue
     purgers: Sequence[Purger]
     recheck_after: int = 0
     interval: float = 0.2

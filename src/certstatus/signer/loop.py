@@ -21,7 +21,7 @@ from certstatus.config import IssuerMaterial, SigningConfig
 from certstatus.ocsp.response import ResponseBuilder
 from certstatus.ocsp.schedule import ScheduleError, Validity, plan
 from certstatus.signer.worker import IssuerSpec, Job, init_worker, sign_jobs
-from certstatus.store.base import DueCertificate, SignedResponse, Store
+from certstatus.store.base import DueCertificate, SignedResponse, SigningQueue
 
 log = logging.getLogger("certstatus.signer")
 
@@ -32,7 +32,7 @@ Progress = Callable[[int], None]
 class Signer:
     def __init__(
         self,
-        store: Store,
+        store: SigningQueue,
         issuers: Sequence[IssuerMaterial],
         issuer_ids: dict[str, int],
         config: SigningConfig,

@@ -1,10 +1,11 @@
-"""Storage: one interface (base.Store), SQLite now, PostgreSQL behind the same interface later."""
+"""Storage: an interface per role (base.py), SQLite and PostgreSQL behind them, the SQL both
+engines share written once (shared.py, purgequeue.py, monitoring.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from certstatus.store.base import Store, StoreError
+from certstatus.store.base import Heartbeat, ReplicationReads, Store, StoreError
 
 
 def open_store(url: str, base_dir: Path | None = None) -> Store:
@@ -16,6 +17,19 @@ def open_store(url: str, base_dir: Path | None = None) -> Store:
     from certstatus.store.sqlite import SqliteStore
 
     return SqliteStore(sqlite_path(url, base_dir))
+
+
+def heartbeat_of(store: Store) -> Heartbeat | None:
+    """The store's heartbeat when its engine has one (PostgreSQL: replicas to measure), else
+    None (one SQLite file has no replica to fall behind). Callers ask this instead of
+    branching on the configured engine."""
+    return store if isinstance(store, Heartbeat) else None
+
+
+def replication_of(store: Store) -> ReplicationReads | None:
+    """The primary's replication view (slots, WAL retention, heartbeat) on PostgreSQL, else
+    None: what the monitor's replication probe reads."""
+    return store if isinstance(store, ReplicationReads) else None
 
 
 def sqlite_path(url: str, base_dir: Path | None = None) -> Path:
@@ -30,4 +44,13 @@ def sqlite_path(url: str, base_dir: Path | None = None) -> Path:
     return path
 
 
-__all__ = ["Store", "StoreError", "open_store", "sqlite_path"]
+__all__ = [
+    "Heartbeat",
+    "ReplicationReads",
+    "Store",
+    "StoreError",
+    "heartbeat_of",
+    "open_store",
+    "replication_of",
+    "sqlite_path",
+]

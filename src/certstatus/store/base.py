@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import RevokedEntry
@@ -167,12 +167,25 @@ class AddResult:
     existing: int
 
 
-class Store(Protocol):
+# The role interfaces: each role depends on the narrow one it needs, so a newcomer sees what a
+# role can touch, and an engine-only ability (the heartbeat, replication slots) is a type of its
+# own instead of a branch on the configured engine.
+
+
+class IssuerRegistry(Protocol):
     def ensure_issuer(self, name: str, certificate_der: bytes) -> int:
         """Register an issuer or return its id; refuses a name bound to another certificate."""
         ...
 
     def issuers(self) -> list[IssuerRecord]: ...
+
+
+class CertificateReads(Protocol):
+    def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None: ...
+
+
+class IngestStore(IssuerRegistry, CertificateReads, Protocol):
+    """What ingest writes: issuance and revocation, each in one transaction."""
 
     def add_certificates(self, records: Sequence[CertificateRecord], now: int) -> AddResult:
         """Record certificates in one transaction; re-adding is harmless; precert -> cert upgrades."""
@@ -184,7 +197,9 @@ class Store(Protocol):
         """Apply a revocation atomically; raises UnknownCertificate or RevocationRefused."""
         ...
 
-    def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None: ...
+
+class SigningQueue(Protocol):
+    """The signer's queue: claim due rows, store what was signed under the version guard."""
 
     def claim_due(self, now: int, limit: int, lease: int) -> list[DueCertificate]:
         """Claim up to limit due rows in priority order; unfinished claims come back after lease."""
@@ -194,15 +209,29 @@ class Store(Protocol):
         """Store responses whose certificate version is unchanged since the claim; returns stored."""
         ...
 
+    def due_count(self, now: int) -> dict[Priority, int]: ...
+
+    def server_time(self) -> float | None:
+        """The database server's clock (F10: signing refuses a disagreeing local clock), or
+        None when the database has no clock of its own (SQLite)."""
+        ...
+
+
+class ResponseReads(Protocol):
+    """What a responder serves from one database: a stored response, a published CRL."""
+
     def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
     ) -> StoredResponse | None:
         """The stored response whose CertID uses algorithm (R8), or None if none is signed."""
         ...
 
-    def due_count(self, now: int) -> dict[Priority, int]: ...
+    def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None: ...
 
-    # CRLs
+
+class CrlReads(Protocol):
+    """What a CRL's check reads (the builder's gate, the monitor's CRL watch)."""
+
     def crl_partitions_in_use(self, issuer_id: int) -> set[int]: ...
 
     def revoked_entries(
@@ -215,13 +244,17 @@ class Store(Protocol):
         self, issuer_id: int, crl_partition: int, recorded_before: int, not_after_from: int
     ) -> set[int]: ...
 
+    def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None: ...
+
+
+class CrlState(CrlReads, Protocol):
+    """The CRL builder's state: numbers, publishing, what is due, rejections."""
+
     def not_after_of(self, issuer_id: int, serials: set[int]) -> dict[int, int]: ...
 
     def reserve_crl_number(self, issuer_id: int, crl_partition: int) -> int:
         """A CRLNumber no other builder will get; numbers survive restarts (R17)."""
         ...
-
-    def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None: ...
 
     def publish_crl(self, crl: StoredCrl, snapshot: int) -> bool:
         """Publish if its number is above the published one; revocations recorded at or after
@@ -236,7 +269,10 @@ class Store(Protocol):
 
     def crl_rejection_count(self) -> int: ...
 
-    # the purge queue: enqueued by revoke() and publish_crl(), drained by the purger role
+
+class PurgeQueue(Protocol):
+    """The purge queue: enqueued by revoke() and publish_crl(), drained by the purger role."""
+
     def mark_purges_ready(self, now: int) -> int:
         """Mark ready every purge whose certificate's new response is now stored."""
         ...
@@ -255,7 +291,12 @@ class Store(Protocol):
 
     def purge_backlog(self) -> PurgeBacklog: ...
 
-    # monitoring: metrics and the monitor's watchdog
+
+class MonitorReads(CertificateReads, Protocol):
+    """What metrics and the monitor's watchdog read (store/monitoring.py), every few seconds."""
+
+    def issuers(self) -> list[IssuerRecord]: ...
+
     def freshness(self, now: int) -> Any:
         """A monitoring.Freshness: the signer's lag over unexpired certificates."""
         ...
@@ -271,13 +312,34 @@ class Store(Protocol):
 
     def counts(self) -> dict[str, int]: ...
 
-    def ping(self) -> None:
-        """Raise if the store cannot answer a query."""
+
+@runtime_checkable
+class Heartbeat(Protocol):
+    """PostgreSQL only: the primary writes the heartbeat; each server tells the age of the one
+    it holds (a replica's replayed copy), the only staleness signal that stays right."""
+
+    def beat(self) -> None: ...
+
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the heartbeat this server holds was written; None before the first."""
         ...
 
-    def server_time(self) -> float | None:
-        """The database server's clock (F10: signing refuses a disagreeing local clock), or
-        None when the database has no clock of its own (SQLite)."""
+
+@runtime_checkable
+class ReplicationReads(Heartbeat, Protocol):
+    """PostgreSQL only: the primary's view of its replication slots, for the monitor."""
+
+    def replication(self) -> list[dict[str, Any]]: ...
+
+    def wal_keep_bytes(self) -> int | None: ...
+
+
+class Store(IngestStore, SigningQueue, ResponseReads, CrlState, PurgeQueue, MonitorReads, Protocol):
+    """Every role's interface: for code that really needs everything (tools, the signing
+    roles' metrics); a role takes the narrow interface above instead."""
+
+    def ping(self) -> None:
+        """Raise if the store cannot answer a query."""
         ...
 
     def close(self) -> None: ...

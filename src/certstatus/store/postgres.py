@@ -1,47 +1,41 @@
 """PostgreSQL behind the same Store interface: the primary for writes, replicas for reads.
 
-Differences from SQLite live here only: row locks and SKIP LOCKED instead of a database-wide
-write lock, arrays (unnest) to store a batch in one round trip, and an advisory lock around
-migrations so two processes starting together do not both migrate.
+The statements it shares with SQLite are in shared.py. Here are only the differences: a pool of
+connections that is replaced when a lost server answers again, row locks and SKIP LOCKED instead
+of a database-wide write lock, arrays (unnest) to store a batch in one round trip, an advisory
+lock around migrations so two processes starting together do not both migrate, the batched
+lookups of the responder (pglookup.py, pgloop.py), and the abilities only a server with
+replicas has: the heartbeat and the replication slots (base.Heartbeat, base.ReplicationReads).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.status import RevocationState, RevokedEntry, revocation_transition
-from certstatus.store import monitoring, purgequeue
 from certstatus.store.base import (
-    CERTIFICATE_COLUMNS,
     AddResult,
     CertificateRecord,
-    CertificateRow,
     DueCertificate,
-    IssuerRecord,
-    PendingPurge,
     Priority,
-    PurgeBacklog,
     SignedResponse,
-    StoredCrl,
     StoredResponse,
     StoreError,
-    UnknownCertificate,
-    certificate_from_row,
     serial_key,
 )
-from certstatus.store.monitoring import Freshness, NewCertificate
 from certstatus.store.pglookup import ResponseKey, read_responses
 from certstatus.store.pgloop import LoopReader
 from certstatus.store.schema import POSTGRES_MIGRATIONS
+from certstatus.store.shared import Connection, SqlStore
 
 log = logging.getLogger("certstatus.store")
 _MIGRATION_LOCK = 0x63657274  # "cert"
@@ -52,16 +46,20 @@ _RESPONSE_BY_ALGORITHM = {
 }
 
 
+@functools.cache
 def _pg(sql: str) -> str:
-    """A statement shared with SQLite ('?' placeholders) in psycopg's '%s' style."""
+    """A statement shared with SQLite ('?' placeholders) in psycopg's '%s' style, rewritten
+    once per statement."""
     return sql.replace("?", "%s")
 
 
 _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """One PostgreSQL server. read_only: a hot standby (no migrations, no writes)."""
+
+    LOCK_ROW = " FOR UPDATE"
 
     def __init__(
         self,
@@ -149,12 +147,25 @@ class PostgresStore:
         return self._pool
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
+    def _writing(self, durable: bool = True) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction on one pooled connection (durable is SQLite's concern: here every
+        commit waits for the WAL flush, as the server is configured)."""
         with self._connection() as conn, conn.transaction():
             yield conn
 
+    def _reading(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return self._connection()
+
+    def _executemany(self, db: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        assert isinstance(db, psycopg.Connection)  # the one _writing() gave
+        with db.cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+    def _sql(self, statement: str) -> str:
+        return _pg(statement)
+
     def _migrate(self) -> None:
-        with self._transaction() as db:
+        with self._writing() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             db.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
@@ -172,40 +183,10 @@ class PostgresStore:
                     db.execute(sql.encode())
                     db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
-    def schema_version(self) -> int:
-        with self._connection() as db:
-            row = db.execute("SELECT max(version) FROM schema_migrations").fetchone()
-        return int(row[0]) if row else 0
-
-    # issuers and certificates
-
-    def ensure_issuer(self, name: str, certificate_der: bytes) -> int:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO issuers (name, certificate) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO NOTHING",
-                (name, certificate_der),
-            )
-            row = db.execute(
-                "SELECT id, certificate FROM issuers WHERE name = %s", (name,)
-            ).fetchone()
-        assert row is not None
-        if bytes(row[1]) != certificate_der:
-            raise StoreError(
-                f"issuer {name!r} is already recorded with a different certificate; "
-                "an issuer's certificate cannot change under the same name"
-            )
-        return int(row[0])
-
-    def issuers(self) -> list[IssuerRecord]:
-        with self._connection() as db:
-            rows = db.execute("SELECT id, name, certificate FROM issuers ORDER BY id").fetchall()
-        return [IssuerRecord(i, n, bytes(c)) for i, n, c in rows]
-
     def add_certificates(self, records: Sequence[CertificateRecord], now: int) -> AddResult:
         if not records:
             return AddResult(0, 0)
-        with self._transaction() as db:
+        with self._writing() as db:
             cur = db.execute(
                 "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
                 "priority, due_at, crl_partition) "
@@ -239,53 +220,13 @@ class PostgresStore:
             )
         return AddResult(added, len(records) - added)
 
-    def revoke(
-        self, issuer_id: int, serial: int, time: int, reason: int, time_given: bool, now: int
-    ) -> CertificateRow:
-        key = serial_key(serial)
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT revoked, revoked_at, reason FROM certificates "
-                "WHERE issuer_id = %s AND serial = %s FOR UPDATE",
-                (issuer_id, key),
-            ).fetchone()
-            if row is None:
-                raise UnknownCertificate(f"serial {key} is not known for this issuer")
-            state = revocation_transition(
-                RevocationState(bool(row[0]), row[1], row[2]), time, reason, time_given
-            )
-            found = db.execute(
-                "UPDATE certificates SET revoked = 1, revoked_at = %s, reason = %s, "
-                "version = version + 1, priority = %s, due_at = %s, revoked_recorded_at = %s "
-                f"WHERE issuer_id = %s AND serial = %s RETURNING {CERTIFICATE_COLUMNS}",
-                (state.time, state.reason, Priority.REVOKED, now, now, issuer_id, key),
-            ).fetchone()
-            assert found is not None  # the row was locked above
-            revoked = certificate_from_row(found)
-            db.execute(_pg(purgequeue.ENQUEUE_OCSP), (issuer_id, key, revoked.version, now))
-            db.execute(
-                "INSERT INTO crl_state (issuer_id, crl_partition, dirty_since) VALUES (%s, %s, %s)"
-                " ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
-                "dirty_since = coalesce(crl_state.dirty_since, excluded.dirty_since)",
-                (issuer_id, found[-1], now),
-            )
-        return certificate_from_row(found)
-
-    def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None:
-        with self._connection() as db:
-            row = db.execute(
-                f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE issuer_id = %s AND serial = %s",
-                (issuer_id, serial_key(serial)),
-            ).fetchone()
-        return None if row is None else certificate_from_row(row)
-
     # signing
 
     def claim_due(self, now: int, limit: int, lease: int) -> list[DueCertificate]:
         """Several signers on several hosts claim disjoint rows: SKIP LOCKED passes over rows
         another signer is claiming, and the lease hides claimed rows until it runs out."""
         claimed: list[DueCertificate] = []
-        with self._transaction() as db:
+        with self._writing() as db:
             for priority in Priority:
                 if len(claimed) >= limit:
                     break
@@ -310,7 +251,7 @@ class PostgresStore:
         responses for exactly those rows."""
         if not responses:
             return 0
-        with self._transaction() as db:
+        with self._writing() as db:
             cur = db.execute(
                 "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], "
                 "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[]) AS "
@@ -357,69 +298,6 @@ class PostgresStore:
         with self._connection() as db:
             return read_responses(db, self.name, keys)
 
-    def due_count(self, now: int) -> dict[Priority, int]:
-        with self._connection() as db:
-            rows = dict(
-                db.execute(
-                    "SELECT priority, count(*) FROM certificates WHERE due_at IS NOT NULL "
-                    "AND due_at <= %s GROUP BY priority",
-                    (now,),
-                ).fetchall()
-            )
-        return {p: int(rows.get(int(p), 0)) for p in Priority}
-
-    # purge queue (store/purgequeue.py)
-
-    def mark_purges_ready(self, now: int) -> int:
-        with self._transaction() as db:
-            return db.execute(_pg(purgequeue.MARK_READY), (now,)).rowcount
-
-    def pending_purges(
-        self, cache: str, pass_: int, ready_before: int, limit: int
-    ) -> list[PendingPurge]:
-        with self._connection() as db:
-            rows = db.execute(_pg(purgequeue.PENDING), (ready_before, cache, pass_, limit))
-            return [purgequeue.pending_from_row(row) for row in rows]
-
-    def record_purges(self, cache: str, pass_: int, ids: Sequence[int], now: int) -> None:
-        with self._transaction() as db, db.cursor() as cur:
-            cur.executemany(_pg(purgequeue.RECORD), [(i, cache, pass_, now) for i in ids])
-
-    def settle_purges(self, targets: Sequence[tuple[str, int]], now: int) -> int:
-        sql, params = purgequeue.settle(targets)
-        with self._transaction() as db:
-            return db.execute(_pg(sql), [now, *params]).rowcount
-
-    def prune_purges(self, settled_before: int) -> int:
-        with self._transaction() as db:
-            db.execute(_pg(purgequeue.PRUNE_DELIVERIES), (settled_before,))
-            return db.execute(_pg(purgequeue.PRUNE), (settled_before,)).rowcount
-
-    def purge_backlog(self) -> PurgeBacklog:
-        with self._connection() as db:
-            row = db.execute(purgequeue.BACKLOG).fetchone()
-        assert row is not None
-        return PurgeBacklog(*row)
-
-    # monitoring (store/monitoring.py)
-
-    def freshness(self, now: int) -> Freshness:
-        with self._connection() as db:
-            due = db.execute(_pg(monitoring.OLDEST_DUE), (now,)).fetchone()
-            ages = db.execute(_pg(monitoring.RESPONSE_AGES), (now,)).fetchone()
-        assert due is not None and ages is not None
-        return Freshness(due[0], ages[0], ages[1])
-
-    def new_certificates(self, after: tuple[int, int, str], limit: int) -> list[NewCertificate]:
-        with self._connection() as db:
-            rows = db.execute(_pg(monitoring.NEW_CERTIFICATES), (*after, limit)).fetchall()
-        return [monitoring.new_from_row(row) for row in rows]
-
-    def sample_certificates(self, start: str, now: int, limit: int) -> list[CertificateRow]:
-        with self._connection() as db:
-            rows = db.execute(_pg(monitoring.SAMPLE), (start, now, limit)).fetchall()
-        return [certificate_from_row(row) for row in rows]
-
     def replication(self) -> list[dict[str, Any]]:
         """Each replication slot as the primary sees it, with its standby's lag in bytes."""
         with self._connection() as db:
@@ -442,157 +320,6 @@ class PostgresStore:
         assert row is not None
         return None if row[0] < 0 else int(row[0])
 
-    def counts(self) -> dict[str, int]:
-        with self._connection() as db:
-            certs, revoked, precerts = db.execute(
-                "SELECT count(*), coalesce(sum(revoked), 0), count(*) FILTER "
-                "(WHERE kind = 'precert') FROM certificates"
-            ).fetchone() or (0, 0, 0)
-            (responses,) = db.execute("SELECT count(*) FROM responses").fetchone() or (0,)
-        return {
-            "certificates": int(certs),
-            "revoked": int(revoked),
-            "precertificates": int(precerts),
-            "responses": int(responses),
-        }
-
-    # CRLs
-
-    def crl_partitions_in_use(self, issuer_id: int) -> set[int]:
-        with self._connection() as db:
-            rows = db.execute(
-                "SELECT crl_partition FROM crl_state WHERE issuer_id = %s"
-                " UNION SELECT crl_partition FROM crls WHERE issuer_id = %s",
-                (issuer_id, issuer_id),
-            ).fetchall()
-        return {p for (p,) in rows}
-
-    def revoked_entries(
-        self, issuer_id: int, crl_partition: int, not_after_from: int
-    ) -> list[RevokedEntry]:
-        with self._connection() as db:
-            rows = db.execute(
-                "SELECT serial, revoked_at, reason FROM certificates WHERE "
-                "revoked = 1 AND issuer_id = %s AND crl_partition = %s "
-                "AND not_after >= %s",
-                (issuer_id, crl_partition, not_after_from),
-            )
-            return [RevokedEntry(int(s, 16), at, reason or 0) for s, at, reason in rows]
-
-    def revoked_recorded_before(
-        self, issuer_id: int, crl_partition: int, recorded_before: int, not_after_from: int
-    ) -> set[int]:
-        with self._connection() as db:
-            rows = db.execute(
-                "SELECT serial FROM certificates WHERE revoked = 1 AND issuer_id = %s"
-                " AND crl_partition = %s AND not_after >= %s "
-                "AND revoked_recorded_at < %s",
-                (issuer_id, crl_partition, not_after_from, recorded_before),
-            )
-            return {int(s, 16) for (s,) in rows}
-
-    def not_after_of(self, issuer_id: int, serials: set[int]) -> dict[int, int]:
-        if not serials:
-            return {}
-        with self._connection() as db:
-            rows = db.execute(
-                "SELECT serial, not_after FROM certificates WHERE issuer_id = %s "
-                "AND serial = ANY(%s)",
-                (issuer_id, [serial_key(s) for s in serials]),
-            ).fetchall()
-        return {int(s, 16): n for s, n in rows}
-
-    def reserve_crl_number(self, issuer_id: int, crl_partition: int) -> int:
-        with self._transaction() as db:
-            row = db.execute(
-                "INSERT INTO crl_state (issuer_id, crl_partition, next_number) VALUES (%s, %s, 2) "
-                "ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
-                "next_number = crl_state.next_number + 1 RETURNING next_number - 1",
-                (issuer_id, crl_partition),
-            ).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
-        with self._connection() as db:
-            row = db.execute(
-                "SELECT issuer_id, crl_partition, crl_number, this_update, "
-                "next_update, next_build_at, entries, der FROM crls "
-                "WHERE issuer_id = %s AND crl_partition = %s",
-                (issuer_id, crl_partition),
-            ).fetchone()
-        if row is None:
-            return None
-        issuer_id, partition, number, this_update, next_update, next_build_at, entries, der = row
-        return StoredCrl(
-            issuer_id,
-            partition,
-            number,
-            this_update,
-            next_update,
-            next_build_at,
-            entries,
-            bytes(der),
-        )
-
-    def publish_crl(self, crl: StoredCrl, snapshot: int) -> bool:
-        with self._transaction() as db:
-            cur = db.execute(
-                "INSERT INTO crls (issuer_id, crl_partition, crl_number, this_update, "
-                "next_update, next_build_at, entries, der) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
-                "crl_number = excluded.crl_number, this_update = excluded.this_update, "
-                "next_update = excluded.next_update, next_build_at = excluded.next_build_at, "
-                "entries = excluded.entries, der = excluded.der "
-                "WHERE excluded.crl_number > crls.crl_number",
-                (
-                    crl.issuer_id,
-                    crl.crl_partition,
-                    crl.number,
-                    crl.this_update,
-                    crl.next_update,
-                    crl.next_build_at,
-                    crl.entries,
-                    crl.der,
-                ),
-            )
-            if not cur.rowcount:
-                return False
-            db.execute(
-                "UPDATE crl_state SET dirty_since = (SELECT min(revoked_recorded_at) "
-                "FROM certificates WHERE revoked = 1 AND issuer_id = %(i)s "
-                "AND crl_partition = %(p)s AND revoked_recorded_at >= %(s)s) "
-                "WHERE issuer_id = %(i)s AND crl_partition = %(p)s",
-                {"i": crl.issuer_id, "p": crl.crl_partition, "s": snapshot},
-            )
-            now = int(time.time())
-            db.execute(_pg(purgequeue.ENQUEUE_CRL), (crl.issuer_id, crl.crl_partition, now, now))
-        return True
-
-    def crl_dirty_since(self, issuer_id: int) -> dict[int, int]:
-        with self._connection() as db:
-            rows = db.execute(
-                "SELECT crl_partition, dirty_since FROM crl_state WHERE "
-                "issuer_id = %s AND dirty_since IS NOT NULL",
-                (issuer_id,),
-            )
-            return dict(rows.fetchall())
-
-    def record_crl_rejection(
-        self, issuer_id: int, crl_partition: int, number: int, code: str, message: str, at: int
-    ) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO crl_rejections (issuer_id, crl_partition, crl_number, code, "
-                "message, at) VALUES (%s, %s, %s, %s, %s, %s)",
-                (issuer_id, crl_partition, number, code, message, at),
-            )
-
-    def crl_rejection_count(self) -> int:
-        with self._connection() as db:
-            row = db.execute("SELECT count(*) FROM crl_rejections").fetchone()
-        return int(row[0]) if row else 0
-
     # health, time, heartbeat
 
     def ping(self) -> None:
@@ -608,7 +335,7 @@ class PostgresStore:
 
     def beat(self) -> None:
         """Write the heartbeat with synchronous_commit on: it is the replicas' clock."""
-        with self._transaction() as db:
+        with self._writing() as db:
             db.execute("SET LOCAL synchronous_commit = on")
             db.execute(f"UPDATE heartbeat SET at_ms = {_NOW_MS} WHERE id = 1")
 

@@ -1,0 +1,390 @@
+"""The SQL both engines run, written once: every Store method whose statement is the same on
+SQLite and PostgreSQL lives here, with '?' placeholders (the PostgreSQL store rewrites them).
+
+sqlite.py and postgres.py keep only what truly differs: opening connections and transactions,
+migrations, claiming (SKIP LOCKED), storing a batch (unnest on PostgreSQL), and the responder's
+single lookup, which is the embedded responder's hot path and stays a plain call on SQLite.
+The purge queue's statements are in purgequeue.py, the monitor's in monitoring.py.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from certstatus.status import RevocationState, RevokedEntry, revocation_transition
+from certstatus.store import monitoring, purgequeue
+from certstatus.store.base import (
+    CERTIFICATE_COLUMNS,
+    CertificateRow,
+    IssuerRecord,
+    PendingPurge,
+    Priority,
+    PurgeBacklog,
+    StoredCrl,
+    StoreError,
+    UnknownCertificate,
+    certificate_from_row,
+    serial_key,
+)
+from certstatus.store.monitoring import Freshness, NewCertificate
+
+
+class Cursor(Protocol):
+    """What both drivers' cursors give (sqlite3, psycopg)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What both drivers' connections give: execute with positional parameters."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+
+
+_CRL_COLUMNS = (
+    "issuer_id, crl_partition, crl_number, this_update, next_update, next_build_at, entries, der"
+)
+
+
+class SqlStore(ABC):
+    """The statements both engines share, over the connections and transactions each opens."""
+
+    # appended to the revocation's read: a row lock where the engine has them (PostgreSQL);
+    # SQLite's write transaction already holds the whole database
+    LOCK_ROW = ""
+
+    @abstractmethod
+    def _reading(self) -> AbstractContextManager[Connection]:
+        """A connection for reads (no transaction of its own on SQLite)."""
+
+    @abstractmethod
+    def _writing(self, durable: bool = True) -> AbstractContextManager[Connection]:
+        """A write transaction. durable=False: losing it in a power cut only makes rows due
+        again (claims, signatures, purge bookkeeping), so SQLite may skip its fsync."""
+
+    @abstractmethod
+    def _executemany(self, db: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def _sql(self, statement: str) -> str:
+        """A shared statement in this engine's placeholder style ('?' as written)."""
+        return statement
+
+    # issuers and certificates
+
+    def ensure_issuer(self, name: str, certificate_der: bytes) -> int:
+        with self._writing() as db:
+            db.execute(
+                self._sql(
+                    "INSERT INTO issuers (name, certificate) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO NOTHING"
+                ),
+                (name, certificate_der),
+            )
+            row = db.execute(
+                self._sql("SELECT id, certificate FROM issuers WHERE name = ?"), (name,)
+            ).fetchone()
+        if bytes(row[1]) != certificate_der:
+            raise StoreError(
+                f"issuer {name!r} is already recorded with a different certificate; "
+                "an issuer's certificate cannot change under the same name"
+            )
+        return int(row[0])
+
+    def issuers(self) -> list[IssuerRecord]:
+        with self._reading() as db:
+            rows = db.execute("SELECT id, name, certificate FROM issuers ORDER BY id").fetchall()
+        return [IssuerRecord(i, n, bytes(c)) for i, n, c in rows]
+
+    def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None:
+        with self._reading() as db:
+            row = db.execute(
+                self._sql(
+                    f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE issuer_id = ? "
+                    "AND serial = ?"
+                ),
+                (issuer_id, serial_key(serial)),
+            ).fetchone()
+        return None if row is None else certificate_from_row(row)
+
+    def revoke(
+        self, issuer_id: int, serial: int, time: int, reason: int, time_given: bool, now: int
+    ) -> CertificateRow:
+        """The row is read and rewritten in one transaction (under a row lock on PostgreSQL),
+        with the partition's CRL marked due and the certificate's purge enqueued."""
+        key = serial_key(serial)
+        with self._writing() as db:
+            row = db.execute(
+                self._sql(
+                    "SELECT revoked, revoked_at, reason FROM certificates "
+                    f"WHERE issuer_id = ? AND serial = ?{self.LOCK_ROW}"
+                ),
+                (issuer_id, key),
+            ).fetchone()
+            if row is None:
+                raise UnknownCertificate(f"serial {key} is not known for this issuer")
+            state = revocation_transition(
+                RevocationState(bool(row[0]), row[1], row[2]), time, reason, time_given
+            )
+            found = db.execute(
+                self._sql(
+                    "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ?, "
+                    "version = version + 1, priority = ?, due_at = ?, revoked_recorded_at = ? "
+                    f"WHERE issuer_id = ? AND serial = ? RETURNING {CERTIFICATE_COLUMNS}"
+                ),
+                (state.time, state.reason, Priority.REVOKED, now, now, issuer_id, key),
+            ).fetchone()
+            revoked = certificate_from_row(found)
+            db.execute(self._sql(purgequeue.ENQUEUE_OCSP), (issuer_id, key, revoked.version, now))
+            # the partition's CRL is now due (after the debounce window); the oldest revocation
+            # not yet on a published CRL decides when
+            db.execute(
+                self._sql(
+                    "INSERT INTO crl_state (issuer_id, crl_partition, dirty_since) "
+                    "VALUES (?, ?, ?) ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
+                    "dirty_since = coalesce(crl_state.dirty_since, excluded.dirty_since)"
+                ),
+                (issuer_id, revoked.crl_partition, now),
+            )
+        return revoked
+
+    def due_count(self, now: int) -> dict[Priority, int]:
+        """One statement per priority: each is a range of the due index, whatever N is."""
+        sql = self._sql(
+            "SELECT count(*) FROM certificates WHERE priority = ? AND due_at IS NOT NULL "
+            "AND due_at <= ?"
+        )
+        with self._reading() as db:
+            return {p: int(db.execute(sql, (int(p), now)).fetchone()[0]) for p in Priority}
+
+    def counts(self) -> dict[str, int]:
+        with self._reading() as db:
+            certs, revoked, precerts = db.execute(
+                "SELECT count(*), coalesce(sum(revoked), 0), "
+                "count(*) FILTER (WHERE kind = 'precert') FROM certificates"
+            ).fetchone()
+            (responses,) = db.execute("SELECT count(*) FROM responses").fetchone()
+        return {
+            "certificates": int(certs),
+            "revoked": int(revoked),
+            "precertificates": int(precerts),
+            "responses": int(responses),
+        }
+
+    def schema_version(self) -> int:
+        with self._reading() as db:
+            row = db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # CRLs
+
+    def crl_partitions_in_use(self, issuer_id: int) -> set[int]:
+        with self._reading() as db:
+            rows = db.execute(
+                self._sql(
+                    "SELECT crl_partition FROM crl_state WHERE issuer_id = ? "
+                    "UNION SELECT crl_partition FROM crls WHERE issuer_id = ?"
+                ),
+                (issuer_id, issuer_id),
+            ).fetchall()
+        return {int(p) for (p,) in rows}
+
+    def revoked_entries(
+        self, issuer_id: int, crl_partition: int, not_after_from: int
+    ) -> list[RevokedEntry]:
+        with self._reading() as db:
+            rows = db.execute(
+                self._sql(
+                    "SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 "
+                    "AND issuer_id = ? AND crl_partition = ? AND not_after >= ?"
+                ),
+                (issuer_id, crl_partition, not_after_from),
+            ).fetchall()
+        return [RevokedEntry(int(s, 16), at, reason or 0) for s, at, reason in rows]
+
+    def revoked_recorded_before(
+        self, issuer_id: int, crl_partition: int, recorded_before: int, not_after_from: int
+    ) -> set[int]:
+        with self._reading() as db:
+            rows = db.execute(
+                self._sql(
+                    "SELECT serial FROM certificates WHERE revoked = 1 AND issuer_id = ? "
+                    "AND crl_partition = ? AND not_after >= ? AND revoked_recorded_at < ?"
+                ),
+                (issuer_id, crl_partition, not_after_from, recorded_before),
+            ).fetchall()
+        return {int(s, 16) for (s,) in rows}
+
+    def not_after_of(self, issuer_id: int, serials: set[int]) -> dict[int, int]:
+        """In chunks of 500, under SQLite's limit on a statement's parameters."""
+        found: dict[int, int] = {}
+        keys = [serial_key(s) for s in serials]
+        with self._reading() as db:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    self._sql(
+                        "SELECT serial, not_after FROM certificates WHERE issuer_id = ? "
+                        f"AND serial IN ({marks})"
+                    ),
+                    (issuer_id, *chunk),
+                ).fetchall()
+                found.update((int(s, 16), int(n)) for s, n in rows)
+        return found
+
+    def reserve_crl_number(self, issuer_id: int, crl_partition: int) -> int:
+        with self._writing() as db:
+            (number,) = db.execute(
+                self._sql(
+                    "INSERT INTO crl_state (issuer_id, crl_partition, next_number) "
+                    "VALUES (?, ?, 2) ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
+                    "next_number = crl_state.next_number + 1 RETURNING next_number - 1"
+                ),
+                (issuer_id, crl_partition),
+            ).fetchone()
+        return int(number)
+
+    def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
+        with self._reading() as db:
+            row = db.execute(
+                self._sql(
+                    f"SELECT {_CRL_COLUMNS} FROM crls WHERE issuer_id = ? AND crl_partition = ?"
+                ),
+                (issuer_id, crl_partition),
+            ).fetchone()
+        if row is None:
+            return None
+        issuer, partition, number, this_update, next_update, next_build_at, entries, der = row
+        return StoredCrl(
+            issuer, partition, number, this_update, next_update, next_build_at, entries, bytes(der)
+        )
+
+    def publish_crl(self, crl: StoredCrl, snapshot: int) -> bool:
+        with self._writing() as db:
+            cur = db.execute(
+                self._sql(
+                    f"INSERT INTO crls ({_CRL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
+                    "crl_number = excluded.crl_number, this_update = excluded.this_update, "
+                    "next_update = excluded.next_update, next_build_at = excluded.next_build_at, "
+                    "entries = excluded.entries, der = excluded.der "
+                    "WHERE excluded.crl_number > crls.crl_number"
+                ),
+                (
+                    crl.issuer_id,
+                    crl.crl_partition,
+                    crl.number,
+                    crl.this_update,
+                    crl.next_update,
+                    crl.next_build_at,
+                    crl.entries,
+                    crl.der,
+                ),
+            )
+            if not cur.rowcount:
+                return False
+            issuer, partition = crl.issuer_id, crl.crl_partition
+            db.execute(
+                self._sql(
+                    "UPDATE crl_state SET dirty_since = (SELECT min(revoked_recorded_at) "
+                    "FROM certificates WHERE revoked = 1 AND issuer_id = ? "
+                    "AND crl_partition = ? AND revoked_recorded_at >= ?) "
+                    "WHERE issuer_id = ? AND crl_partition = ?"
+                ),
+                (issuer, partition, snapshot, issuer, partition),
+            )
+            now = int(time.time())
+            db.execute(self._sql(purgequeue.ENQUEUE_CRL), (issuer, partition, now, now))
+        return True
+
+    def crl_dirty_since(self, issuer_id: int) -> dict[int, int]:
+        with self._reading() as db:
+            rows = db.execute(
+                self._sql(
+                    "SELECT crl_partition, dirty_since FROM crl_state "
+                    "WHERE issuer_id = ? AND dirty_since IS NOT NULL"
+                ),
+                (issuer_id,),
+            ).fetchall()
+        return {int(p): int(at) for p, at in rows}
+
+    def record_crl_rejection(
+        self, issuer_id: int, crl_partition: int, number: int, code: str, message: str, at: int
+    ) -> None:
+        with self._writing() as db:
+            db.execute(
+                self._sql(
+                    "INSERT INTO crl_rejections (issuer_id, crl_partition, crl_number, code, "
+                    "message, at) VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                (issuer_id, crl_partition, number, code, message, at),
+            )
+
+    def crl_rejection_count(self) -> int:
+        with self._reading() as db:
+            (count,) = db.execute("SELECT count(*) FROM crl_rejections").fetchone()
+        return int(count)
+
+    # the purge queue (store/purgequeue.py)
+
+    def mark_purges_ready(self, now: int) -> int:
+        with self._writing(durable=False) as db:
+            return db.execute(self._sql(purgequeue.MARK_READY), (now,)).rowcount
+
+    def pending_purges(
+        self, cache: str, pass_: int, ready_before: int, limit: int
+    ) -> list[PendingPurge]:
+        with self._reading() as db:
+            rows = db.execute(
+                self._sql(purgequeue.PENDING), (ready_before, cache, pass_, limit)
+            ).fetchall()
+        return [purgequeue.pending_from_row(row) for row in rows]
+
+    def record_purges(self, cache: str, pass_: int, ids: Sequence[int], now: int) -> None:
+        with self._writing() as db:
+            self._executemany(
+                db, self._sql(purgequeue.RECORD), [(i, cache, pass_, now) for i in ids]
+            )
+
+    def settle_purges(self, targets: Sequence[tuple[str, int]], now: int) -> int:
+        sql, params = purgequeue.settle(targets)
+        with self._writing(durable=False) as db:
+            return db.execute(self._sql(sql), [now, *params]).rowcount
+
+    def prune_purges(self, settled_before: int) -> int:
+        with self._writing(durable=False) as db:
+            db.execute(self._sql(purgequeue.PRUNE_DELIVERIES), (settled_before,))
+            return db.execute(self._sql(purgequeue.PRUNE), (settled_before,)).rowcount
+
+    def purge_backlog(self) -> PurgeBacklog:
+        with self._reading() as db:
+            return PurgeBacklog(*db.execute(purgequeue.BACKLOG).fetchone())
+
+    # monitoring (store/monitoring.py)
+
+    def freshness(self, now: int) -> Freshness:
+        with self._reading() as db:
+            (due,) = db.execute(self._sql(monitoring.OLDEST_DUE), (now,)).fetchone()
+            oldest, soonest = db.execute(self._sql(monitoring.RESPONSE_AGES), (now,)).fetchone()
+        return Freshness(due, oldest, soonest)
+
+    def new_certificates(self, after: tuple[int, int, str], limit: int) -> list[NewCertificate]:
+        with self._reading() as db:
+            rows = db.execute(self._sql(monitoring.NEW_CERTIFICATES), (*after, limit)).fetchall()
+        return [monitoring.new_from_row(row) for row in rows]
+
+    def sample_certificates(self, start: str, now: int, limit: int) -> list[CertificateRow]:
+        with self._reading() as db:
+            rows = db.execute(self._sql(monitoring.SAMPLE), (start, now, limit)).fetchall()
+        return [certificate_from_row(row) for row in rows]
