@@ -153,3 +153,30 @@ def test_serial_spellings() -> None:
     for bad in ("", "xyz", "-1", "1" * 50):
         with pytest.raises(IngestError):
             parse_serial(bad)
+
+
+def test_keycompromise_time_moves_only_earlier(deployment) -> None:
+    """A compromise found to have begun earlier than first recorded moves the time back; the
+    same or a later time is refused, and nothing changes."""
+    store = deployment.store()
+    ingest = deployment.ingest(store)
+    leaf = deployment.leaf()
+    ingest.add_certificates([(leaf, "l")], NOW)
+    ingest.revoke("demo", leaf.serial_number, "keyCompromise", NOW, time=NOW - 100)
+    row = ingest.revoke("demo", leaf.serial_number, "keyCompromise", NOW, time=NOW - 200)
+    assert row.revoked_at == NOW - 200 and row.reason == 1 and row.version == 3
+    before = snapshot(store)
+    for later in (NOW - 200, NOW - 150):
+        with pytest.raises(IngestError, match="only move it earlier"):
+            ingest.revoke("demo", leaf.serial_number, "keyCompromise", NOW, time=later)
+    assert snapshot(store) == before
+
+
+def test_ca_and_responder_certificates_are_not_recorded(deployment) -> None:
+    store = deployment.store()
+    ingest = deployment.ingest(store)
+    before = snapshot(store)
+    for name, why in (("issuer.pem", "CA certificate"), ("responder.pem", "OCSP responder")):
+        with pytest.raises(IngestError, match=why):
+            ingest.add_files([deployment.write_leaf(deployment.leaf()), deployment.dir / name], NOW)
+    assert snapshot(store) == before

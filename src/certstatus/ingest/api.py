@@ -12,10 +12,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certstatus.config import IssuerMaterial
 from certstatus.crl.layout import CrlLayout
-from certstatus.keys.certificates import CertificateError, read_certificates
 from certstatus.ocsp.reasons import parse_reason
 from certstatus.status import RevocationRefused
 from certstatus.store.base import (
@@ -35,11 +35,45 @@ class IngestError(ValueError):
 
 
 def read_certificate_file(path: Path) -> list[x509.Certificate]:
-    """All certificates in a PEM file (one or more blocks) or a single DER certificate."""
+    """All certificates in a PEM file (one or more blocks) or a single DER certificate.
+
+    Refused with one plain line naming the file: an empty file, or one that holds no
+    certificate, must not surface the parser's internal error text to an operator."""
     try:
-        return read_certificates(path)
-    except CertificateError as exc:
-        raise IngestError(str(exc)) from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise IngestError(f"{path}: is empty; expected a PEM or DER certificate")
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        raise IngestError(f"{path}: not a PEM or DER certificate; nothing recorded") from None
+
+
+def not_a_leaf(certificate: x509.Certificate) -> str | None:
+    """Why a certificate is not a subscriber (pre)certificate to record, or None.
+
+    A CA certificate (the issuer itself, an intermediate) or the delegated OCSP responder
+    certificate is not a leaf: recorded, it would get signed "good" responses of its own and a
+    place on the CRLs, which no relying party should ever be shown for it."""
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        if constraints.value.ca:
+            return "is a CA certificate, not a subscriber certificate"
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if ExtendedKeyUsageOID.OCSP_SIGNING in usages:
+            return (
+                "is an OCSP responder certificate (EKU OCSPSigning), not a subscriber certificate"
+            )
+    except x509.ExtensionNotFound:
+        pass
+    return None
 
 
 def crl_partition(certificate: x509.Certificate, layout: CrlLayout | None, source: str) -> int:
@@ -99,6 +133,9 @@ class Ingest:
         return issuer.id
 
     def _record(self, certificate: x509.Certificate, source: str) -> CertificateRecord:
+        refused = not_a_leaf(certificate)
+        if refused is not None:
+            raise IngestError(f"{source}: {refused}; nothing recorded")
         candidates = [
             i for i in self._issuers if i.material.certificate.subject == certificate.issuer
         ]
