@@ -102,6 +102,7 @@ def test_a_slow_crl_read_does_not_stall_the_worker() -> None:
     database, the worker still answers health checks and OCSP lookups."""
     from certstatus.crl.layout import CrlLayout
     from certstatus.responder.app import OcspApp
+    from certstatus.responder.source import ReplicaSource
     from certstatus.store.base import StoredCrl
 
     class SlowCrlStore(SlowStore):
@@ -110,7 +111,8 @@ def test_a_slow_crl_read_does_not_stall_the_worker() -> None:
             return StoredCrl(issuer_id, crl_partition, 1, 0, 2**40, 2**40, 0, b"crl")
 
     layout = CrlLayout("demo", "http://crl.invalid/crl/{issuer}/{partition}.crl")
-    app = OcspApp(SlowCrlStore(), {}, crl_layouts=[(1, layout)])
+    source = ReplicaSource(SlowCrlStore(), BatchedLookup(SlowStore()))
+    app = OcspApp(source, {}, crl_layouts=[(1, layout)])
 
     async def scenario() -> tuple[list[str], object]:
         done: list[str] = []
@@ -125,7 +127,7 @@ def test_a_slow_crl_read_does_not_stall_the_worker() -> None:
             answer = await app.handle("GET", "/healthz")
             assert answer is not None and answer.status == 200
             done.append("healthz")
-            assert (await app.lookup.response(1, 7, HashAlgorithm.SHA1)).der == b"7"
+            assert (await app.source.response(1, 7, HashAlgorithm.SHA1)).der == b"7"
             done.append("lookup")
 
         answer, _ = await asyncio.gather(crl(), health())
@@ -134,4 +136,60 @@ def test_a_slow_crl_read_does_not_stall_the_worker() -> None:
     done, answer = asyncio.run(scenario())
     assert done == ["healthz", "lookup", "crl"]
     assert answer.status == 200 and answer.body == b"crl"
-    app.lookup.close()
+    source.lookup.close()
+
+
+class LoopFirst(SlowStore):
+    """A first step on the event loop that holds the even serials: the odd ones, and every
+    serial while it cannot be asked (None), go to the thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.askable = True
+        self.opened = 0
+
+    async def read_on_loop(self, keys):
+        if not self.askable:
+            return None
+        return [
+            StoredResponse(b"loop%d" % serial, 1, 2, 3, "r") if serial % 2 == 0 else None
+            for _, serial, _ in keys
+        ]
+
+    def open_loop_connection(self) -> None:
+        self.opened += 1
+
+
+def test_the_loop_step_settles_its_hits_and_the_thread_the_rest() -> None:
+    store = LoopFirst()
+    lookup = BatchedLookup(store, on_loop=store)
+    answers = ask_all(lookup, [1, 2, 3, 4])
+    assert [a.der for a in answers] == [b"1", b"loop2", b"3", b"loop4"]
+    assert store.batches == [2] and lookup.on_loop == 2  # only the misses reached the thread
+    assert store.opened == 1  # the thread opens the loop's connection after its batch
+    store.askable = False
+    assert [a.der for a in ask_all(lookup, [6])] == [b"6"]
+    assert lookup.on_loop == 2
+    lookup.close()
+
+
+def test_a_replica_source_refuses_one_key_of_a_batch_alone() -> None:
+    """ReplicaSource.responses: a batch leaves as one query; a key no source could answer
+    carries its StoreError in place while the others are answered."""
+    from certstatus.responder.source import ReplicaSource
+
+    class Refusing(SlowStore):
+        def responses(self, keys):
+            found = super().responses(keys)
+            return [
+                StoreError("no source") if k[1] == 2 else r
+                for k, r in zip(keys, found, strict=True)
+            ]
+
+    store = Refusing()
+    source = ReplicaSource(store, BatchedLookup(store))
+    keys = [(1, n, HashAlgorithm.SHA1) for n in (1, 2, 3)]
+    found = asyncio.run(source.responses(keys))
+    assert found[0].der == b"1" and isinstance(found[1], StoreError) and found[2].der == b"3"
+    assert store.batches == [3]
+    source.lookup.close()

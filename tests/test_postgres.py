@@ -412,6 +412,7 @@ def test_concurrent_requests_share_lookups_on_a_replica(env: Env) -> None:
     import asyncio
 
     from certstatus.responder.app import OcspApp, issuer_index
+    from certstatus.responder.source import ReplicaSource
 
     replica_node = env.cluster.replicas[0]
     primary = Source("primary", "primary", None, PostgresStore(env.cluster.primary.url, True))
@@ -428,7 +429,8 @@ def test_concurrent_requests_share_lookups_on_a_replica(env: Env) -> None:
         time.sleep(0.1)
     for source in (primary, replica):
         replicas.sample(source)
-    app = OcspApp(replicas, issuer_index([(env.issuer_id, env.materials[0])]))
+    source = ReplicaSource(replicas)
+    app = OcspApp(source, issuer_index([(env.issuer_id, env.materials[0])]))
     issuer = env.materials[0].certificate
 
     async def get(serial: int) -> bytes:
@@ -454,8 +456,8 @@ def test_concurrent_requests_share_lookups_on_a_replica(env: Env) -> None:
         parsed = ocsp.load_der_ocsp_response(der)
         assert parsed.serial_number == serial
         assert parsed.certificate_status is ocsp.OCSPCertStatus.GOOD
-    assert app.lookup.looked_up == 40
-    assert app.lookup.batches < 40
+    assert source.lookup.looked_up == 40
+    assert source.lookup.batches < 40
     assert replica.answers >= 40  # all from the replica, none needed the primary
     # The lookup thread has opened the event loop's own connection to the replica: the next
     # batch is read from the loop (store/pgloop.py); a serial the replica lacks still goes
@@ -474,7 +476,7 @@ def test_concurrent_requests_share_lookups_on_a_replica(env: Env) -> None:
         ocsp.load_der_ocsp_response(answers[-1]).response_status
         is ocsp.OCSPResponseStatus.UNAUTHORIZED
     )
-    assert app.lookup.on_loop == 40
+    assert source.lookup.on_loop == 40
     assert replicas.fallbacks == fallbacks + 1  # only the unknown serial reached the primary
 
 

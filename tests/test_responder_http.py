@@ -19,6 +19,7 @@ from certstatus.ocsp import response as r
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import encode_request
 from certstatus.responder.app import OcspApp, issuer_index
+from certstatus.responder.source import EmbeddedSource
 from certstatus.store.base import StoreError
 
 NO_STORE = "no-cache, no-store, max-age=0"
@@ -84,7 +85,9 @@ def signed(deployment):
     good, bad = deployment.good_and_revoked(store)
     issuer_id = deployment.ingest(store).issuer_id("demo")
     app = OcspApp(
-        store, issuer_index([(issuer_id, deployment.materials()[0])]), request_timeout=0.3
+        EmbeddedSource(store),
+        issuer_index([(issuer_id, deployment.materials()[0])]),
+        request_timeout=0.3,
     )
     return deployment, store, app, good, bad, issuer_id
 
@@ -219,7 +222,7 @@ class BrokenStore:
 )
 def test_store_failures_are_uncacheable_errors_r13(signed, error, expected) -> None:
     deployment, _, app, good, _, _ = signed
-    app.store = BrokenStore(error)
+    app.source = EmbeddedSource(BrokenStore(error))
     answer = call(app, "GET", get_path(request_der(deployment.ca.certificate, good.serial_number)))
     assert answer.body == expected
     assert_no_store(answer)
@@ -229,7 +232,7 @@ def test_health_and_readiness(signed) -> None:
     app = signed[2]
     assert call(app, "GET", "/healthz").status == 200
     assert call(app, "GET", "/readyz").status == 200
-    app.store = BrokenStore(StoreError("x"))
+    app.source = EmbeddedSource(BrokenStore(StoreError("x")))
     not_ready = call(app, "GET", "/readyz")
     assert not_ready.status == 503 and "no-store" in not_ready.headers["cache-control"]
 
@@ -318,3 +321,22 @@ def test_answers_are_counted_by_outcome_and_timed(signed) -> None:
     assert delta(answers, outcome="malformed", source="local") == 1
     assert delta("certstatus_responder_request_duration_seconds_count") == 6
     assert delta("certstatus_responder_request_duration_seconds_bucket", le="+Inf") == 6
+
+
+def test_a_sqlite_deployment_reads_through_an_embedded_source(deployment) -> None:
+    """open_response_source picks the read side from the config: one SQLite file is read in
+    place, is ready while it answers, and describes itself on /sources."""
+    import json
+
+    from certstatus.responder.source import open_response_source
+
+    source = open_response_source(deployment.config)
+    try:
+        assert isinstance(source, EmbeddedSource)
+        assert source.ready() is None
+        assert source.issuers() == []  # nothing registered yet
+        app = OcspApp(source, {})
+        [described] = json.loads(call(app, "GET", "/sources").body)
+        assert described["role"] == "embedded" and described["fresh"] is True
+    finally:
+        source.close()

@@ -21,15 +21,14 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.cache.keys import certificate_key, crl_key, issuer_key, surrogate_headers
-from certstatus.config import Config, IssuerMaterial, load_config, load_issuer_material
+from certstatus.config import IssuerMaterial, load_config, load_issuer_material
 from certstatus.crl.layout import CrlLayout
 from certstatus.ocsp import response as ocsp_response
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import CertRequest, MalformedRequest, decode_get_path, decode_request
 from certstatus.responder import headers as h
-from certstatus.responder.lookup import lookup_for
-from certstatus.store import open_store
-from certstatus.store.base import Store, StoreError
+from certstatus.responder.source import ResponseSource, open_response_source
+from certstatus.store.base import StoreError
 
 log = logging.getLogger("certstatus.responder")
 
@@ -71,7 +70,7 @@ def issuer_index(issuers: Sequence[tuple[int, IssuerMaterial]]) -> IssuerIndex:
 class OcspApp:
     def __init__(
         self,
-        store: Store,
+        source: ResponseSource,
         index: IssuerIndex,
         max_post_body: int = 10_000,
         request_timeout: float = 5.0,
@@ -82,7 +81,7 @@ class OcspApp:
     ) -> None:
         self.metrics = metrics or NoMetrics()
         self._status_by_tag: dict[str, Outcome] = {}
-        self.store = store
+        self.source = source
         self.drain_file = drain_file
         self.index = index
         self.crl_layouts = list(crl_layouts)
@@ -95,15 +94,6 @@ class OcspApp:
             "/sources": self._sources,
             "/metrics": self._metrics,
         }
-
-    @property
-    def store(self) -> Store:
-        return self._store
-
-    @store.setter
-    def store(self, store: Store) -> None:
-        self._store = store
-        self.lookup = lookup_for(store)
 
     async def handle(
         self,
@@ -196,7 +186,7 @@ class OcspApp:
         if algorithm is None or issuer_id is None:
             return _UNAUTHORIZED, Outcome.UNAUTHORIZED, ""  # R10
         try:
-            stored = await self.lookup.response(issuer_id, request.serial, algorithm)
+            stored = await self.source.response(issuer_id, request.serial, algorithm)
         except StoreError:
             log.exception("store unavailable")
             return _TRY_LATER, Outcome.TRY_LATER, ""
@@ -244,7 +234,7 @@ class OcspApp:
             if partition is None:
                 continue
             try:
-                crl = await self.lookup.crl(issuer_id, partition)
+                crl = await self.source.crl(issuer_id, partition)
             except StoreError:
                 return Answer(503, h.NO_STORE_TEXT, b"CRL store unavailable\n")
             if crl is None:
@@ -263,8 +253,7 @@ class OcspApp:
 
     async def _sources(self) -> Answer:
         """Each source's measured staleness and whether it is in use (operators, drills)."""
-        describe = getattr(self.store, "sources", None)
-        body = json.dumps(describe() if describe else []).encode()
+        body = json.dumps(self.source.describe()).encode()
         return Answer(
             200, [("content-type", "application/json"), ("cache-control", "no-store")], body
         )
@@ -278,10 +267,9 @@ class OcspApp:
     async def _readyz(self) -> Answer:
         if self.drain_file and os.path.exists(self.drain_file):
             return Answer(503, h.NO_STORE_TEXT, b"not ready: draining (drain file exists)\n")
-        try:
-            self.store.ping()
-        except StoreError as exc:
-            return Answer(503, h.NO_STORE_TEXT, f"not ready: {exc}\n".encode())
+        reason = self.source.ready()
+        if reason is not None:
+            return Answer(503, h.NO_STORE_TEXT, f"not ready: {reason}\n".encode())
         return Answer(200, h.NO_STORE_TEXT, b"ready\n")
 
 
@@ -331,55 +319,12 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 CONFIG_ENV = "CERTSTATUS_CONFIG"
 
 
-def open_read_store(config: Config) -> Any:
-    """The responder's read side: the SQLite file, or PostgreSQL replicas with the primary as
-    the last resort (store/replicaset.py)."""
-    if not config.is_postgres:
-        return open_store(config.database, config.base_dir)
-    from certstatus.store.postgres import PostgresStore
-    from certstatus.store.replicaset import ReplicaSet, Source
-
-    r = config.responder
-    timeout = 1.0  # a hung database must not hold a request for long
-    primary = Source(
-        "primary",
-        "primary",
-        None,
-        PostgresStore(
-            config.database,
-            read_only=True,
-            timeout=timeout,
-            max_connections=r.fallback_concurrency + 1,
-            name="primary",
-        ),
-    )
-    ordered = sorted(config.replicas, key=lambda rep: rep.site != r.site)  # this site first
-    replicas = [
-        Source(
-            rep.name,
-            "replica",
-            rep.site,
-            PostgresStore(
-                rep.url, read_only=True, timeout=timeout, max_connections=4, name=rep.name
-            ),
-        )
-        for rep in ordered
-    ]
-    replica_set = ReplicaSet(
-        primary, replicas, r.max_staleness, r.primary_fallback, r.fallback_concurrency
-    )
-    for source in [primary, *replicas]:
-        replica_set.sample(source)
-    replica_set.start()
-    return replica_set
-
-
 def create_app() -> OcspApp:
     """Factory for servers that import the app in each worker process; reads CERTSTATUS_CONFIG."""
     config = load_config(Path(os.environ.get(CONFIG_ENV, "certstatus.toml")))
     materials = load_issuer_material(config)
-    store = open_read_store(config)
-    recorded = {(r.name, r.certificate_der): r.id for r in store.issuers()}
+    source = open_response_source(config)
+    recorded = {(r.name, r.certificate_der): r.id for r in source.issuers()}
     known = []
     for material in materials:
         issuer_id = recorded.get((material.name, material.certificate.public_bytes(Encoding.DER)))
@@ -396,12 +341,9 @@ def create_app() -> OcspApp:
     from certstatus.responder.metrics import ResponderMetrics
 
     metrics = ResponderMetrics()
-    if hasattr(store, "observer"):
-        store.observer = metrics
-    else:
-        metrics.ready(True)  # one local database: ready while it answers
+    source.report_to(metrics)
     return OcspApp(
-        store,
+        source,
         index,
         config.responder.max_post_body,
         config.responder.request_timeout,

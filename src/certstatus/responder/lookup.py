@@ -1,4 +1,4 @@
-"""Response lookups for the responder, one database round trip for many requests.
+"""Batched response lookups for the replica set's responder: one round trip for many requests.
 
 On PostgreSQL a lookup is a network round trip; made one per request inside the event loop it
 also stalled every other request of the worker meanwhile. Here concurrent requests of one
@@ -16,43 +16,48 @@ import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store.base import StoredCrl, StoredResponse, StoreError
+from certstatus.store.base import StoredResponse
 
 Key = tuple[int, int, HashAlgorithm]
 Pending = tuple[Key, "asyncio.Future[StoredResponse | None]"]
 
 
-class DirectLookup:
-    """For an in-process database (SQLite): a lookup costs microseconds, so it is made in
-    place; a thread hop would cost more than it saves."""
+class BatchReader(Protocol):
+    """Answers a batch under every rule, blocking (on the lookup thread): one answer per key,
+    in order; an exception in a key's place refuses that key alone."""
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
+    def responses(self, keys: Sequence[Key]) -> Sequence[StoredResponse | Exception | None]: ...
 
-    async def response(
-        self, issuer_id: int, serial: int, algorithm: HashAlgorithm
-    ) -> StoredResponse | None:
-        found: StoredResponse | None = self.store.response(issuer_id, serial, algorithm)
-        return found
 
-    async def crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
-        found: StoredCrl | None = self.store.current_crl(issuer_id, crl_partition)
-        return found
+class LoopReader(Protocol):
+    """An optional first step from the event loop itself (store/pgloop.py): its hits are
+    final; None or a miss sends the key on to the thread."""
+
+    async def read_on_loop(self, keys: list[Key]) -> list[StoredResponse | None] | None: ...
+
+    def open_loop_connection(self) -> None:
+        """Called from the thread after each batch: open what read_on_loop needs."""
 
 
 class BatchedLookup:
-    """For a store with `responses(keys)`: at most `in_flight` queries at a time per worker,
-    each carrying every key that arrived while the previous ones ran (up to max_batch).
+    """At most `in_flight` queries at a time per worker, each carrying every key that arrived
+    while the previous ones ran (up to max_batch).
 
     The queries run on this lookup's own threads, fed through a queue and answering with one
     call_soon_threadsafe per batch: a ThreadPoolExecutor hop (its futures, locks and chained
     callbacks) measured 4 us per lookup more at a batch of 32."""
 
-    def __init__(self, store: Any, max_batch: int = 128, in_flight: int = 1) -> None:
-        self.store = store
+    def __init__(
+        self,
+        reader: BatchReader,
+        on_loop: LoopReader | None = None,
+        max_batch: int = 128,
+        in_flight: int = 1,
+    ) -> None:
+        self.reader = reader
         self.max_batch = max_batch
         self.in_flight = in_flight
         self._queue: list[Pending] = []
@@ -63,9 +68,8 @@ class BatchedLookup:
         self.batches = 0
         self.looked_up = 0
         self.on_loop = 0  # lookups answered from the event loop's own connection
-        # a replica set lets the loop ask its first fresh replica itself (store/pgloop.py)
-        self._loop_source = getattr(store, "loop_source", None)
-        self._open_loop_connection = getattr(store, "open_loop_connection", None)
+        self._read_on_loop = None if on_loop is None else on_loop.read_on_loop
+        self._open_loop_connection = None if on_loop is None else on_loop.open_loop_connection
 
     async def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm
@@ -79,15 +83,6 @@ class BatchedLookup:
             self._tasks.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._tasks.discard)
         return await future
-
-    async def crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
-        """A published CRL, read off the event loop: a replica that hangs must not stall every
-        other request of the worker for the store's timeout. CRL requests are rare (a CDN
-        keeps them until their planned successor), so the default executor does."""
-        found: StoredCrl | None = await asyncio.to_thread(
-            self.store.current_crl, issuer_id, crl_partition
-        )
-        return found
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -109,24 +104,20 @@ class BatchedLookup:
             self._running -= 1
 
     async def _on_loop(self, batch: list[Pending]) -> list[Pending]:
-        """Ask the store's first source from the event loop (store/pgloop.py) and answer what
-        it holds; what it cannot settle goes to the thread, where every rule applies."""
-        source = self._loop_source() if self._loop_source else None
-        if source is None or not source.store.loop_reader.ready:
+        """Ask the loop's first step and answer what it holds; what it cannot settle goes to
+        the thread, where every rule applies."""
+        if self._read_on_loop is None:
             return batch
-        try:
-            found = await source.store.loop_reader.responses([key for key, _ in batch])
-        except StoreError:
-            return batch  # the thread asks again and marks the source as the rules say
+        found = await self._read_on_loop([key for key, _ in batch])
+        if found is None:
+            return batch
         unsettled = []
         for (key, future), response in zip(batch, found, strict=True):
             if response is None:
                 unsettled.append((key, future))
             elif not future.done():
                 future.set_result(response)
-        settled = len(batch) - len(unsettled)
-        source.answers += settled
-        self.on_loop += settled
+        self.on_loop += len(batch) - len(unsettled)
         return unsettled
 
     def _start_threads(self) -> None:
@@ -140,7 +131,7 @@ class BatchedLookup:
             keys = [key for key, _ in job.batch]
             results: Sequence[object]
             try:
-                results = self.store.responses(keys)
+                results = self.reader.responses(keys)
                 if len(results) != len(keys):
                     raise RuntimeError(f"{len(results)} answers for {len(keys)} lookups")
             except Exception as exc:  # StoreError and anything else: each request decides
@@ -175,7 +166,3 @@ def _deliver(job: _Job, results: Sequence[object]) -> None:
             future.set_result(result)  # type: ignore[arg-type]
     if not job.finished.done():
         job.finished.set_result(None)
-
-
-def lookup_for(store: Any) -> DirectLookup | BatchedLookup:
-    return BatchedLookup(store) if hasattr(store, "responses") else DirectLookup(store)

@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store.base import StoredCrl, StoredResponse, StoreError
+from certstatus.store.base import IssuerRecord, StoredCrl, StoredResponse, StoreError
 from certstatus.store.postgres import PostgresStore, ResponseKey
 
 T = TypeVar("T")
+K = TypeVar("K")
+R = TypeVar("R")
+# one source's answers to a batch of keys, in their order (None: not there)
+Read = Callable[[PostgresStore, list[K]], list[R | None]]
 log = logging.getLogger("certstatus.sources")
 
 
@@ -118,102 +122,53 @@ class ReplicaSet:
     def fresh_replicas(self) -> list[Source]:
         return [r for r in self.replicas if r.fresh(self.max_staleness)]
 
-    def loop_source(self) -> Source | None:
-        """The source a batch is asked of first, by the event loop (store/pgloop.py): the first
-        fresh replica, exactly where responses() starts; None when there is none."""
-        for replica in self.replicas:
-            if replica.fresh(self.max_staleness):
-                return replica
-        return None
-
-    def open_loop_connection(self) -> None:
-        """From the lookup thread: the loop's connection to its first source, if not open."""
-        source = self.loop_source()
-        if source is not None and not source.store.loop_reader.ready:
-            source.store.loop_reader.connect()
-
     @property
     def ready(self) -> bool:
         """True while some source can answer authoritatively."""
         primary_ok = self.fallback and self.primary.staleness is not None
         return primary_ok or bool(self.fresh_replicas())
 
-    @staticmethod
-    def _ask(source: Source, read: Callable[[PostgresStore], T | None]) -> tuple[bool, T | None]:
-        """(answered, result): a source that fails is marked unreachable until resampled."""
-        try:
-            found = read(source.store)
-        except StoreError:
-            source.staleness = None
-            return False, None
-        if found is not None:
-            source.answers += 1
-        return True, found
-
-    def _read(self, read: Callable[[PostgresStore], T | None]) -> T | None:
-        for source in self.fresh_replicas():
-            answered, found = self._ask(source, read)
-            if found is not None:
-                return found
-            if answered:
-                break  # a miss on a fresh replica: the primary may have it already
-        if self.fallback and self.primary.staleness is not None:
-            if not self._slots.acquire(timeout=self.fallback_wait):
-                raise NoAuthoritativeSource("primary fallback busy")
-            try:
-                self.fallbacks += 1
-                if self.observer is not None:
-                    self.observer.fallback()
-                found = read(self.primary.store)
-                self.primary.answers += 1
-                return found
-            except StoreError:
-                self.primary.staleness = None
-            finally:
-                self._slots.release()
-        return self._degraded(read)
-
-    def _degraded(self, read: Callable[[PostgresStore], T | None]) -> T | None:
-        """No authoritative source: serve a hit from the freshest replica that answers."""
-        reachable = sorted(
-            (r for r in self.replicas if r.staleness is not None), key=lambda r: r.staleness or 0.0
+    def not_ready(self) -> str | None:
+        """Why this node should be drained (no source can answer authoritatively), or None."""
+        if self.ready:
+            return None
+        return (
+            f"no fresh source: every replica is staler than {self.max_staleness}s "
+            "and the primary is not usable"
         )
-        for source in reachable:
-            _, found = self._ask(source, read)
-            if found is not None:
-                return found
-        raise NoAuthoritativeSource("no fresh source, and the primary cannot be asked")
 
-    def response(
-        self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
-    ) -> StoredResponse | None:
-        return self._read(lambda store: store.response(issuer_id, serial, algorithm))
+    def _settle(
+        self, keys: Sequence[K], read: Read[K, R]
+    ) -> list[R | NoAuthoritativeSource | None]:
+        """The replica rules, written once for every read (a single lookup is a batch of one),
+        one round trip per source asked:
 
-    def responses(
-        self, keys: Sequence[ResponseKey]
-    ) -> list[StoredResponse | NoAuthoritativeSource | None]:
-        """Many lookups with _read's rules, one round trip per source asked: the fresh
-        replica first, its misses from the primary, and only what no source can answer
-        authoritatively served degraded or refused (a NoAuthoritativeSource in its place)."""
-        results: list[StoredResponse | NoAuthoritativeSource | None] = [None] * len(keys)
+        1. the first fresh replica that answers; its misses go on, since
+        2. the primary may hold them already (bounded concurrency: a busy fallback refuses
+           the rest rather than queueing behind a slow primary);
+        3. with no authoritative source, hits from the freshest reachable replica (degraded);
+        4. what is still unanswered gets a NoAuthoritativeSource in its place (tryLater).
+
+        A source that fails is marked unreachable until it is sampled again."""
+        results: list[R | NoAuthoritativeSource | None] = [None] * len(keys)
         todo = list(range(len(keys)))
 
         def ask(source: Source) -> bool:
             nonlocal todo
             try:
-                found = source.store.responses([keys[i] for i in todo])
+                found = read(source.store, [keys[i] for i in todo])
             except StoreError:
                 source.staleness = None
                 return False
-            source.answers += sum(r is not None for r in found)
-            for i, response in zip(todo, found, strict=True):
-                results[i] = response
+            source.answers += len(found) - found.count(None)
+            for i, result in zip(todo, found, strict=True):
+                results[i] = result
             todo = [i for i in todo if results[i] is None]
             return True
 
         for source in self.fresh_replicas():
             if ask(source):
-                break  # its misses go to the primary, which may have them already
+                break
         if todo and self.fallback and self.primary.staleness is not None:
             if not self._slots.acquire(timeout=self.fallback_wait):
                 busy = NoAuthoritativeSource("primary fallback busy")
@@ -226,7 +181,7 @@ class ReplicaSet:
                     for _ in todo:
                         self.observer.fallback()
                 if ask(self.primary):
-                    return results
+                    return results  # authoritative: what the primary lacks is not signed
             finally:
                 self._slots.release()
         if todo:
@@ -243,21 +198,82 @@ class ReplicaSet:
                 results[i] = refused
         return results
 
+    def responses(
+        self, keys: Sequence[ResponseKey]
+    ) -> list[StoredResponse | NoAuthoritativeSource | None]:
+        """Many lookups under the rules; a NoAuthoritativeSource where none could answer."""
+        return self._settle(keys, PostgresStore.responses)
+
+    def response(
+        self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
+    ) -> StoredResponse | None:
+        """One lookup: a batch of one. Raises NoAuthoritativeSource (tryLater)."""
+        return _one(self.responses([(issuer_id, serial, algorithm)]))
+
     def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
-        return self._read(lambda store: store.current_crl(issuer_id, crl_partition))
-
-    def ping(self) -> None:
-        if not self.ready:
-            raise NoAuthoritativeSource(
-                "no fresh source: every replica is staler than "
-                f"{self.max_staleness}s and the primary is not usable"
+        """A published CRL, under the same rules as a response."""
+        return _one(
+            self._settle(
+                [(issuer_id, crl_partition)],
+                lambda store, keys: [store.current_crl(*key) for key in keys],
             )
+        )
 
-    def issuers(self) -> Any:
+    def issuers(self) -> list[IssuerRecord]:
         """Issuer ids come from the primary when it answers: a replica still replaying its first
         seconds may not know an issuer registered just now."""
-        answered, found = self._ask(self.primary, lambda store: store.issuers())
-        return found if answered else self._read(lambda store: store.issuers())
+        try:
+            return self.primary.store.issuers()
+        except StoreError:
+            self.primary.staleness = None
+            found = _one(self._settle([None], lambda store, _: [store.issuers()]))
+            return [] if found is None else found
+
+    # the event loop's first step (store/pgloop.py) ------------------------------------------
+
+    def loop_source(self) -> Source | None:
+        """The source a batch is asked of first, by the event loop: the first fresh replica,
+        exactly where _settle starts; None when there is none."""
+        for replica in self.replicas:
+            if replica.fresh(self.max_staleness):
+                return replica
+        return None
+
+    async def read_on_loop(self, keys: list[ResponseKey]) -> list[StoredResponse | None] | None:
+        """Rule 1 from the event loop, on the first fresh replica's own connection: its hits
+        are final. None when it cannot be asked there (none fresh, the connection not open or
+        busy, a failure): then the lookup thread applies every rule to the whole batch."""
+        source = self.loop_source()
+        if source is None:
+            return None
+        reader = source.store.loop_reader
+        if not reader.ready:
+            return None
+        try:
+            found = await reader.responses(keys)
+        except StoreError:
+            return None  # the thread asks again and marks the source as the rules say
+        source.answers += len(found) - found.count(None)
+        return found
+
+    def open_loop_connection(self) -> None:
+        """From the lookup thread: the loop's connection to its first source, if not open."""
+        source = self.loop_source()
+        if source is not None and not source.store.loop_reader.ready:
+            source.store.loop_reader.connect()
 
     def sources(self) -> list[dict[str, Any]]:
         return [s.describe(self.max_staleness) for s in [self.primary, *self.replicas]]
+
+    def close(self) -> None:
+        self.stop()
+        for source in [self.primary, *self.replicas]:
+            source.store.close()
+
+
+def _one(results: list[T | NoAuthoritativeSource | None]) -> T | None:
+    """The answer of a batch of one, raising the refusal in its place."""
+    [result] = results
+    if isinstance(result, NoAuthoritativeSource):
+        raise result
+    return result
