@@ -191,3 +191,65 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+# One storage fixture over both engines ---------------------------------------------------------
+# `engine` runs a test once on a SQLite file and once on a fresh PostgreSQL database of a real
+# server (started once per session, as `certstatus cluster up` would); the PostgreSQL run carries
+# the integration marker. Tests write against the role interfaces, never against an engine.
+
+
+class EngineDeployment(Deployment):
+    """A Deployment whose database may be either engine: store() opens whichever it names,
+    and every store it opened is closed when the test ends (a server's connections are few)."""
+
+    engine: str = "sqlite"
+    opened: list | None = None
+
+    def store(self):  # type: ignore[override]
+        store = open_store(self.config.database, self.config.base_dir)
+        if self.opened is None:
+            self.opened = []
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL primary (no replicas) for the session; yields its admin URL."""
+    from certstatus.cluster.local import Cluster
+
+    running = Cluster.up(postgres_dir(tmp_path_factory, "engine") / "cluster", replicas=0)
+    try:
+        yield running.primary.url.rsplit("/", 1)[0] + "/postgres"
+    finally:
+        running.down()
+
+
+def _fresh_postgres_database(admin_url: str) -> str:
+    """A new empty database on the server, as a new SQLite file is: every test its own."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngineDeployment]:
+    """A configured deployment on SQLite, then on PostgreSQL (the same tests, both engines)."""
+    built = make_deployment(tmp_path / "ca")
+    deployment = EngineDeployment(built.dir, built.ca, built.port)
+    deployment.engine = request.param
+    if request.param == "postgres":
+        url = _fresh_postgres_database(request.getfixturevalue("postgres_server"))
+        text = deployment.config_path.read_text()
+        deployment.config_path.write_text(
+            text.replace('database = "certstatus.db"', f'database = "{url}"')
+        )
+    yield deployment
+    for store in deployment.opened or []:
+        store.close()

@@ -1,6 +1,7 @@
 """CRLs (R15-R20, F5, F6): profile (pkilint, openssl), partitions that never move, numbers that
 only grow, the pre-publish gate against every kind of bad CRL, R18 retention, serving, export,
-disclosure, and the OCSP/CRL agreement check."""
+disclosure, and the OCSP/CRL agreement check. Tests taking `engine` run on SQLite and on
+PostgreSQL (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -265,26 +266,26 @@ def test_cdp_decides_the_partition_and_foreign_cdp_is_refused(tmp_path) -> None:
     assert store.certificate(ingest.issuer_id("demo"), 0x701) is None
 
 
-def test_numbers_increase_across_a_restart_r17(deployment) -> None:
-    store = deployment.store()
-    populate(deployment, store)
+def test_numbers_increase_across_a_restart_r17(engine) -> None:
+    store = engine.store()
+    populate(engine, store)
     clock = Clock(NOW)
-    first = deployment.crl_service(store, clock).build_due(force=True)[0]
+    first = engine.crl_service(store, clock).build_due(force=True)[0]
     store.close()
-    reopened = deployment.store()  # a restarted builder
+    reopened = engine.store()  # a restarted builder
     clock.now += 10
-    second = deployment.crl_service(reopened, clock).build_due(force=True)[0]
+    second = engine.crl_service(reopened, clock).build_due(force=True)[0]
     assert first.published and second.published
     assert second.number > first.number
-    [issuer] = deployment.crl_service(reopened).issuers
+    [issuer] = engine.crl_service(reopened).issuers
     crl = x509.load_der_x509_crl(reopened.current_crl(issuer.id, 0).der)
     assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == second.number
 
 
-def test_two_builders_racing_never_regress_or_duplicate_r17(deployment) -> None:
-    store = deployment.store()
-    populate(deployment, store)
-    issuer_id = deployment.ingest(store).issuer_id("demo")
+def test_two_builders_racing_never_regress_or_duplicate_r17(engine) -> None:
+    store = engine.store()
+    populate(engine, store)
+    issuer_id = engine.ingest(store).issuer_id("demo")
     published: list[int] = []
     observed: dict[str, list[int]] = {}
     lock = threading.Lock()
@@ -292,8 +293,8 @@ def test_two_builders_racing_never_regress_or_duplicate_r17(deployment) -> None:
 
     def builder(name: str) -> None:
         try:
-            own = deployment.store()  # its own connection, like another process
-            service = deployment.crl_service(own)
+            own = engine.store()  # its own connection, like another process
+            service = engine.crl_service(own)
             seen = observed.setdefault(name, [])
             for _ in range(15):
                 for result in service.build_due(force=True):
@@ -392,15 +393,15 @@ def test_gate_rejects_bad_crls_and_old_one_stays_served_f5(tmp_path, method, cod
         assert answer.read() == before.der
 
 
-def test_gate_requires_revocations_older_than_the_debounce_f5(deployment) -> None:
-    store = deployment.store()
-    leaves, _ = populate(deployment, store)
+def test_gate_requires_revocations_older_than_the_debounce_f5(engine) -> None:
+    store = engine.store()
+    leaves, _ = populate(engine, store)
     clock = Clock(NOW)
-    service = deployment.crl_service(store, clock)
+    service = engine.crl_service(store, clock)
     service.build_due()
     [issuer] = service.issuers
     late = leaves[1]  # not revoked by populate
-    deployment.ingest(store).revoke("demo", late.serial_number, "keyCompromise", NOW)
+    engine.ingest(store).revoke("demo", late.serial_number, "keyCompromise", NOW)
     clock.now = NOW + 10 * 60  # past the 5-minute debounce
     good = issuer.signer
 
@@ -426,14 +427,14 @@ def test_a_full_crl_with_idp_is_rejected_r19(deployment) -> None:
     assert [r.code for r in result.rejections] == ["idp"]
 
 
-def test_entries_stay_until_notafter_plus_one_period_r18(deployment) -> None:
-    store = deployment.store()
-    ingest = deployment.ingest(store)
-    short = deployment.ca.leaf(deployment.leaf_key, 0x1818, deployment.url, days=2)
+def test_entries_stay_until_notafter_plus_one_period_r18(engine) -> None:
+    store = engine.store()
+    ingest = engine.ingest(store)
+    short = engine.ca.leaf(engine.leaf_key, 0x1818, engine.url, days=2)
     ingest.add_certificates([(short, "t")], NOW)
     ingest.revoke("demo", 0x1818, "superseded", NOW)
     clock = Clock(NOW)
-    service = deployment.crl_service(store, clock)
+    service = engine.crl_service(store, clock)
     [issuer] = service.issuers
     not_after = int(short.not_valid_after_utc.timestamp())
     for moment, listed in (
@@ -466,14 +467,14 @@ def test_schedule_r16() -> None:
         assert key in [k for k, _ in bad.problems()]
 
 
-def test_a_revocation_makes_the_crl_due_after_the_debounce(deployment) -> None:
-    store = deployment.store()
-    leaves, _ = populate(deployment, store)
+def test_a_revocation_makes_the_crl_due_after_the_debounce(engine) -> None:
+    store = engine.store()
+    leaves, _ = populate(engine, store)
     clock = Clock(NOW)
-    service = deployment.crl_service(store, clock)
+    service = engine.crl_service(store, clock)
     service.build_due()
     assert service.due(NOW) == []
-    deployment.ingest(store).revoke("demo", leaves[1].serial_number, "superseded", NOW)
+    engine.ingest(store).revoke("demo", leaves[1].serial_number, "superseded", NOW)
     assert service.due(NOW + 60) == []
     assert [why for _, _, why in service.due(NOW + 301)] == ["revocation"]
     clock.now = NOW + 301
@@ -536,29 +537,29 @@ def test_export_and_disclosure_r20(tmp_path) -> None:
     assert built.returncode == 0 and built.stdout.count("published") == 3
 
 
-def test_agreement_between_ocsp_and_crls_f6(deployment) -> None:
-    store = deployment.store()
-    leaves, _ = populate(deployment, store)
-    with deployment.signer(store) as signer:
+def test_agreement_between_ocsp_and_crls_f6(engine) -> None:
+    store = engine.store()
+    leaves, _ = populate(engine, store)
+    with engine.signer(store) as signer:
         signer.sign_due()
-    service = deployment.crl_service(store)
+    service = engine.crl_service(store)
     service.build_due()
     assert check_agreement(service, NOW) == []
     # a revocation the CRL and OCSP have not caught up with yet is reported, then resolved
-    deployment.ingest(store).revoke("demo", leaves[1].serial_number, "keyCompromise", NOW)
+    engine.ingest(store).revoke("demo", leaves[1].serial_number, "keyCompromise", NOW)
     problems = check_agreement(service, NOW)
     assert any("OCSP says not revoked" in p for p in problems)
     assert any("CRL says not revoked" in p for p in problems)
-    with deployment.signer(store) as signer:
+    with engine.signer(store) as signer:
         signer.sign_due()
     service.build_due(force=True)
     assert check_agreement(service, NOW) == []
 
 
-def test_agreement_flags_an_unrevoked_serial_on_a_crl_f6(deployment) -> None:
-    store = deployment.store()
-    leaves, _ = populate(deployment, store)
-    service = deployment.crl_service(store)
+def test_agreement_flags_an_unrevoked_serial_on_a_crl_f6(engine) -> None:
+    store = engine.store()
+    leaves, _ = populate(engine, store)
+    service = engine.crl_service(store)
     [issuer] = service.issuers
     from certstatus.status import RevokedEntry as Entry
     from certstatus.store.base import StoredCrl

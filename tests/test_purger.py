@@ -1,5 +1,6 @@
-"""The purge queue and the purger role on SQLite, with an injected clock and recording caches:
-when a purge is ready, the second pass for replicas, retries, and nothing lost (F3)."""
+"""The purge queue and the purger role, with an injected clock and recording caches: when a
+purge is ready, the second pass for replicas, retries, and nothing lost (F3). Tests taking
+`engine` run on SQLite and on PostgreSQL (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from certstatus.cache.keys import certificate_key, crl_key, issuer_key, purge_ke
 from certstatus.cache.purgers import PurgeError
 from certstatus.config import ConfigError, load_config
 from certstatus.purger import PurgeService
-from tests.conftest import Deployment
+from tests.conftest import Deployment, EngineDeployment
 
 NOW = 1_800_000_000
 
@@ -57,17 +58,17 @@ def revoked_and_signed(deployment: Deployment, store, clock: Clock, sign: bool =
 
 
 def test_a_purge_waits_for_its_signed_response_then_reaches_every_cache(
-    deployment: Deployment,
+    engine: EngineDeployment,
 ) -> None:
-    store = deployment.store()
-    clock = Clock(NOW)
+    store = engine.store()
+    clock = Clock(time.time())  # the real time: PostgreSQL's signer checks it (F10)
     edge, cdn = RecordingCache("edge"), RecordingCache("cdn")
     service = PurgeService(store, [edge, cdn], clock=clock)
-    serial = revoked_and_signed(deployment, store, clock, sign=False)
+    serial = revoked_and_signed(engine, store, clock, sign=False)
     service.step()
     # the revoked response is not signed yet: purging now would refill the cache with "good"
     assert edge.purged == [] and store.purge_backlog().unready == 1
-    with deployment.signer(store, clock=clock) as signer:
+    with engine.signer(store, clock=clock) as signer:
         signer.sign_due()
     service.step()
     key = certificate_key(1, serial)
@@ -78,13 +79,13 @@ def test_a_purge_waits_for_its_signed_response_then_reaches_every_cache(
 
 
 def test_second_pass_purges_again_after_the_replicas_staleness_bound(
-    deployment: Deployment,
+    engine: EngineDeployment,
 ) -> None:
-    store = deployment.store()
-    clock = Clock(NOW)
+    store = engine.store()
+    clock = Clock(time.time())  # the real time: PostgreSQL's signer checks it (F10)
     edge = RecordingCache("edge")
     service = PurgeService(store, [edge], recheck_after=7, clock=clock)
-    serial = revoked_and_signed(deployment, store, clock)
+    serial = revoked_and_signed(engine, store, clock)
     service.step()
     assert edge.keys == [certificate_key(1, serial)]
     clock.now += 6
@@ -97,14 +98,14 @@ def test_second_pass_purges_again_after_the_replicas_staleness_bound(
 
 
 def test_a_cache_that_is_down_keeps_its_purges_and_does_not_hold_up_the_others(
-    deployment: Deployment,
+    engine: EngineDeployment,
 ) -> None:
-    store = deployment.store()
-    clock = Clock(NOW)
+    store = engine.store()
+    clock = Clock(time.time())  # the real time: PostgreSQL's signer checks it (F10)
     edge, cdn = RecordingCache("edge"), RecordingCache("cdn")
     edge.down = True
     service = PurgeService(store, [edge, cdn], clock=clock)
-    serials = [revoked_and_signed(deployment, store, clock) for _ in range(3)]
+    serials = [revoked_and_signed(engine, store, clock) for _ in range(3)]
     service.step()
     assert sorted(cdn.keys) == sorted(certificate_key(1, s) for s in serials)
     assert service.health["edge"].consecutive_failures == 1
@@ -135,10 +136,10 @@ def test_backoff_grows_and_honours_retry_after(deployment: Deployment) -> None:
     assert service.health["cdn"].retry_at == pytest.approx(NOW + 120)
 
 
-def test_a_published_crl_enqueues_a_ready_purge_of_its_partition(deployment: Deployment) -> None:
-    store = deployment.store()
+def test_a_published_crl_enqueues_a_ready_purge_of_its_partition(engine: EngineDeployment) -> None:
+    store = engine.store()
     edge = RecordingCache("edge")
-    deployment.crl_service(store).build_due(force=True)
+    engine.crl_service(store).build_due(force=True)
     PurgeService(store, [edge], clock=Clock(time.time() + 1)).step()
     assert edge.keys == [crl_key(1, 0)]
 

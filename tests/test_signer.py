@@ -1,5 +1,6 @@
 """The signer: priority order, the status-version guard (a "good" never overwrites a revocation,
-even racing), leases that return a dead worker's rows, and R3/R4 times on what it stores."""
+even racing), leases that return a dead worker's rows, and R3/R4 times on what it stores.
+Tests taking `engine` run on SQLite and on PostgreSQL (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -44,16 +45,16 @@ def status_of(store, issuer_id: int, serial: int) -> ocsp.OCSPCertStatus:
     return statuses.pop()
 
 
-def test_claims_new_then_revoked_then_refresh(deployment) -> None:
-    store = deployment.store()
-    clock = Clock(NOW)
-    old = ingest_leaves(deployment, store, 3)
-    with deployment.signer(store, clock=clock) as signer:
+def test_claims_new_then_revoked_then_refresh(engine) -> None:
+    store = engine.store()
+    clock = Clock(time.time())  # the real time: PostgreSQL's signer checks it (F10)
+    old = ingest_leaves(engine, store, 3)
+    with engine.signer(store, clock=clock) as signer:
         assert signer.sign_due() == 3
     clock.now = NOW + 5 * 86400  # everything due for refresh
-    ingest = deployment.ingest(store)
+    ingest = engine.ingest(store)
     ingest.revoke("demo", old[0], "superseded", NOW + 1)
-    new = ingest_leaves(deployment, store, 2)
+    new = ingest_leaves(engine, store, 2)
     claimed = store.claim_due(int(clock.now), 10, 60)
     assert [c.priority for c in claimed] == [Priority.NEW] * 2 + [Priority.REVOKED] + [
         Priority.REFRESH
@@ -78,10 +79,10 @@ def test_signed_times_follow_policy_r3_r4_f10(deployment) -> None:
     assert row.priority is Priority.REFRESH and row.due_at == stored.refresh_at
 
 
-def test_stale_good_is_not_stored_over_a_revocation(deployment) -> None:
-    store = deployment.store()
-    [serial] = ingest_leaves(deployment, store, 1)
-    ingest = deployment.ingest(store)
+def test_stale_good_is_not_stored_over_a_revocation(engine) -> None:
+    store = engine.store()
+    [serial] = ingest_leaves(engine, store, 1)
+    ingest = engine.ingest(store)
     issuer_id = ingest.issuer_id("demo")
     [claim] = store.claim_due(NOW, 10, 60)
     ingest.revoke("demo", serial, "keyCompromise", NOW)  # lands while the good is being signed
@@ -90,14 +91,14 @@ def test_stale_good_is_not_stored_over_a_revocation(deployment) -> None:
     )
     assert store.store_signed([stale], NOW) == 0
     assert store.response(issuer_id, serial) is None
-    with deployment.signer(store, clock=Clock(NOW)) as signer:
+    with engine.signer(store, clock=Clock(time.time())) as signer:
         signer.sign_due()
     assert status_of(store, issuer_id, serial) is ocsp.OCSPCertStatus.REVOKED
 
 
-def test_crashed_claims_return_after_the_lease(deployment) -> None:
-    store = deployment.store()
-    serials = ingest_leaves(deployment, store, 4)
+def test_crashed_claims_return_after_the_lease(engine) -> None:
+    store = engine.store()
+    serials = ingest_leaves(engine, store, 4)
     lost = store.claim_due(NOW, 10, lease=60)  # a worker that claimed and died
     assert {c.serial for c in lost} == set(serials)
     assert store.claim_due(NOW + 30, 10, lease=60) == []
@@ -106,12 +107,12 @@ def test_crashed_claims_return_after_the_lease(deployment) -> None:
     assert all(c.priority is Priority.NEW for c in again)
 
 
-def test_refresh_stops_after_the_certificate_expires(deployment) -> None:
-    store = deployment.store()
-    ingest = deployment.ingest(store)
-    leaf = deployment.ca.leaf(deployment.leaf_key, 0xE0, deployment.url, days=1)
+def test_refresh_stops_after_the_certificate_expires(engine) -> None:
+    store = engine.store()
+    ingest = engine.ingest(store)
+    leaf = engine.ca.leaf(engine.leaf_key, 0xE0, engine.url, days=1)
     ingest.add_certificates([(leaf, "short")], NOW)
-    with deployment.signer(store, clock=Clock(NOW)) as signer:
+    with engine.signer(store, clock=Clock(time.time())) as signer:
         signer.sign_due()
     row = store.certificate(ingest.issuer_id("demo"), 0xE0)
     assert row.due_at is None  # refresh would fall after notAfter: nothing more to sign
