@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 
@@ -15,7 +16,11 @@ from certstatus.crlbuilder.agreement import crl_says, ocsp_says
 from certstatus.monitor import metrics as m
 from certstatus.monitor.findings import CRITICAL, WARNING, Findings
 from certstatus.monitor.targets import fetch
-from certstatus.store.base import Store
+from certstatus.store.base import CertificateReads, CrlReads, ResponseReads
+
+
+class CrlWatchReads(CrlReads, CertificateReads, ResponseReads, Protocol):
+    """What comparing a fetched CRL with the database and the OCSP responses reads."""
 
 
 @dataclass
@@ -39,7 +44,7 @@ class WatchedIssuer:
 class CrlWatch:
     def __init__(
         self,
-        store: Store,
+        store: CrlWatchReads,
         issuers: Sequence[WatchedIssuer],
         findings: Findings,
         reissue_period: int,

@@ -14,7 +14,7 @@ from typing import Any
 from certstatus.config import ReplicaConfig
 from certstatus.monitor import metrics as m
 from certstatus.monitor.findings import CRITICAL, WARNING, Findings
-from certstatus.store.base import StoreError
+from certstatus.store.base import ReplicationReads, StoreError
 from certstatus.store.postgres import PostgresStore
 
 WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
@@ -77,7 +77,7 @@ def plain(value: Any) -> Any:
 class ReplicationProbe:
     def __init__(
         self,
-        primary: PostgresStore,
+        primary: ReplicationReads,
         replicas: Sequence[ReplicaConfig],
         findings: Findings,
         max_staleness: float,

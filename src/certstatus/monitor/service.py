@@ -26,7 +26,7 @@ from certstatus.monitor.issuers import ConfiguredIssuer, IssuerBook
 from certstatus.monitor.replication import ReplicationProbe, plain
 from certstatus.monitor.targets import Target, fetch
 from certstatus.monitor.watchdog import Watchdog, WatchPolicy
-from certstatus.store import open_store
+from certstatus.store import open_store, replication_of
 from certstatus.store.base import Store, StoreError
 from certstatus.store.postgres import PostgresStore
 
@@ -73,9 +73,10 @@ class Monitor:
             self.store, self.issuers.crl_issuers, self.findings, config.crl.period, clock
         )
         self.replication = None
-        if isinstance(self.store, PostgresStore):
+        primary = replication_of(self.store)
+        if primary is not None:
             self.replication = ReplicationProbe(
-                self.store,
+                primary,
                 config.replicas,
                 self.findings,
                 config.responder.max_staleness,

@@ -23,7 +23,7 @@ from certstatus.monitor.findings import CRITICAL, WARNING, Findings
 from certstatus.monitor.targets import Target, ocsp_get, ocsp_post
 from certstatus.ocsp.certid import HashAlgorithm, IssuerKey, issuer_keys
 from certstatus.ocsp.request import encode_request
-from certstatus.store.base import CertificateRow, Store
+from certstatus.store.base import CertificateRow, MonitorReads
 
 log = logging.getLogger("certstatus.monitor")
 
@@ -61,7 +61,7 @@ class Tracked:
 class Watchdog:
     def __init__(
         self,
-        store: Store,
+        store: MonitorReads,
         issuers: Mapping[int, x509.Certificate],
         targets: Sequence[Target],
         findings: Findings,
