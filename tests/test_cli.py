@@ -7,6 +7,7 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -84,6 +85,11 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         good = list((directory / "certs").glob("*.pem"))
         revoked = list((directory / "certs" / "revoked").glob("*.pem"))
         assert good and len(revoked) == 3  # 1% of 300
+        # revoked and sample certificates over both CRL partitions, and both CRLs list some
+        assert {cdp_partition(p) for p in good} == {0, 1}
+        assert {cdp_partition(p) for p in revoked} == {0, 1}
+        for partition in (0, 1):
+            assert crl_entries(f"http://127.0.0.1:{port}/crl/demo/{partition}.crl") > 0
         monitor = load_config(directory / "certstatus.toml").monitor.listen
         deadline = time.monotonic() + 30
         while True:  # the demo runs the monitor too: its status page answers
@@ -99,9 +105,15 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert f"status page (the monitor): http://{monitor}/" in err
     assert process.returncode == 0, err
     assert "stopped cleanly" in err and "Traceback" not in err
+    # shutdown messages are true: every role stopped when told, none was killed
+    assert "did not stop" not in err and "refused to gracefully stop" not in out + err
     assert children_alive(process.pid) == []
     commands = [line for line in out.splitlines() if line.startswith("openssl ocsp")]
     assert len(commands) == 2
+    # the printed CRL check keeps what it fetches inside the demo directory
+    [crl_check] = [line for line in out.splitlines() if line.startswith("curl")]
+    assert "/tmp/demo.crl" not in crl_check and str(directory.resolve()) in crl_check
+    assert err.index("serving OCSP") > err.index("CRLs (")
 
     # second run reuses the directory and its CA; the printed commands work against it
     issuer = (directory / "issuer.pem").read_bytes()
@@ -117,7 +129,71 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     finally:
         out, err = stop(again)
     assert "reusing" in err
+    assert "signing 0/0" not in err and "0/0" not in err  # nothing due: no empty bar
     assert (directory / "issuer.pem").read_bytes() == issuer
+
+
+def cdp_partition(path: Path) -> int:
+    """The CRL partition a demo certificate's CDP names (…/crl/demo/<partition>.crl)."""
+    from cryptography import x509
+
+    certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    [url] = [name.value for point in points for name in point.full_name or []]
+    return int(url.rsplit("/", 1)[1].removesuffix(".crl"))
+
+
+def crl_entries(url: str) -> int:
+    """Revoked entries on the CRL served at url, waiting for it to be built."""
+    from cryptography import x509
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return len(list(x509.load_der_x509_crl(answer.read())))
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.3)
+
+
+def test_demo_refuses_a_bad_or_busy_listen_before_writing(tmp_path: Path) -> None:
+    """Found after the directory was written, a bad --listen left a directory tied to it."""
+    directory = tmp_path / "demo"
+    for listen in ("nonsense", "127.0.0.1:0", "203.0.113.9:8080"):
+        refused = subprocess.run(
+            [*CLI, "demo", "--dir", str(directory), "--listen", listen, "--certs", "5"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        [line] = refused.stderr.splitlines()
+        assert "--listen" in line and "Traceback" not in line
+        assert not directory.exists()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = f"127.0.0.1:{holder.getsockname()[1]}"
+        refused = subprocess.run(
+            [*CLI, "demo", "--dir", str(directory), "--listen", busy, "--certs", "5"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert refused.returncode == 2
+    [line] = refused.stderr.splitlines()
+    assert "another server" in line and "serving" not in refused.stderr
+    assert not directory.exists()
+
+
+def test_demo_with_few_certificates_still_revokes_one(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    port = free_port()
+    process = start_demo(directory, port, certs=50)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/", process, timeout=60)
+    finally:
+        out, err = stop(process)
+    assert len(list((directory / "certs" / "revoked").glob("*.pem"))) == 1
+    assert "SERIAL" not in out + err
+    assert len([line for line in out.splitlines() if line.startswith("openssl ocsp")]) == 2
 
 
 def run(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,19 @@ APP_FACTORY = "certstatus.responder.app:create_app"  # ASGI (uvicorn)
 RSGI_FACTORY = "certstatus.responder.rsgi:create_rsgi_app"  # granian
 
 
+def _default_stop_signals() -> None:
+    """In a worker just forked from the server: SIGTERM and SIGINT back to their defaults.
+
+    The fork copies the server's Python handlers (granian's), which only set a flag in the
+    worker's copy of the server object: a stop arriving before the worker installs its own
+    handlers (while it loads the app) was lost, and the server waited out
+    workers_kill_timeout and logged that it killed a worker that "refused to gracefully stop"
+    (SIGINT to the server alone, just after start). With the defaults, a stop that early simply
+    ends the worker; granian replaces them once the worker serves."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_server(config: Config) -> None:
     """Serve until interrupted, with the workers' metrics in a fresh directory they share."""
     metrics_dir = tempfile.mkdtemp(prefix="certstatus-metrics-")
@@ -88,6 +101,7 @@ def _run_server(config: Config) -> None:
         from granian.constants import HTTPModes, Interfaces
         from granian.http import HTTP1Settings
 
+        os.register_at_fork(after_in_child=_default_stop_signals)  # granian forks its workers
         Granian(
             RSGI_FACTORY,
             address=r.listen_host,
