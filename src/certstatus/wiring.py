@@ -25,7 +25,7 @@ from certstatus.crlbuilder import CrlService
 from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.purger import PurgeService
 from certstatus.signer import Signer
-from certstatus.store import open_store
+from certstatus.store import heartbeat_of, open_store
 from certstatus.store.base import Store
 
 
@@ -76,8 +76,9 @@ def background_signer(
     signer = Signer(store, materials, ids, config.signing)
     crls = crl_service(store, materials, ids, config)
     threads = [threading.Thread(target=signer.run, args=(stop,), name="signer", daemon=True)]
-    if config.is_postgres:
-        writer = HeartbeatWriter(store)  # type: ignore[arg-type]
+    beating = heartbeat_of(store)
+    if beating is not None:  # PostgreSQL: the replicas' clock
+        writer = HeartbeatWriter(beating)
         threads.append(
             threading.Thread(target=writer.run, args=(stop,), name="heartbeat", daemon=True)
         )

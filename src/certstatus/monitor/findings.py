@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("certstatus.monitor")
@@ -50,14 +51,14 @@ class Findings:
     """The active findings and the recently cleared ones. Each check reports everything it sees
     in one call to `observe`; what that check raised before and does not report now clears."""
 
-    clock: object = time.time
+    clock: Callable[[], float] = time.time
     active: dict[tuple[str, str], Finding] = field(default_factory=dict)
     history: deque[Finding] = field(default_factory=lambda: deque(maxlen=200))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe(self, kinds: set[str], raised: list[tuple[str, str, str, str]]) -> None:
         """raised: (kind, subject, severity, summary) currently true among kinds."""
-        now = self.clock()  # type: ignore[operator]
+        now = self.clock()
         with self._lock:
             seen = set()
             for kind, subject, severity, summary in raised:
