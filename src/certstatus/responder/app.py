@@ -2,7 +2,7 @@
 
 The request path is short on purpose: decode, find the issuer by its CertID hashes in a dict,
 read one row, pick the DER for the request's hash algorithm, send. Nothing is signed here and no
-key is held (DESIGN: web nodes never hold a signing key).
+key is held: web nodes hold no signing key (R25).
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ from certstatus.config import IssuerMaterial, load_config, load_issuer_material
 from certstatus.crl.layout import CrlLayout
 from certstatus.ocsp import response as ocsp_response
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
-from certstatus.ocsp.request import CertRequest, MalformedRequest, decode_get_path, decode_request
+from certstatus.ocsp.request import (
+    MAX_POST_BODY,
+    CertRequest,
+    MalformedRequest,
+    decode_get_path,
+    decode_request,
+)
 from certstatus.responder import headers as h
 from certstatus.responder.source import ResponseSource, open_response_source
 from certstatus.store.base import StoreError
@@ -72,7 +78,7 @@ class OcspApp:
         self,
         source: ResponseSource,
         index: IssuerIndex,
-        max_post_body: int = 10_000,
+        max_post_body: int = MAX_POST_BODY,
         request_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         crl_layouts: Sequence[tuple[int, CrlLayout]] = (),
