@@ -61,6 +61,7 @@ def test_check_config_takes_config_like_every_command(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "--config" not in refused.stdout
 
 
+@pytest.mark.integration
 def test_busy_port_in_serve_is_one_line(deployment) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", deployment.port))

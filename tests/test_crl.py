@@ -152,6 +152,7 @@ def _next_update_bytes(old: int, new: int) -> tuple[bytes, bytes]:
     return der.x509_time(old), der.x509_time(new)
 
 
+@pytest.mark.integration
 def test_openssl_verify_with_served_crl(tmp_path) -> None:
     """`openssl verify -crl_check` with the CRL fetched from the running responder rejects a
     revoked certificate and accepts a good one (R15)."""
@@ -360,6 +361,7 @@ class BadSigner:
         )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("method", "code"),
     [
@@ -482,6 +484,7 @@ def test_a_revocation_makes_the_crl_due_after_the_debounce(engine) -> None:
     assert service.due(NOW + 400) == []
 
 
+@pytest.mark.integration
 def test_served_crl_headers_and_304(deployment) -> None:
     store = deployment.store()
     populate(deployment, store)

@@ -68,6 +68,7 @@ def test_check_answer_accepts_a_correct_answer_and_names_each_problem(signed) ->
     assert check_answer(503, {}, b"", issuer, 1, HashAlgorithm.SHA1, None, now).kind == "http-503"
 
 
+@pytest.mark.integration
 def test_watchdog_follows_new_serials_until_authoritative_on_every_target(signed) -> None:
     deployment, store, _, _ = signed
     dead = Target("dead", f"http://127.0.0.1:{free_port()}/")
@@ -243,6 +244,7 @@ def test_monitor_configuration_errors_name_the_key(deployment: Deployment) -> No
         assert key in message
 
 
+@pytest.mark.integration
 def test_monitor_service_serves_status_metrics_and_watches(signed, tmp_path: Path) -> None:
     """The whole service on SQLite: a new serial is checked against the served responder and
     its time to authoritative shows on /status.json, /metrics and the page."""
