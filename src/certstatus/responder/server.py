@@ -18,7 +18,12 @@ from contextlib import ExitStack, contextmanager
 
 from certstatus.config import Config, ConfigError
 from certstatus.responder.app import CONFIG_ENV
-from certstatus.wiring import monitor_process, register_issuers, signing_roles_process
+from certstatus.wiring import (
+    check_signing_keys,
+    monitor_process,
+    register_public,
+    signing_roles_process,
+)
 
 log = logging.getLogger("certstatus.serve")
 APP_FACTORY = "certstatus.responder.app:create_app"  # ASGI (uvicorn)
@@ -187,7 +192,11 @@ def companion(config: Config, target: Callable[[str, int], None], name: str) -> 
 def serve(config: Config, with_monitor: bool = False) -> None:
     """Serve until stopped, the signing roles (and the monitor) beside the server."""
     ensure_listen_address_free(config)
-    register_issuers(config)
+    # The server and the workers it forks read only public material (R25); the keys of the
+    # signing roles are checked, and later used, in processes of their own.
+    register_public(config)
+    if config.responder.run_signer:
+        check_signing_keys(config)
     with ExitStack() as roles:
         if config.responder.run_signer:
             roles.enter_context(companion(config, signing_roles_process, "signing roles"))
