@@ -164,6 +164,8 @@ class OcspApp:
                 return b"".join(received)
             except ClientGone:
                 return None
+            except BrokenBody:
+                return Answer(400, h.NO_STORE_TEXT, b"invalid request body framing\n")
             size += len(chunk)
             if size > self.max_post_body:
                 return Answer(413, h.NO_STORE_TEXT, b"request body too large\n")
@@ -289,6 +291,10 @@ _TRY_LATER = Answer(200, h.NO_STORE, ocsp_response.TRY_LATER)
 
 class ClientGone(Exception):
     """The client disconnected while its request body was arriving."""
+
+
+class BrokenBody(Exception):
+    """The request body's HTTP framing was invalid (e.g. a bad chunk size): HTTP 400."""
 
 
 async def _empty() -> AsyncIterator[bytes]:

@@ -116,7 +116,11 @@ def _run_server(config: Config) -> None:
             factory=True,
             http=HTTPModes.http1,
             # slow clients: headers must arrive within the request timeout (the body's own
-            # deadline is enforced by the app), and a connection buffers at most 64 KiB
+            # deadline is enforced by the app). max_buffer_size does not bound the header
+            # block: measured with granian 2.8, 64 KiB of headers is accepted and 128 KiB gets
+            # 431, at most 100 fields (tests/test_front.py). Tighter limits, the per-address
+            # cap and idle connections are the front's (deploy/haproxy, README "Connection
+            # limits"): granian has no connection limit of its own.
             http1_settings=HTTP1Settings(
                 header_read_timeout=r.request_timeout * 1000, max_buffer_size=65_536
             ),
