@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from certstatus.config import ConfigError, load_config, load_issuer_certificates
-from tests.conftest import Deployment, make_deployment, serving, stop_process, wait_ready
+from tests.conftest import Deployment, make_deployment, serving, wait_ready
 from tests.test_responder_http import request_der
 
 CLI = [sys.executable, "-m", "certstatus.cli"]
@@ -132,17 +133,41 @@ def test_serve_never_opens_a_key_path_r25(tmp_path: Path) -> None:
         [*(prefix if strace else []), *CLI, "serve", "--config", str(deployment.config_path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # strace's pid is not serve's: stop the whole group we made
     )
     try:
         wait_ready(deployment.url, process, timeout=60)
         assert status_of(deployment, good) == ocsp.OCSPCertStatus.GOOD
     finally:
-        stop_process(process)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        deadline = time.monotonic() + 20
+        while serving_pids(deployment.config_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert serving_pids(deployment.config_path) == [], "serve outlived the test"
     if strace:
         opened = log.read_text()
         assert "certstatus.toml" in opened  # the trace does see the server's own opens
         for path in keys:
             assert path.name not in opened, [ln for ln in opened.splitlines() if path.name in ln]
+
+
+def serving_pids(config: Path) -> list[int]:
+    """Processes still running `serve` for this configuration."""
+    wanted = str(config).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if wanted in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
 
 
 def key_traces(path: Path) -> list[bytes]:
