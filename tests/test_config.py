@@ -84,7 +84,7 @@ responder_key = "responder.key"
         ),
         (
             'database = "x.db"\n[[issuers]]\nname = "a"\ncertificate = "c"\n',
-            "issuers[0].responder_key",
+            "issuers[0].responder_certificate",
             "required",
         ),
         ('database = "x.db"\n' + GOOD_ISSUER + GOOD_ISSUER, "issuers[1].name", "used by"),
@@ -234,8 +234,7 @@ def test_every_problem_is_reported_at_once_each_naming_its_key(tmp_path: Path) -
         "replicas",  # replicas need a PostgreSQL primary
         "caches[0].token_env",
         "caches[1].name",  # used by another cache
-        "issuers[0].responder_certificate",
-        "issuers[0].responder_key",
+        "issuers[0].responder_certificate",  # the key is the signing roles' (R25)
         "issuers[0].crl_url",
     }, lines
 

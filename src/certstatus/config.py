@@ -285,13 +285,19 @@ class IssuerConfig:
             read=_path, required="path to a PEM file", help="the delegated OCSP responder (R6)"
         )
     )
-    responder_key: Path = field(
+    # The two keys are read only by the signing roles (sign, signer, serve with run_signer,
+    # crl build): a web node's configuration may leave them out, and its responder never
+    # opens them (R25).
+    responder_key: Path | None = field(
+        default=None,
         metadata=key(
-            read=_path, required="path to a PEM file", help="its key: ECDSA P-256/P-384 or RSA"
-        )
+            read=_path,
+            help="its key, ECDSA P-256/P-384 or RSA (signing roles only; R25)",
+        ),
     )
     issuer_key: Path | None = field(
-        default=None, metadata=key(read=_path, help="the CA key; signs its CRLs")
+        default=None,
+        metadata=key(read=_path, help="the CA key; signs its CRLs (CRL builder only; R25)"),
     )
     crl_url: str | None = field(
         default=None,
@@ -321,13 +327,6 @@ class IssuerConfig:
                 ("crl_partitions" if "partitions" in p else "crl_url", p)
                 for p in layout_problems(self.crl_url, self.crl_partitions)
             ]
-            if self.issuer_key is None:
-                found.append(
-                    (
-                        "issuer_key",
-                        "required with crl_url: the issuer's PEM private key signs its CRLs",
-                    )
-                )
         elif self.crl_partitions != 1:
             found.append(("crl_url", "required with crl_partitions"))
         return found
@@ -812,14 +811,15 @@ def load_config(path: Path) -> Config:
 
 
 @dataclass(frozen=True)
-class IssuerMaterial:
-    """An issuer's certificates and responder key, checked and ready to sign."""
+class IssuerCertificates:
+    """An issuer's public material, checked: what a responder, ingest and the monitor need.
+
+    Nothing here is secret. A web node builds only these (R25: nodes facing the internet hold
+    no key), so a responder starts on a host where no key file exists."""
 
     config: IssuerConfig
     certificate: x509.Certificate
     responder_certificate: x509.Certificate
-    responder_key: SigningKey
-    issuer_key: SigningKey | None = None
 
     @property
     def name(self) -> str:
@@ -830,19 +830,35 @@ class IssuerMaterial:
         return self.config.crl
 
 
+@dataclass(frozen=True)
+class IssuerMaterial(IssuerCertificates):
+    """An issuer's certificates and its keys, checked and ready to sign: signing roles only
+    (the signer, the CRL builder, `sign`, `crl build`)."""
+
+    responder_key: SigningKey
+    issuer_key: SigningKey | None = None
+
+    @property
+    def key_path(self) -> Path:
+        """The responder key's file, which signing processes read for themselves."""
+        assert self.config.responder_key is not None  # load_issuer_material requires it
+        return self.config.responder_key
+
+
 def _public_key_der(certificate: x509.Certificate) -> bytes:
     return certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list[IssuerMaterial]:
-    """Open every issuer's certificates and key, refusing a responder certificate that breaks R6
-    or expires within the configured margin (R21)."""
+def _read_issuer_certificates(
+    config: Config, now: dt.datetime | None, problems: list[tuple[str, str]]
+) -> list[tuple[int, IssuerCertificates]]:
+    """Each issuer's certificates with its index, refusing a responder certificate that breaks
+    R6 or expires within the configured margin (R21); problems are appended, not raised."""
     now = now or dt.datetime.now(dt.UTC)
     margin = dt.timedelta(seconds=config.signing.responder_expiry_margin)
-    problems: list[tuple[str, str]] = []
-    loaded: list[IssuerMaterial] = []
+    loaded: list[tuple[int, IssuerCertificates]] = []
     for index, issuer in enumerate(config.issuers):
         prefix = f"issuers[{index}]."
         try:
@@ -855,11 +871,61 @@ def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list
         except CertificateError as exc:
             problems.append((prefix + "responder_certificate", str(exc)))
             continue
-        try:
-            key = load_pem_key(issuer.responder_key)
-        except KeyFileError as exc:
-            problems.append((prefix + "responder_key", str(exc)))
-            continue
+        for problem in responder_problems(responder, ca, now, margin):
+            problems.append(
+                (
+                    prefix + "responder_certificate",
+                    f"{issuer.responder_certificate} {problem} (R6/R21)",
+                )
+            )
+        loaded.append((index, IssuerCertificates(issuer, ca, responder)))
+    return loaded
+
+
+def load_issuer_certificates(
+    config: Config, now: dt.datetime | None = None
+) -> list[IssuerCertificates]:
+    """Every issuer's public material, checked (R6, R21), opening no key file: what a
+    responder (`serve` with run_signer = false) and `check-config --role responder` use."""
+    problems: list[tuple[str, str]] = []
+    loaded = _read_issuer_certificates(config, now, problems)
+    if problems:
+        raise ConfigError(problems, config.path)
+    return [public for _, public in loaded]
+
+
+def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list[IssuerMaterial]:
+    """Every issuer's certificates and keys, for a signing role: the public checks of
+    load_issuer_certificates, then each key read and matched to its certificate. A CRL
+    publisher (crl_url) needs issuer_key here; a web node never calls this (R25)."""
+    problems: list[tuple[str, str]] = []
+    loaded: list[IssuerMaterial] = []
+    for index, public in _read_issuer_certificates(config, now, problems):
+        issuer = public.config
+        prefix = f"issuers[{index}]."
+        key = None
+        if issuer.responder_key is None:
+            problems.append(
+                (
+                    prefix + "responder_key",
+                    "required by the signing roles (sign, signer, serve with run_signer = true): "
+                    "the responder certificate's PEM private key",
+                )
+            )
+        else:
+            try:
+                key = load_pem_key(issuer.responder_key)
+            except KeyFileError as exc:
+                problems.append((prefix + "responder_key", str(exc)))
+        if key is not None and key.public_key_der() != _public_key_der(
+            public.responder_certificate
+        ):
+            problems.append(
+                (
+                    prefix + "responder_certificate",
+                    f"{issuer.responder_certificate} does not match its private key (R6/R21)",
+                )
+            )
         issuer_key = None
         if issuer.issuer_key is not None:
             try:
@@ -867,21 +933,28 @@ def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list
             except KeyFileError as exc:
                 problems.append((prefix + "issuer_key", str(exc)))
             else:
-                if issuer_key.public_key_der() != _public_key_der(ca):
+                if issuer_key.public_key_der() != _public_key_der(public.certificate):
                     problems.append(
                         (
                             prefix + "issuer_key",
                             f"{issuer.issuer_key} is not the key of {issuer.certificate}",
                         )
                     )
-        for problem in responder_problems(responder, ca, now, margin, key.public_key_der()):
+        elif issuer.crl_url:
             problems.append(
                 (
-                    prefix + "responder_certificate",
-                    f"{issuer.responder_certificate} {problem} (R6/R21)",
+                    prefix + "issuer_key",
+                    "required with crl_url by the CRL builder: the issuer's PEM private key "
+                    "signs its CRLs",
                 )
             )
-        loaded.append(IssuerMaterial(issuer, ca, responder, key, issuer_key))
+        if key is None:
+            continue
+        loaded.append(
+            IssuerMaterial(
+                issuer, public.certificate, public.responder_certificate, key, issuer_key
+            )
+        )
     if problems:
         raise ConfigError(problems, config.path)
     return loaded

@@ -9,14 +9,14 @@ from pathlib import Path
 import click
 
 from certstatus.cli import config_option, load, user_errors
-from certstatus.config import Config, load_issuer_material
+from certstatus.config import Config, load_issuer_certificates
 from certstatus.ingest.api import Ingest, IngestError, parse_serial
 from certstatus.ocsp.reasons import NAMES
 from certstatus.store import open_store
 
 
 def _ingest(config: Config) -> Ingest:
-    materials = load_issuer_material(config)
+    materials = load_issuer_certificates(config)  # recording needs no key (R25)
     return Ingest(open_store(config.database, config.base_dir), materials)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from certstatus.cache.varnish import free_port
 from certstatus.config import Config, load_config
 from certstatus.demo.ca import DemoCA, write_key, write_pem
+from certstatus.files import PRIVATE, write_file
 from certstatus.ingest import Ingest
 from certstatus.ocsp.reasons import ALLOWED
 from certstatus.store import open_store
-from certstatus.wiring import crl_service, register_issuers
+from certstatus.wiring import crl_service, register_issuers, register_public
 
 SAMPLE_GOOD = 10
 REASONS = list(ALLOWED)
@@ -116,6 +117,9 @@ def create(
     1% are revoked (at least one when there are two or more), cycling through every allowed
     reason; the revoked ones and a sample of good ones are written out, spread over every CRL
     partition so each partition's CRL has something on it and each can be checked."""
+    # others may pass through (Varnish's unprivileged child reads its VCL under it) but not
+    # list it; keys, database and configuration are 0600 themselves
+    files.dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     files.revoked.mkdir(parents=True, exist_ok=True)
     ca = DemoCA.create()
     responder, responder_key = ca.responder()
@@ -126,10 +130,10 @@ def create(
     text = CONFIG_TEMPLATE.format(listen=listen, monitor_listen=f"127.0.0.1:{free_port()}")
     if cache:
         text += CACHE_TEMPLATE.format(cache=f"127.0.0.1:{free_port()}", listen=listen)
-    files.config.write_text(text)
+    write_file(files.config, text.encode(), PRIVATE)
     config = load_config(files.config)
 
-    materials, _ = register_issuers(config)
+    materials, _ = register_public(config)  # recording needs no key
     store = open_store(config.database, config.base_dir)
     ingest = Ingest(store, materials)
     now = int(time.time())
@@ -260,7 +264,7 @@ def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Termin
     """Create (or reuse) the demo in `directory`, sign everything, print how to check it, and
     serve OCSP, CRLs and the monitor's status page until interrupted."""
     from certstatus.cache.varnish import LocalVarnish
-    from certstatus.responder.server import ensure_listen_address_free, serve
+    from certstatus.responder.server import ensure_listen_address_free
     from certstatus.signer import Signer
 
     files = DemoFiles(directory.resolve())
@@ -317,6 +321,33 @@ def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Termin
             state = varnish.up([listen], cache_port)
             term.say(f"cache (Varnish) on {state.url}, purged on revocation")
         term.say(f"serving OCSP and CRLs on http://{listen}/ — Ctrl-C stops")
-        serve(config, with_monitor=True)
+        serve_apart(config)
     finally:
         varnish.down()
+
+
+def serve_apart(config: Config) -> None:
+    """Serve (responder, signing roles, monitor) from a freshly spawned interpreter and wait
+    for it. This process created the CA and signed with both keys; the server forks its web
+    workers from its own memory, so it must not be this process, or every worker would carry
+    the keys' bytes (R25: web nodes hold no key). Ctrl-C reaches the whole process group: the
+    server stops on it, and this process waits until it has."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=_serve_spawned, args=(str(config.path),), name="demo server"
+    )
+    process.start()
+    while True:
+        try:
+            process.join()
+            return
+        except KeyboardInterrupt:
+            continue  # the server got it too; wait for it to finish stopping
+
+
+def _serve_spawned(config_path: str) -> None:
+    from certstatus.responder.server import serve
+
+    with suppress(KeyboardInterrupt):  # Ctrl-C: the server has stopped; nothing to report
+        serve(load_config(Path(config_path)), with_monitor=True)

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from certstatus.config import IssuerMaterial
+from certstatus.config import IssuerCertificates
 from certstatus.crl.layout import CrlLayout
 from certstatus.ocsp.reasons import parse_reason
 from certstatus.status import RevocationRefused
@@ -113,11 +113,11 @@ def is_precertificate(certificate: x509.Certificate) -> bool:
 @dataclass(frozen=True)
 class _KnownIssuer:
     id: int
-    material: IssuerMaterial
+    material: IssuerCertificates
 
 
 class Ingest:
-    def __init__(self, store: Store, issuers: Sequence[IssuerMaterial]) -> None:
+    def __init__(self, store: Store, issuers: Sequence[IssuerCertificates]) -> None:
         self.store = store
         self._issuers = [
             _KnownIssuer(store.ensure_issuer(m.name, m.certificate.public_bytes(Encoding.DER)), m)

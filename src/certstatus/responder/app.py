@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.cache.keys import certificate_key, crl_key, issuer_key, surrogate_headers
-from certstatus.config import IssuerMaterial, load_config, load_issuer_material
+from certstatus.config import IssuerCertificates, load_config, load_issuer_certificates
 from certstatus.crl.layout import CrlLayout
 from certstatus.ocsp import response as ocsp_response
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
@@ -64,7 +64,7 @@ class NoMetrics:
         pass
 
 
-def issuer_index(issuers: Sequence[tuple[int, IssuerMaterial]]) -> IssuerIndex:
+def issuer_index(issuers: Sequence[tuple[int, IssuerCertificates]]) -> IssuerIndex:
     """Map every (hash algorithm, issuerNameHash, issuerKeyHash) we answer for to an issuer id."""
     index: IssuerIndex = {}
     for issuer_id, material in issuers:
@@ -170,6 +170,8 @@ class OcspApp:
                 return b"".join(received)
             except ClientGone:
                 return None
+            except BrokenBody:
+                return Answer(400, h.NO_STORE_TEXT, b"invalid request body framing\n")
             size += len(chunk)
             if size > self.max_post_body:
                 return Answer(413, h.NO_STORE_TEXT, b"request body too large\n")
@@ -297,6 +299,10 @@ class ClientGone(Exception):
     """The client disconnected while its request body was arriving."""
 
 
+class BrokenBody(Exception):
+    """The request body's HTTP framing was invalid (e.g. a bad chunk size): HTTP 400."""
+
+
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # an async generator that yields nothing
@@ -328,7 +334,7 @@ CONFIG_ENV = "CERTSTATUS_CONFIG"
 def create_app() -> OcspApp:
     """Factory for servers that import the app in each worker process; reads CERTSTATUS_CONFIG."""
     config = load_config(Path(os.environ.get(CONFIG_ENV, "certstatus.toml")))
-    materials = load_issuer_material(config)
+    materials = load_issuer_certificates(config)  # public material only: no key is read (R25)
     source = open_response_source(config)
     recorded = {(r.name, r.certificate_der): r.id for r in source.issuers()}
     known = []

@@ -18,7 +18,12 @@ from contextlib import ExitStack, contextmanager
 
 from certstatus.config import Config, ConfigError
 from certstatus.responder.app import CONFIG_ENV
-from certstatus.wiring import monitor_process, register_issuers, signing_roles_process
+from certstatus.wiring import (
+    check_signing_keys,
+    monitor_process,
+    register_public,
+    signing_roles_process,
+)
 
 log = logging.getLogger("certstatus.serve")
 APP_FACTORY = "certstatus.responder.app:create_app"  # ASGI (uvicorn)
@@ -111,7 +116,11 @@ def _run_server(config: Config) -> None:
             factory=True,
             http=HTTPModes.http1,
             # slow clients: headers must arrive within the request timeout (the body's own
-            # deadline is enforced by the app), and a connection buffers at most 64 KiB
+            # deadline is enforced by the app). max_buffer_size does not bound the header
+            # block: measured with granian 2.8, 64 KiB of headers is accepted and 128 KiB gets
+            # 431, at most 100 fields (tests/test_front.py). Tighter limits, the per-address
+            # cap and idle connections are the front's (deploy/haproxy, README "Connection
+            # limits"): granian has no connection limit of its own.
             http1_settings=HTTP1Settings(
                 header_read_timeout=r.request_timeout * 1000, max_buffer_size=65_536
             ),
@@ -187,7 +196,11 @@ def companion(config: Config, target: Callable[[str, int], None], name: str) -> 
 def serve(config: Config, with_monitor: bool = False) -> None:
     """Serve until stopped, the signing roles (and the monitor) beside the server."""
     ensure_listen_address_free(config)
-    register_issuers(config)
+    # The server and the workers it forks read only public material (R25); the keys of the
+    # signing roles are checked, and later used, in processes of their own.
+    register_public(config)
+    if config.responder.run_signer:
+        check_signing_keys(config)
     with ExitStack() as roles:
         if config.responder.run_signer:
             roles.enter_context(companion(config, signing_roles_process, "signing roles"))

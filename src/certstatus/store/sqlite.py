@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from certstatus.files import create_private
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.store.base import (
     AddResult,
@@ -42,6 +43,10 @@ class SqliteStore(SqlStore):
         self.path = path
         if not path.parent.exists():
             raise StoreError(f"database: directory {path.parent} does not exist")
+        try:  # 0600 from the start: SQLite gives its -wal and -shm files this file's mode
+            create_private(path)
+        except OSError as exc:
+            raise StoreError(f"database: cannot create {path}: {exc.strerror}") from None
         self._local = threading.local()
         with self._writing() as db:
             self._migrate(db)
