@@ -32,7 +32,7 @@ def add(config_path: Path, files: tuple[Path, ...]) -> None:
     click.echo(f"added {result.added}, already known {result.existing}")
 
 
-def parse_time(value: str | None) -> int | None:
+def parse_time(value: str | None, option: str = "--time") -> int | None:
     """`--time` as Unix seconds: ISO 8601 with a timezone, so no operator's clock is guessed."""
     if value is None:
         return None
@@ -40,10 +40,10 @@ def parse_time(value: str | None) -> int | None:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         raise IngestError(
-            f"--time {value!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z"
+            f"{option} {value!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z"
         ) from None
     if parsed.tzinfo is None:
-        raise IngestError("--time needs a timezone, e.g. 2026-01-31T12:00:00Z")
+        raise IngestError(f"{option} needs a timezone, e.g. 2026-01-31T12:00:00Z")
     return int(parsed.timestamp())
 
 
