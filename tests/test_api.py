@@ -432,3 +432,62 @@ def test_insecure_loopback_only_on_loopback(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"api\.insecure_loopback: plain HTTP is allowed only"):
         load_config(path)
+
+
+def test_cli_add_and_revoke_through_the_api_and_revoke_from_a_file(engine) -> None:
+    api = Api(engine)
+    store = engine.store()
+    d = engine.dir
+    identity = ["--api", api.url, "--client-cert", str(d / "issuer-1.pem"),
+                "--client-key", str(d / "issuer-1.key"), "--api-ca", str(d / "api-ca.pem")]  # fmt: skip
+    leaves = [engine.leaf() for _ in range(5)]
+    files = [str(engine.write_leaf(leaf)) for leaf in leaves]
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "certstatus.cli", *args], capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+
+    with api.running():
+        added = cli("add", *identity, *files)
+        assert added.returncode == 0, added.stderr
+        assert added.stdout.strip() == "added 5, already known 0"
+        one = cli("revoke", *identity, "--issuer", "demo", "--reason", "superseded",
+                  f"{leaves[0].serial_number:x}")  # fmt: skip
+        assert one.returncode == 0, one.stderr
+        assert "(superseded; revoked)" in one.stdout
+        lines = [f"demo,{leaf.serial_number:x},keyCompromise" for leaf in leaves[1:3]]
+        csv_file = d / "mass.csv"
+        csv_file.write_text("issuer,serial,reason,time\n" + "\n".join(lines) + "\n")
+        streamed = cli("revoke", *identity, "--from", str(csv_file))
+        assert streamed.returncode == 0, streamed.stderr
+        assert streamed.stdout.strip() == "revoked 2, unchanged 0 (2 lines)"
+        denied = cli("revoke", "--api", api.url, "--client-cert", str(d / "recorder.pem"),
+                     "--client-key", str(d / "recorder.key"), "--api-ca", str(d / "api-ca.pem"),
+                     "--issuer", "demo", "--reason", "superseded", f"{leaves[4].serial_number:x}")  # fmt: skip
+        assert denied.returncode == 2
+        assert denied.stderr.splitlines() == [
+            "error: 403 forbidden: client 'recorder' lacks the 'revoke' permission"
+        ]
+    jsonl = d / "mass.jsonl"
+    jsonl.write_text(
+        "".join(
+            json.dumps({"issuer": "demo", "serial": f"{leaf.serial_number:x}", "reason": 1}) + "\n"
+            for leaf in leaves[1:4]
+        )
+    )
+    local = cli("revoke", "--config", str(engine.config_path), "--from", str(jsonl))
+    assert local.returncode == 0, local.stderr
+    assert local.stdout.strip() == "revoked 1, unchanged 2 (3 lines)"
+    bad = d / "bad.csv"
+    bad.write_text(f"demo,{leaves[4].serial_number:x},superseded\ndemo,zz,superseded\n")
+    refused = cli("revoke", "--config", str(engine.config_path), "--from", str(bad))
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"error: {bad}: line 2: serial 'zz' is not a hexadecimal serial number"
+    ]
+    assert store.counts()["revoked"] == 4  # not the refused file's first line
+    assert not store.certificate(1, leaves[4].serial_number).revoked
+    actors = {e.actor for e in store.audit_entries(0, 0, 100) if e.action == "revoke"}
+    assert actors == {"api:issuer-1", next(a for a in actors if a.startswith("cli:"))}
