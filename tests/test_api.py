@@ -463,9 +463,10 @@ def test_cli_add_and_revoke_through_the_api_and_revoke_from_a_file(engine) -> No
         streamed = cli("revoke", *identity, "--from", str(csv_file))
         assert streamed.returncode == 0, streamed.stderr
         assert streamed.stdout.strip() == "revoked 2, unchanged 0 (2 lines)"
-        denied = cli("revoke", "--api", api.url, "--client-cert", str(d / "recorder.pem"),
-                     "--client-key", str(d / "recorder.key"), "--api-ca", str(d / "api-ca.pem"),
-                     "--issuer", "demo", "--reason", "superseded", f"{leaves[4].serial_number:x}")  # fmt: skip
+        recorder = ["--client-cert", str(d / "recorder.pem"), "--client-key",
+                    str(d / "recorder.key"), "--api-ca", str(d / "api-ca.pem")]  # fmt: skip
+        denied = cli("revoke", "--api", api.url, *recorder, "--issuer", "demo", "--reason",
+                     "superseded", f"{leaves[4].serial_number:x}")  # fmt: skip
         assert denied.returncode == 2
         assert denied.stderr.splitlines() == [
             "error: 403 forbidden: client 'recorder' lacks the 'revoke' permission"

@@ -633,6 +633,22 @@ class PurgeConfig:
             help="second purge pass; 0 turns it off",
         ),
     )
+    coalesce_threshold: int = field(
+        default=100,
+        metadata=key(
+            read=_typed(int, "a number of purges"),
+            bound=_between(2, 100_000, "must be between 2 and 100000"),
+            help="purges of one issuer in a batch above which its issuer key is purged instead",
+        ),
+    )
+    coalesce_window: int = field(
+        default=5,
+        metadata=key(
+            read=_duration,
+            bound=_between(1, 300, "must be between 1s and 5m"),
+            help="at most one issuer-wide purge per issuer and cache in this window",
+        ),
+    )
 
 
 API_PERMISSIONS = ("record", "revoke", "read")

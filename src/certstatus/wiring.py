@@ -87,6 +87,8 @@ def background_signer(
         [build_purger(c.name, c.kind, c.url, c.token_env) for c in config.caches],
         config.purge_recheck_after,
         interval=0.2 if config.caches else 5.0,
+        coalesce_threshold=config.purge.coalesce_threshold,
+        coalesce_window=config.purge.coalesce_window,
     )
     threads.append(threading.Thread(target=purger.run, args=(stop,), name="purger", daemon=True))
     metrics_server = None

@@ -410,6 +410,13 @@ class PurgeQueue(Protocol):
 
     def record_purges(self, cache: str, pass_: int, ids: Sequence[int], now: int) -> None: ...
 
+    def ready_purge_ids(
+        self, cache: str, pass_: int, issuer_id: int, ready_before: int
+    ) -> list[int]:
+        """The issuer's purges ready at or before ready_before and not yet delivered to
+        (cache, pass): what an issuer-wide purge sent after this read covers."""
+        ...
+
     def settle_purges(self, targets: Sequence[tuple[str, int]], now: int) -> int:
         """Settle purges delivered to every (cache, pass) target; returns how many."""
         ...

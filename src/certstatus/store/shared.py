@@ -523,6 +523,15 @@ class SqlStore(ABC):
                 db, self._sql(purgequeue.RECORD), [(i, cache, pass_, now) for i in ids]
             )
 
+    def ready_purge_ids(
+        self, cache: str, pass_: int, issuer_id: int, ready_before: int
+    ) -> list[int]:
+        with self._reading() as db:
+            rows = db.execute(
+                self._sql(purgequeue.ISSUER_READY), (ready_before, issuer_id, cache, pass_)
+            ).fetchall()
+        return [int(i) for (i,) in rows]
+
     def settle_purges(self, targets: Sequence[tuple[str, int]], now: int) -> int:
         sql, params = purgequeue.settle(targets)
         with self._writing(durable=False) as db:
