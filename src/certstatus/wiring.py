@@ -151,3 +151,23 @@ def monitor_process(config_path: str, parent: int) -> None:
         _wait(stopping, parent)
     finally:
         monitor.stop()
+
+
+def api_process(config_path: str, parent: int) -> None:
+    """The issuance API's own process under `demo` (in production: `certstatus api`). It
+    stops when the server that started it is gone (SIGTERM reaches uvicorn's handler)."""
+    from certstatus.api.server import run_api
+    from certstatus.cli.api import build_app
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config, app = build_app(Path(config_path))
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
+    run_api(config, app)

@@ -18,7 +18,12 @@ from contextlib import ExitStack, contextmanager
 
 from certstatus.config import Config, ConfigError
 from certstatus.responder.app import CONFIG_ENV
-from certstatus.wiring import monitor_process, register_issuers, signing_roles_process
+from certstatus.wiring import (
+    api_process,
+    monitor_process,
+    register_issuers,
+    signing_roles_process,
+)
 
 log = logging.getLogger("certstatus.serve")
 APP_FACTORY = "certstatus.responder.app:create_app"  # ASGI (uvicorn)
@@ -184,8 +189,9 @@ def companion(config: Config, target: Callable[[str, int], None], name: str) -> 
             process.join()
 
 
-def serve(config: Config, with_monitor: bool = False) -> None:
-    """Serve until stopped, the signing roles (and the monitor) beside the server."""
+def serve(config: Config, with_monitor: bool = False, with_api: bool = False) -> None:
+    """Serve until stopped, the signing roles (and the monitor, and the issuance API on its
+    own listener: the demo) beside the server."""
     ensure_listen_address_free(config)
     register_issuers(config)
     with ExitStack() as roles:
@@ -193,4 +199,6 @@ def serve(config: Config, with_monitor: bool = False) -> None:
             roles.enter_context(companion(config, signing_roles_process, "signing roles"))
         if with_monitor:
             roles.enter_context(companion(config, monitor_process, "monitor"))
+        if with_api:
+            roles.enter_context(companion(config, api_process, "issuance API"))
         run_server(config)
