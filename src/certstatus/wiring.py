@@ -170,4 +170,4 @@ def api_process(config_path: str, parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
-    run_api(config, app)
+    run_api(config, app, ignore_sigint=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import ssl
 from typing import Any
 
@@ -80,7 +81,20 @@ class PeerCertificateProtocol(HttpToolsProtocol):
         self.app = _with_peer(self.app, transport.get_extra_info("ssl_object"))
 
 
-def run_api(config: Config, app: Any) -> None:
+class _Server(uvicorn.Server):
+    """uvicorn's server; beside the demo's responder it leaves Ctrl-C (SIGINT to the whole
+    process group) to the responder, which stops it with SIGTERM: stopping by itself first
+    would look like a crashed companion and make the responder stop in a hurry."""
+
+    ignore_sigint = False
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.ignore_sigint and sig == signal.SIGINT:
+            return
+        super().handle_exit(sig, frame)
+
+
+def run_api(config: Config, app: Any, ignore_sigint: bool = False) -> None:
     """Serve the API until SIGINT/SIGTERM (uvicorn drains open requests)."""
     api = config.api
     problems = api.serving_problems()
@@ -102,4 +116,6 @@ def run_api(config: Config, app: Any) -> None:
     server_config.ssl = context  # ours, with the client verification uvicorn's would not do
     if context is None:
         log.warning("issuance API on plain HTTP (insecure_loopback) at %s", api.listen)
-    uvicorn.Server(server_config).run()
+    server = _Server(server_config)
+    server.ignore_sigint = ignore_sigint
+    server.run()
