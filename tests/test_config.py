@@ -273,7 +273,14 @@ def test_every_default_written_out_reads_back_as_the_default(tmp_path: Path) -> 
         spelled += f"[{table}]\n" + "\n".join(lines) + "\n"
     full = load_config(write(tmp_path, spelled))
     bare = load_config(write(tmp_path, 'database = "x.db"\n' + GOOD_ISSUER))
-    assert set(tables) == {"responder", "signing", "crl", "monitor"}  # [purge]'s default: unset
+    assert set(tables) == {
+        "responder",
+        "signing",
+        "crl",
+        "monitor",
+        "api",
+        "purge",  # recheck_after's default is unset; the coalescing keys have defaults
+    }
     for table in tables:
         assert getattr(full, table) == getattr(bare, table), table
 

@@ -50,7 +50,9 @@ def populate(deployment: Deployment, store, count: int = 12, revoke_every: int =
     revoked = {}
     for n, leaf in enumerate(leaves[::revoke_every]):
         reason = reasons[n % len(reasons)]
-        ingest.revoke("demo", leaf.serial_number, reason, NOW, time=NOW - 60 * n)
+        # distinct times, after the leaf's notBefore (an earlier one is refused)
+        when = int(leaf.not_valid_before_utc.timestamp()) + 60 + n
+        ingest.revoke("demo", leaf.serial_number, reason, NOW, time=when)
         revoked[leaf.serial_number] = ALLOWED[reason]
     return leaves, revoked
 

@@ -632,6 +632,193 @@ class PurgeConfig:
             help="second purge pass; 0 turns it off",
         ),
     )
+    coalesce_threshold: int = field(
+        default=100,
+        metadata=key(
+            read=_typed(int, "a number of purges"),
+            bound=_between(2, 100_000, "must be between 2 and 100000"),
+            help="purges of one issuer in a batch above which its issuer key is purged instead",
+        ),
+    )
+    coalesce_window: int = field(
+        default=5,
+        metadata=key(
+            read=_duration,
+            bound=_between(1, 300, "must be between 1s and 5m"),
+            help="at most one issuer-wide purge per issuer and cache in this window",
+        ),
+    )
+
+
+API_PERMISSIONS = ("record", "revoke", "read")
+_SPKI = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _permissions(value: Any) -> tuple[str, ...]:
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, str) and v in API_PERMISSIONS for v in value)
+    ):
+        return tuple(sorted(set(value), key=API_PERMISSIONS.index))
+    raise ValueError(f"expected a list of {', '.join(API_PERMISSIONS)}, got {value!r}")
+
+
+def _spki(value: Any) -> str:
+    if isinstance(value, str):
+        cleaned = value.lower().replace(":", "")
+        if _SPKI.match(cleaned):
+            return cleaned
+    raise ValueError(
+        "expected the client certificate's SubjectPublicKeyInfo SHA-256 as 64 hex digits "
+        f"(openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum), got {value!r}"
+    )
+
+
+def _per_second(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"expected requests per second, got {value!r}")
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """[[api.clients]]: a system of the CA allowed to use the issuance API, known by its client
+    certificate's key (spki_sha256, survives renewal with the same key) or its subject."""
+
+    name: str = field(metadata=key(read=_name, required=_NAME_RULE, help="the audit log's actor"))
+    spki_sha256: str | None = field(
+        default=None,
+        metadata=key(read=_optional(_spki), help="SHA-256 of the certificate's public key (hex)"),
+    )
+    subject: str | None = field(
+        default=None,
+        metadata=key(
+            read=_optional(_typed(str, 'an RFC 4514 subject such as "CN=issuer-1,O=Example CA"')),
+            help="or its subject, RFC 4514 as `openssl x509 -subject -nameopt RFC2253` prints it",
+        ),
+    )
+    permissions: tuple[str, ...] = field(
+        default=(),
+        metadata=key(read=_permissions, help="record, revoke and/or read"),
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        if (self.spki_sha256 is None) == (self.subject is None):
+            return [("spki_sha256", "give exactly one of spki_sha256 or subject")]
+        if not self.permissions:
+            return [("permissions", "required: a list of record, revoke and/or read")]
+        return []
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """[api]: `certstatus api`, the issuance API (its own listener, never the OCSP port)."""
+
+    listen: str = field(
+        default="127.0.0.1:8443",
+        metadata=key(read=_listen("127.0.0.1:8443"), help="host:port of the issuance API"),
+    )
+    certificate: Path | None = field(
+        default=None, metadata=key(read=_path, help="the API's TLS certificate chain (PEM)")
+    )
+    private_key: Path | None = field(
+        default=None, metadata=key(read=_path, help="its private key (PEM)")
+    )
+    client_ca: Path | None = field(
+        default=None,
+        metadata=key(read=_path, help="CA bundle (PEM) client certificates must chain to"),
+    )
+    insecure_loopback: bool = field(
+        default=False,
+        metadata=key(
+            read=_FLAG,
+            help="plain HTTP, every request all permissions; only on a loopback listen (development)",
+        ),
+    )
+    max_body: int = field(
+        default=1_048_576,
+        metadata=key(
+            read=_typed(int, "a size in bytes"),
+            bound=_between(1024, 64 * 1_048_576, "must be between 1024 bytes and 64 MiB"),
+            help="bytes; a larger certificate or JSON body gets 413 (NDJSON: per line 4096)",
+        ),
+    )
+    max_batch: int = field(
+        default=10_000,
+        metadata=key(
+            read=_typed(int, "a number of items"),
+            bound=_between(1, 100_000, "must be between 1 and 100000"),
+            help="certificates or revocations in one body (413 above); NDJSON chunk size",
+        ),
+    )
+    rate: float = field(
+        default=50.0,
+        metadata=key(
+            read=_per_second,
+            bound=_between(0.1, 100_000, "must be between 0.1 and 100000"),
+            help="requests per second per client (429 with Retry-After above)",
+        ),
+    )
+    burst: int = field(
+        default=100,
+        metadata=key(
+            read=_typed(int, "a number of requests"),
+            bound=_between(1, 100_000, "must be between 1 and 100000"),
+            help="requests a client may send at once above its rate",
+        ),
+    )
+    max_wait: int = field(
+        default=30,
+        metadata=key(
+            read=_duration,
+            bound=_between(1, 300, "must be between 1s and 5m"),
+            help="longest ?timeout= a client may ask with ?wait=",
+        ),
+    )
+    clients: tuple[ApiClient, ...] = field(
+        default_factory=tuple,
+        metadata=table_of(ApiClient, many=tuple, unique="client", help="who may call it"),
+    )
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.insecure_loopback and not is_loopback(self.listen_host):
+            return [
+                (
+                    "insecure_loopback",
+                    f"plain HTTP is allowed only on a loopback listen, not {self.listen!r}",
+                )
+            ]
+        return []
+
+    def serving_problems(self) -> list[tuple[str, str]]:
+        """What `certstatus api` needs beyond a valid table: TLS material and clients."""
+        if self.insecure_loopback:
+            return []
+        found = [
+            (name, f"required for `certstatus api` (or insecure_loopback = true): {what}")
+            for name, what in (
+                ("certificate", "the server's PEM certificate chain"),
+                ("private_key", "its PEM private key"),
+                ("client_ca", "the PEM CA bundle client certificates are issued by"),
+            )
+            if getattr(self, name) is None
+        ]
+        if not self.clients:
+            found.append(("clients", "add at least one [[api.clients]] with its permissions"))
+        return found
 
 
 @dataclass(frozen=True)
@@ -669,6 +856,7 @@ class Config:
     )
     purge: PurgeConfig = field(default_factory=PurgeConfig, metadata=table_of(PurgeConfig))
     monitor: MonitorConfig = field(default_factory=MonitorConfig, metadata=table_of(MonitorConfig))
+    api: ApiConfig = field(default_factory=ApiConfig, metadata=table_of(ApiConfig))
 
     def problems(self) -> list[tuple[str, str]]:
         if self.replicas and not self.is_postgres:

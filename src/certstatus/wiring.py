@@ -126,6 +126,8 @@ def background_signer(
         [build_purger(c.name, c.kind, c.url, c.token_env) for c in config.caches],
         config.purge_recheck_after,
         interval=0.2 if config.caches else 5.0,
+        coalesce_threshold=config.purge.coalesce_threshold,
+        coalesce_window=config.purge.coalesce_window,
     )
     threads.append(threading.Thread(target=purger.run, args=(stop,), name="purger", daemon=True))
     metrics_server = None
@@ -188,3 +190,23 @@ def monitor_process(config_path: str, parent: int) -> None:
         _wait(stopping, parent)
     finally:
         monitor.stop()
+
+
+def api_process(config_path: str, parent: int) -> None:
+    """The issuance API's own process under `demo` (in production: `certstatus api`). It
+    stops when the server that started it is gone (SIGTERM reaches uvicorn's handler)."""
+    from certstatus.api.server import run_api
+    from certstatus.cli.api import build_app
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config, app = build_app(Path(config_path))
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
+    run_api(config, app, ignore_sigint=True)

@@ -119,6 +119,8 @@ def main(verbose: bool) -> None:
 
 def _register() -> None:
     """Attach every command group's commands to `main` (imported here: they use the helpers)."""
+    from certstatus.cli.api import api
+    from certstatus.cli.audit import audit
     from certstatus.cli.cache import cache
     from certstatus.cli.checkconfig import check_config
     from certstatus.cli.cluster import cluster
@@ -130,7 +132,7 @@ def _register() -> None:
     from certstatus.cli.signing import serve, sign, signer
 
     commands = (check_config, add, revoke, stats, sign, signer, serve, crl, monitor)
-    for command in (*commands, cache, cluster, drill, demo):
+    for command in (*commands, api, audit, cache, cluster, drill, demo):
         main.add_command(command)
 
 

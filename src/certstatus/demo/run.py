@@ -41,6 +41,10 @@ class DemoFiles:
     def revoked(self) -> Path:
         return self.dir / "certs" / "revoked"
 
+    @property
+    def api_sample(self) -> Path:
+        return self.dir / "certs" / "api-sample.pem"
+
 
 CONFIG_TEMPLATE = """\
 # certstatus demo deployment: one SQLite file, one issuer, responder and signer in one process.
@@ -175,7 +179,76 @@ def create(
         reason = REASONS[index % len(REASONS)]
         ingest.revoke("demo", int(path.stem, 16), reason, now)
     store.close()
+    # one more leaf, issued but not recorded: the printed curl commands record and revoke it
+    serial = _serial(count)
+    cdp = layout.url(layout.partition_for_serial(serial))
+    write_pem(files.api_sample, ca.leaf(leaf_key, serial, url, now=issued_at, crl_url=cdp))
     return config
+
+
+API_TEMPLATE = """
+# the issuance API (`certstatus api`): mutual TLS; the demo client may record, revoke, read
+[api]
+listen = "{api_listen}"
+certificate = "api-server.pem"
+private_key = "api-server.key"
+client_ca = "api-ca.pem"
+
+[[api.clients]]
+name = "demo-client"
+spki_sha256 = "{spki}"
+permissions = ["record", "revoke", "read"]
+"""
+
+
+def ensure_api(files: DemoFiles, api_listen: str) -> Config:
+    """The demo's issuance API PKI and [api] table, created once (a directory made by an
+    older demo gets them on its next run): api-ca.pem verifies the server, api-client.pem and
+    api-client.key (mode 0600 from creation) are a client allowed everything."""
+    from certstatus.api.auth import spki_sha256
+    from certstatus.demo.apipki import ApiCA, write_certificate, write_secret_key
+
+    config = load_config(files.config)
+    if config.api.clients:
+        return config
+    host, _ = parse_listen(api_listen)
+    ca = ApiCA.create()
+    server, server_key = ca.server([host, "localhost"] if host != "localhost" else [host])
+    client, client_key = ca.client("demo-client")
+    write_certificate(files.dir / "api-ca.pem", ca.certificate)
+    write_certificate(files.dir / "api-server.pem", server)
+    write_secret_key(files.dir / "api-server.key", server_key)
+    write_certificate(files.dir / "api-client.pem", client)
+    write_secret_key(files.dir / "api-client.key", client_key)
+    with files.config.open("a") as handle:
+        handle.write(API_TEMPLATE.format(api_listen=api_listen, spki=spki_sha256(client)))
+    return load_config(files.config)
+
+
+def curl_commands(files: DemoFiles, config: Config) -> list[tuple[str, str]]:
+    """(label, command) pairs: record a certificate over the API, then revoke it."""
+    sample = files.api_sample if files.api_sample.exists() else None
+    if sample is None:
+        found = sorted(files.certs.glob("*.pem"))
+        if not found:
+            return []
+        sample = found[0]
+    d = files.dir
+    tls = f"--cacert {d / 'api-ca.pem'} --cert {d / 'api-client.pem'} --key {d / 'api-client.key'}"
+    url = f"https://{config.api.listen}/v1"
+    serial = f"{x509.load_pem_x509_certificate(sample.read_bytes()).serial_number:x}"
+    body = f'{{"issuer": "demo", "serial": "{serial}", "reason": "keyCompromise"}}'
+    return [
+        (
+            "record a certificate over the issuance API:",
+            f"curl -sS {tls} -H 'Content-Type: application/x-pem-file' --data-binary @{sample} "
+            f"'{url}/certificates?wait=authoritative&timeout=10s'",
+        ),
+        (
+            "revoke it:",
+            f"curl -sS {tls} -H 'Content-Type: application/json' -d '{body}' {url}/revocations",
+        ),
+    ]
 
 
 def revoked_indices(count: int) -> dict[int, int]:
@@ -260,9 +333,16 @@ class Terminal:
     progress: Callable[[int, str], AbstractContextManager[Callable[[int], None]]]
 
 
-def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Terminal) -> None:
+def run_demo(
+    directory: Path,
+    listen: str,
+    count: int,
+    cache: bool,
+    term: Terminal,
+    api_listen: str = "127.0.0.1:8443",
+) -> None:
     """Create (or reuse) the demo in `directory`, sign everything, print how to check it, and
-    serve OCSP, CRLs and the monitor's status page until interrupted."""
+    serve OCSP, CRLs, the issuance API and the monitor's status page until interrupted."""
     from certstatus.cache.varnish import LocalVarnish
     from certstatus.responder.server import ensure_listen_address_free
     from certstatus.signer import Signer
@@ -276,10 +356,15 @@ def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Termin
             term.say(f"note: {files.config} listens on {configured}")
             listen = configured
         check_listen(listen)
+        if config.api.clients:
+            api_listen = config.api.listen
+        check_listen(api_listen)
     else:
         check_listen(listen)
+        check_listen(api_listen)
         with term.progress(count, "issuing") as advance:
             config = create(files, listen, count, advance, cache)
+    config = ensure_api(files, api_listen)
     materials, ids = register_issuers(config)
     store = open_store(config.database, config.base_dir)
     total = sum(store.due_count(int(time.time())).values())
@@ -309,6 +394,9 @@ def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Termin
     if check_crl is not None:
         term.say("check a revoked certificate against its CRL:")
         term.show(check_crl)
+    for label, command in curl_commands(files, config):
+        term.say(label)
+        term.show(command)
     term.say(f"status page (the monitor): http://{config.monitor.listen}/")
     varnish = LocalVarnish(files.dir / "varnish")
     cache_port = local_cache_port(config)
@@ -320,6 +408,7 @@ def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Termin
             varnish.down()  # one left behind by a killed demo
             state = varnish.up([listen], cache_port)
             term.say(f"cache (Varnish) on {state.url}, purged on revocation")
+        term.say(f"issuance API on https://{config.api.listen}/v1/")
         term.say(f"serving OCSP and CRLs on http://{listen}/ — Ctrl-C stops")
         serve_apart(config)
     finally:
@@ -350,4 +439,4 @@ def _serve_spawned(config_path: str) -> None:
     from certstatus.responder.server import serve
 
     with suppress(KeyboardInterrupt):  # Ctrl-C: the server has stopped; nothing to report
-        serve(load_config(Path(config_path)), with_monitor=True)
+        serve(load_config(Path(config_path)), with_monitor=True, with_api=True)

@@ -19,6 +19,7 @@ from contextlib import ExitStack, contextmanager
 from certstatus.config import Config, ConfigError
 from certstatus.responder.app import CONFIG_ENV
 from certstatus.wiring import (
+    api_process,
     check_signing_keys,
     monitor_process,
     register_public,
@@ -193,8 +194,9 @@ def companion(config: Config, target: Callable[[str, int], None], name: str) -> 
             process.join()
 
 
-def serve(config: Config, with_monitor: bool = False) -> None:
-    """Serve until stopped, the signing roles (and the monitor) beside the server."""
+def serve(config: Config, with_monitor: bool = False, with_api: bool = False) -> None:
+    """Serve until stopped, the signing roles (and the monitor, and the issuance API on its
+    own listener: the demo) beside the server."""
     ensure_listen_address_free(config)
     # The server and the workers it forks read only public material (R25); the keys of the
     # signing roles are checked, and later used, in processes of their own.
@@ -206,4 +208,6 @@ def serve(config: Config, with_monitor: bool = False) -> None:
             roles.enter_context(companion(config, signing_roles_process, "signing roles"))
         if with_monitor:
             roles.enter_context(companion(config, monitor_process, "monitor"))
+        if with_api:
+            roles.enter_context(companion(config, api_process, "issuance API"))
         run_server(config)

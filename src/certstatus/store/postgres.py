@@ -22,8 +22,11 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.store.audit import Change, recorded, upgraded_change
 from certstatus.store.base import (
+    UNATTRIBUTED,
     AddResult,
+    AuditContext,
     CertificateRecord,
     DueCertificate,
     Priority,
@@ -183,16 +186,18 @@ class PostgresStore(SqlStore):
                     db.execute(sql.encode())
                     db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
-    def add_certificates(self, records: Sequence[CertificateRecord], now: int) -> AddResult:
+    def add_certificates(
+        self, records: Sequence[CertificateRecord], now: int, audit: AuditContext = UNATTRIBUTED
+    ) -> AddResult:
         if not records:
             return AddResult(0, 0)
         with self._writing() as db:
-            cur = db.execute(
+            inserted = db.execute(
                 "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
-                "priority, due_at, crl_partition) "
-                "SELECT i, s, k, n, %s, %s, %s, p FROM unnest(%s::bigint[], %s::text[], "
-                "%s::text[], %s::bigint[], %s::int[]) AS v(i, s, k, n, p) "
-                "ON CONFLICT DO NOTHING",
+                "priority, due_at, crl_partition, not_before) "
+                "SELECT i, s, k, n, %s, %s, %s, p, b FROM unnest(%s::bigint[], %s::text[], "
+                "%s::text[], %s::bigint[], %s::int[], %s::bigint[]) AS v(i, s, k, n, p, b) "
+                "ON CONFLICT DO NOTHING RETURNING issuer_id, serial",
                 (
                     now,
                     Priority.NEW,
@@ -202,23 +207,52 @@ class PostgresStore(SqlStore):
                     [r.kind for r in records],
                     [r.not_after for r in records],
                     [r.crl_partition for r in records],
+                    [r.not_before for r in records],
                 ),
-            )
-            added = cur.rowcount
-            finals = [r for r in records if r.kind == "cert"]
+            ).fetchall()
+            added = {(int(i), s) for i, s in inserted}
+            finals = [
+                r
+                for r in records
+                if r.kind == "cert" and (r.issuer_id, serial_key(r.serial)) not in added
+            ]
+            upgraded: set[tuple[int, str]] = set()
             if finals:
-                db.execute(
-                    "UPDATE certificates c SET kind = 'cert' FROM unnest(%s::bigint[], %s::text[]) "
-                    "AS v(i, s) WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert'",
-                    ([r.issuer_id for r in finals], [serial_key(r.serial) for r in finals]),
-                )
+                rows = db.execute(
+                    "UPDATE certificates c SET kind = 'cert', "
+                    "not_before = coalesce(c.not_before, v.b) "
+                    "FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(i, s, b) "
+                    "WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert' "
+                    "RETURNING c.issuer_id, c.serial",
+                    (
+                        [r.issuer_id for r in finals],
+                        [serial_key(r.serial) for r in finals],
+                        [r.not_before for r in finals],
+                    ),
+                ).fetchall()
+                upgraded = {(int(i), s) for i, s in rows}
             partitions = sorted({(r.issuer_id, r.crl_partition) for r in records})
             db.execute(  # the partitions the CRL builder must publish
                 "INSERT INTO crl_state (issuer_id, crl_partition) SELECT * FROM "
                 "unnest(%s::bigint[], %s::int[]) ON CONFLICT DO NOTHING",
                 ([i for i, _ in partitions], [p for _, p in partitions]),
             )
-        return AddResult(added, len(records) - added)
+            outcomes: list[tuple[int, int, str]] = []
+            changes: list[Change] = []
+            seen: set[tuple[int, str]] = set()
+            for r in records:
+                key = (r.issuer_id, serial_key(r.serial))
+                if key in added and key not in seen:
+                    outcomes.append((r.issuer_id, r.serial, "added"))
+                    changes.append(recorded(r))
+                elif key in upgraded and key not in seen:
+                    outcomes.append((r.issuer_id, r.serial, "upgraded"))
+                    changes.append(upgraded_change(r))
+                else:
+                    outcomes.append((r.issuer_id, r.serial, "known"))
+                seen.add(key)
+            self._append_audit(db, changes, audit, now)
+        return AddResult(len(added), len(records) - len(added), tuple(outcomes))
 
     # signing
 
