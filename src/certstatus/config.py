@@ -982,17 +982,27 @@ class _Loader:
 
 def load_config(path: Path) -> Config:
     """Parse and validate a configuration file (but do not open keys; see load_issuer_material)."""
+    path = path.resolve()  # every message names the file one way: absolute
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(
-            [("config", "file does not exist; create one or pass --config")], path
+            [
+                (
+                    "config",
+                    "file does not exist; create it, or point --config "
+                    "(or $CERTSTATUS_CONFIG) at one that does",
+                )
+            ],
+            path,
         ) from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError([("config", f"cannot read: {exc.strerror or exc}")], path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([("config", f"not valid TOML: {exc}")], path) from None
-    loader = _Loader(path.resolve().parent)
-    config: Config = loader.table(Config, data, "", path=path.resolve())
+    loader = _Loader(path.parent)
+    config: Config = loader.table(Config, data, "", path=path)
     if loader.problems:
         raise ConfigError(loader.problems, path)
     return config

@@ -36,8 +36,10 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 
 
 def fail(message: str) -> NoReturn:
-    """A user error: the message as it is, on stderr, and exit status 2."""
-    click.echo(f"error: {message}", err=True)
+    """A user error: the message as it is, on stderr, and exit status 2. A message of several
+    problems (a configuration's) is one line per problem, each marked as an error."""
+    for line in message.splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
     sys.exit(2)
 
 
@@ -106,7 +108,31 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
-@click.group()
+class CertstatusGroup(click.Group):
+    """click's own usage errors (a missing argument, a bad option value) are several lines of
+    usage text; here they are one line like every other user error, with where to look."""
+
+    def main(  # type: ignore[override]
+        self, args: Any = None, prog_name: str | None = None, **extra: Any
+    ) -> Any:
+        if extra.get("standalone_mode", True) is False:
+            return super().main(args, prog_name, **extra)
+        extra["standalone_mode"] = False
+        try:
+            code = super().main(args, prog_name, **extra)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            fail(f"{exc.format_message()}{where}")
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=CertstatusGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.version_option(package_name="certstatus")
 def main(verbose: bool) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -430,13 +431,20 @@ def serve_apart(config: Config) -> None:
     while True:
         try:
             process.join()
-            return
+            break
         except KeyboardInterrupt:
             continue  # the server got it too; wait for it to finish stopping
+    if process.exitcode:
+        raise DemoError(f"the demo server stopped with status {process.exitcode} (see above)")
 
 
 def _serve_spawned(config_path: str) -> None:
-    from certstatus.responder.server import serve
+    from certstatus.responder.server import CompanionDied, serve
 
-    with suppress(KeyboardInterrupt):  # Ctrl-C: the server has stopped; nothing to report
+    try:
         serve(load_config(Path(config_path)), with_monitor=True, with_api=True)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: the server has stopped; nothing to report
+    except CompanionDied as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

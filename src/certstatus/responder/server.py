@@ -90,6 +90,24 @@ def listen_problem(host: str, port: int) -> str | None:
     return None
 
 
+def ensure_companion_addresses_free(config: Config, with_monitor: bool) -> None:
+    """The roles started beside the server bind their own addresses; one that is taken must
+    be refused here, naming its key, not found by a role that dies after "serving"."""
+    wanted = []
+    if config.responder.run_signer and config.signing.metrics_listen:
+        wanted.append(("signing.metrics_listen", config.signing.metrics_listen))
+    if with_monitor:
+        wanted.append(("monitor.listen", config.monitor.listen))
+    problems = []
+    for key, listen in wanted:
+        host, _, port = listen.rpartition(":")
+        problem = listen_problem(host.strip("[]"), int(port))
+        if problem is not None:
+            problems.append((key, problem))
+    if problems:
+        raise ConfigError(problems, config.path)
+
+
 def ensure_listen_address_free(config: Config) -> None:
     """Refuse, naming the key, a listen address this server could not have to itself."""
     r = config.responder
@@ -147,8 +165,13 @@ def _run_server(config: Config) -> None:
     )
 
 
+class CompanionDied(RuntimeError):
+    """A role beside the server ended on its own: the server stopped for it, and the command
+    must end with a failure status, so a supervisor restarts the whole (never exit 0)."""
+
+
 @contextmanager
-def companion(config: Config, target: Callable[[str, int], None], name: str) -> Iterator[None]:
+def companion(config: Config, target: Callable[[str, int], None], name: str) -> Iterator[list[str]]:
     """A role in a spawned process beside the server, never threads in it: the server forks
     its workers, and a fork taken while such a thread holds SQLite's write lock leaves every
     worker seeing 'database is locked' for good. If the role dies, the server stops too (a
@@ -165,24 +188,31 @@ def companion(config: Config, target: Callable[[str, int], None], name: str) -> 
         signal.signal(signal.SIGINT, previous)
     stopping = threading.Event()
     reaping = threading.Lock()
+    died: list[str] = []  # why the role ended on its own, if it did
 
     def watch() -> None:
-        # Wait on the sentinel, never join: two threads reaping one child race, and the loser
-        # sees a child already reaped as still alive (a false "did not stop; killing it").
+        # Wait on the sentinel; reap only under the lock, which the stopping side takes first:
+        # two threads reaping one child race, and the loser sees a child already reaped as
+        # still alive (a false "did not stop; killing it").
         multiprocessing.connection.wait([process.sentinel])
         with reaping:
             if stopping.is_set():
                 return
+            process.join(timeout=5)
             code = process.exitcode
         # code 0: it was told to stop (a SIGTERM to the whole group, as systemd sends);
         # anything else is a crash. Either way the server must not go on without it.
-        report = log.warning if code == 0 else log.critical
-        report("%s exited (code %s); stopping the server", name, code)
+        if code == 0:
+            log.warning("%s stopped; stopping the server", name)
+        else:
+            how = f"signal {-code}" if code is not None and code < 0 else f"status {code}"
+            log.critical("%s exited with %s; stopping the server", name, how)
+            died.append(f"{name} exited with {how}")
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name=f"{name}-watch", daemon=True).start()
     try:
-        yield
+        yield died
     finally:
         with reaping:
             stopping.set()
@@ -198,16 +228,23 @@ def serve(config: Config, with_monitor: bool = False, with_api: bool = False) ->
     """Serve until stopped, the signing roles (and the monitor, and the issuance API on its
     own listener: the demo) beside the server."""
     ensure_listen_address_free(config)
+    ensure_companion_addresses_free(config, with_monitor)
     # The server and the workers it forks read only public material (R25); the keys of the
     # signing roles are checked, and later used, in processes of their own.
     register_public(config)
     if config.responder.run_signer:
         check_signing_keys(config)
+    deaths: list[list[str]] = []
     with ExitStack() as roles:
         if config.responder.run_signer:
-            roles.enter_context(companion(config, signing_roles_process, "signing roles"))
+            deaths.append(
+                roles.enter_context(companion(config, signing_roles_process, "signing roles"))
+            )
         if with_monitor:
-            roles.enter_context(companion(config, monitor_process, "monitor"))
+            deaths.append(roles.enter_context(companion(config, monitor_process, "monitor")))
         if with_api:
-            roles.enter_context(companion(config, api_process, "issuance API"))
+            deaths.append(roles.enter_context(companion(config, api_process, "issuance API")))
         run_server(config)
+    died = [reason for reasons in deaths for reason in reasons]
+    if died:
+        raise CompanionDied("; ".join(died) + "; the server stopped with it (see the log above)")
