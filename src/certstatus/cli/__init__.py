@@ -141,6 +141,8 @@ def main(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # each failed connection attempt, in two lines: the error says it once
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def _register() -> None:

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
@@ -84,9 +85,19 @@ class PostgresStore(SqlStore):
         }
         self._pool = self._new_pool()
         self._revive_lock = threading.Lock()
+        self._refused: str | None = None  # what the server said when a direct connect failed
         self.loop_reader = LoopReader(url, self._connect_kwargs, name, timeout)
         if not read_only:
             self._migrate()
+
+    @property
+    def where(self) -> str:
+        """host:port/dbname of the URL, never its password: for messages."""
+        try:
+            info = conninfo_to_dict(self.url)
+        except psycopg.Error:
+            return "?"
+        return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
     def _new_pool(self) -> ConnectionPool:
         return ConnectionPool(
@@ -119,7 +130,10 @@ class PostgresStore(SqlStore):
         except PoolTimeout as exc:
             revived = self._revive(pool)
             if revived is None:
-                raise StoreError(f"database {self.name} unavailable: {exc}") from None
+                why = self._refused or str(exc)
+                raise StoreError(
+                    f"database {self.name} ({self.where}) unavailable: {why}"
+                ) from None
             try:
                 return revived, revived.getconn()
             except psycopg.Error as again:
@@ -142,8 +156,10 @@ class PostgresStore(SqlStore):
                 return None  # no failed connection attempt: busy or slow, not an outage
             try:
                 psycopg.connect(self.url, **self._connect_kwargs).close()
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                self._refused = _first_line(exc)
                 return None
+            self._refused = None
             self._pool = self._new_pool()
         log.info("database %s answers again; its connection pool was replaced", self.name)
         failed.close(timeout=0)
@@ -390,6 +406,13 @@ class PostgresStore(SqlStore):
     def close(self) -> None:
         self.loop_reader.close()
         self._pool.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    """libpq's message without its hint lines ("Is the server running on that host..."):
+    errors reach an operator as one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def wait_for_server(url: str, timeout: float = 30.0) -> None:
