@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,15 @@ def cluster_status(directory: Path, as_json: bool) -> None:
             r["role"],
             r["site"] or "-",
             str(r["port"]),
-            str(r["up"]),
+            "yes" if r["up"] else "no",
             _staleness_cell(r),
             r.get("link", "-"),
             str(r.get("slot_wal_status", "-")),
             str(r.get("slot_safe_wal_size", "-")),
         )
-    Console(markup=False, highlight=False).print(table)
+    # into a pipe or a file, rich would squeeze the table into 80 columns and cut every value
+    wide = None if sys.stdout.isatty() else 200
+    Console(markup=False, highlight=False, width=wide).print(table)
 
 
 def _staleness_cell(row: dict[str, Any]) -> str:
