@@ -121,11 +121,28 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "/tmp/demo.crl" not in crl_check and str(directory.resolve()) in crl_check
     assert err.index("serving OCSP") > err.index("CRLs (")
 
+    # the printed "good" sample is revoked by hand: a reused directory must not offer it again
+    first_good = commands[0].split(" -cert ", 1)[1].split()[0]
+    serial = Path(first_good).stem
+    subprocess.run(
+        [*CLI, "revoke", "--config", str(directory / "certstatus.toml"), "--issuer", "demo",
+         "--reason", "superseded", serial],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
     # second run reuses the directory and its CA; the printed commands work against it
     issuer = (directory / "issuer.pem").read_bytes()
     again = start_demo(directory, port)
     try:
         wait_ready(f"http://127.0.0.1:{port}/", again, timeout=60)
+        commands = []  # what the second run prints
+        assert again.stdout is not None
+        deadline = time.monotonic() + 30
+        while len(commands) < 2:
+            line = again.stdout.readline()
+            assert line and time.monotonic() < deadline, "no openssl commands printed"
+            if line.startswith("openssl ocsp"):
+                commands.append(line.strip())
+        assert first_good not in commands[0]  # revoked since: another good sample
         for command, expected in zip(commands, ("good", "revoked"), strict=True):
             result = subprocess.run(
                 shlex.split(command), capture_output=True, text=True, timeout=30, check=False

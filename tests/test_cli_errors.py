@@ -56,7 +56,7 @@ def test_error_longer_than_80_columns_is_one_verbatim_line(tmp_path: Path) -> No
 def test_check_config_takes_config_like_every_command(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.toml"
     line = one_line_error(run("check-config", config=missing))
-    assert str(missing) in line and "pass --config" in line  # true now: it takes --config
+    assert str(missing) in line and "point --config" in line  # true now: it takes --config
     refused = run("check-config", str(missing))
     assert refused.returncode == 2 and "--config" not in refused.stdout
 

@@ -19,7 +19,7 @@ from certstatus.demo.ca import DemoCA, write_key, write_pem
 from certstatus.files import PRIVATE, write_file
 from certstatus.ingest import Ingest
 from certstatus.ocsp.reasons import ALLOWED
-from certstatus.store import open_store
+from certstatus.store import Store, open_store
 from certstatus.wiring import crl_service, register_issuers, register_public
 
 SAMPLE_GOOD = 10
@@ -289,16 +289,32 @@ def crl_command(files: DemoFiles) -> str | None:
     )
 
 
-def openssl_command(files: DemoFiles, listen: str, revoked: bool = False) -> str | None:
-    """An `openssl ocsp` command checking a sample certificate; None when there is none."""
+def openssl_command(
+    files: DemoFiles, listen: str, revoked: bool = False, store: Store | None = None
+) -> str | None:
+    """An `openssl ocsp` command checking a sample certificate; None when there is none. With
+    the store, the sample is one whose status still matches its folder: in a reused directory
+    a "good" sample may have been revoked since."""
     folder = files.revoked if revoked else files.certs
-    sample = sorted(folder.glob("*.pem"))
+    sample = [path for path in sorted(folder.glob("*.pem")) if path != files.api_sample]
+    if store is not None:
+        sample = [path for path in sample if _revoked(store, path) is revoked]
     if not sample:
         return None
     return (
         f"openssl ocsp -issuer {files.dir / 'issuer.pem'} -cert {sample[0]} "
         f"-url http://{listen}/ -CAfile {files.dir / 'issuer.pem'} -no_nonce -resp_text"
     )
+
+
+def _revoked(store: Store, path: Path) -> bool | None:
+    """The recorded status of a sample certificate file (None: not recorded)."""
+    certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    for issuer in store.issuers():
+        row = store.certificate(issuer.id, certificate.serial_number)
+        if row is not None:
+            return bool(row.revoked)
+    return None
 
 
 class DemoError(ValueError):
@@ -349,12 +365,17 @@ def run_demo(
     from certstatus.signer import Signer
 
     files = DemoFiles(directory.resolve())
+    if files.dir.exists() and not files.dir.is_dir():
+        raise DemoError(f"--dir: {files.dir} exists and is not a directory; choose another --dir")
     if files.config.exists():
         config = load_config(files.config)
         term.say(f"reusing {files.dir}")
         configured = f"{config.responder.listen_host}:{config.responder.listen_port}"
         if configured != listen:
-            term.say(f"note: {files.config} listens on {configured}")
+            term.say(
+                f"note: {files.dir} was made to serve on {configured}; serving there "
+                f"(--listen {listen} applies to a new --dir)"
+            )
             listen = configured
         check_listen(listen)
         if config.api.clients:
@@ -378,15 +399,16 @@ def run_demo(
     built = crls.build_due()
     published = [i.layout.url(p) for i in crls.issuers for p in crls.partitions(i)]
     counts = store.counts()
+    checks = (
+        ("check a good certificate:", openssl_command(files, listen, store=store)),
+        ("check a revoked one:", openssl_command(files, listen, revoked=True, store=store)),
+    )
     store.close()
     term.say(
         f"{counts['certificates']} certificates ({counts['precertificates']} "
         f"precertificates only, {counts['revoked']} revoked) in {files.dir}"
     )
-    for label, command in (
-        ("check a good certificate:", openssl_command(files, listen)),
-        ("check a revoked one:", openssl_command(files, listen, revoked=True)),
-    ):
+    for label, command in checks:
         if command is not None:
             term.say(label)
             term.show(command)

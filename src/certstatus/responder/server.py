@@ -61,20 +61,9 @@ def listen_problem(host: str, port: int) -> str | None:
     SO_REUSEPORT, so a second responder on a taken port would not fail, the kernel would split
     the clients between the two, silently, whatever databases they read (seen while
     benchmarking); and connections of a server just stopped may linger (FIN_WAIT2 while a client
-    hangs) and must not block its restart. A trial bind then finds an address that is not this
+    hangs) and must not block its restart. A trial bind first finds an address that is not this
     host's, a name that does not resolve, or a port the user may not take, before anything is
-    started or written."""
-    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-    try:
-        with socket.create_connection((wildcard.get(host, host), port), timeout=1):
-            pass
-    except OSError:
-        pass  # nobody accepts there
-    else:
-        return (
-            f"another server (another `certstatus serve`?) listens on {host}:{port}; "
-            "stop it or choose another port"
-        )
+    started or written, and before any connection is tried."""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
@@ -85,9 +74,22 @@ def listen_problem(host: str, port: int) -> str | None:
         try:
             trial.bind(address)
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:  # in use but not accepting: lingering, ours
+            if exc.errno != errno.EADDRINUSE:  # not this host's address, or not ours to take
                 return f"cannot listen on {host}:{port}: {exc.strerror}"
-    return None
+        else:
+            return None
+    # In use: by a server accepting there, or only by lingering connections of one just
+    # stopped. Asked only now, so a connection never goes to an address not this host's.
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+    try:
+        with socket.create_connection((wildcard.get(host, host), port), timeout=1):
+            pass
+    except OSError:
+        return None  # nobody accepts there
+    return (
+        f"another server (another `certstatus serve`?) listens on {host}:{port}; "
+        "stop it or choose another port"
+    )
 
 
 def ensure_companion_addresses_free(config: Config, with_monitor: bool) -> None:
