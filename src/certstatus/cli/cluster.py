@@ -38,7 +38,13 @@ def cluster() -> None:
 
 @cluster.command("up", short_help="Start a primary and replicas on loopback.")
 @_cluster_dir
-@click.option("--replicas", type=click.IntRange(0, 16), default=2, show_default=True)
+@click.option(
+    "--replicas",
+    type=click.IntRange(0, 16),
+    default=2,
+    show_default=True,
+    help="Streaming replicas, all in site a (see --sites for several sites).",
+)
 @click.option("--sites", help="Replicas per site, e.g. a:2,b:2 (overrides --replicas).")
 @_megabytes("--keep-wal", "keep_wal_mb", "max_slot_wal_keep_size in MB.")
 @_megabytes(

@@ -151,7 +151,11 @@ def _chunks(items: Iterator[Revocation], size: int) -> Iterator[list[Revocation]
 @config_option
 @api_options
 @click.option("--issuer", help="Issuer name from the configuration.")
-@click.option("--reason", help="keyCompromise, superseded, ... (R7).")
+@click.option(
+    "--reason",
+    help="keyCompromise, affiliationChanged, superseded, cessationOfOperation, "
+    "privilegeWithdrawn or unspecified (R7).",
+)
 @click.option("--time", "when", help="Revocation time, ISO 8601 with timezone; default now.")
 @click.option(
     "--from",

@@ -46,9 +46,9 @@ def read_certificate_file(path: Path) -> list[x509.Certificate]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise IngestError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise IngestError(f"{path}: cannot read: {exc.strerror or exc}; nothing recorded") from None
     if not data.strip():
-        raise IngestError(f"{path}: is empty; expected a PEM or DER certificate")
+        raise IngestError(f"{path}: is empty; expected a PEM or DER certificate; nothing recorded")
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
