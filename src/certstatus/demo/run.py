@@ -124,6 +124,7 @@ def create(
     ca = DemoCA.create()
     responder, responder_key = ca.responder()
     write_pem(files.dir / "issuer.pem", ca.certificate)
+    assert ca.key is not None
     write_key(files.dir / "issuer.key", ca.key)
     write_pem(files.dir / "responder.pem", responder)
     write_key(files.dir / "responder.key", responder_key)

@@ -1,18 +1,21 @@
 """What runs in each signing process: build and sign both CertID variants of a response.
 
-Keys are loaded once per process from their files, never sent over the pipe; a job carries only
-the serial, its status and its times.
+Keys are opened once per process (a PEM file read, or a session on the token opened here,
+after the process started), never sent over the pipe; a job carries only the serial, its status
+and its times. A key that does not match the responder certificate is refused here too: a
+token relabelled during a rotation must not sign for the old certificate.
 """
 
 from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from certstatus.keys.pem import load_pem_key
+from certstatus.keys.base import KeyUnavailableError
+from certstatus.keys.source import KeyRef, open_key
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.ocsp.response import CertStatus, ResponseBuilder
 
@@ -24,14 +27,20 @@ class IssuerSpec:
     issuer_id: int
     issuer_der: bytes
     responder_der: bytes
-    key_path: Path
+    key: KeyRef
 
     def builder(self) -> ResponseBuilder:
-        return ResponseBuilder(
-            x509.load_der_x509_certificate(self.issuer_der),
-            x509.load_der_x509_certificate(self.responder_der),
-            load_pem_key(self.key_path),
+        responder = x509.load_der_x509_certificate(self.responder_der)
+        key = open_key(self.key)
+        expected = responder.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        if key.public_key_der() != expected:
+            raise KeyUnavailableError(
+                f"{self.key}: not the key of the responder certificate this signer holds; "
+                "not signing until the certificate is reloaded"
+            )
+        return ResponseBuilder(x509.load_der_x509_certificate(self.issuer_der), responder, key)
 
 
 # (issuer_id, serial, revoked, revoked_at, reason, this_update, next_update, produced_at)
