@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 
+from certstatus.keys.base import KeyUnavailableError
 from certstatus.keys.pkcs11 import Pkcs11Key
 from certstatus.keys.token_admin import generate_key
 from certstatus.keys.uri import Pkcs11Uri
@@ -184,3 +185,88 @@ def test_an_extractable_token_key_is_warned_about_loudly_r25(tmp_path, monkeypat
     assert result.returncode == 0, result.stderr
     assert "WARNING" in result.stderr and "CKA_EXTRACTABLE true" in result.stderr
     assert "issuers[0].responder_key" in result.stderr
+
+
+def wait_until(condition, timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+def key_up(collector) -> dict[str, float]:
+    return {
+        sample.labels["role"]: sample.value
+        for metric in collector.collect()
+        if metric.name == "certstatus_signing_key_up"
+        for sample in metric.samples
+    }
+
+
+def test_token_removed_mid_run_stops_signing_and_resumes_r25(tmp_path, monkeypatch, caplog) -> None:
+    """The token's directory moved away under a running signer (two spawned processes, each
+    with its own session) and its CRL builder: nothing is signed or stored, neither crashes,
+    the metric says so; when the directory is back both resume by themselves."""
+    import logging
+    import threading
+
+    from certstatus.signer.metrics import RolesCollector
+
+    caplog.set_level(logging.INFO)
+    deployment = make_hsm_deployment(tmp_path / "ca", monkeypatch)
+    store = deployment.store()
+    ingest = deployment.ingest(store)
+    before = deployment.leaf()
+    ingest.add_certificates([(before, "b")], int(time.time()))
+    stop = threading.Event()
+    signer = deployment.signer(store, processes=2)
+    signer.max_backoff = 2.0
+    crls = deployment.crl_service(store)
+    crls.probe_every = 1.0
+    collector = RolesCollector(store, deployment.materials(), {"demo": 1}, signer, None, crls)
+    threads = [
+        threading.Thread(target=signer.run, args=(stop,), daemon=True),
+        threading.Thread(target=crls.run, args=(stop, 0.5), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        assert wait_until(lambda: store.response(1, before.serial_number) is not None, 30)
+        assert wait_until(lambda: store.current_crl(1, 0) is not None, 30)
+        assert key_up(collector) == {"ocsp": 1, "crl": 1}
+        first_crl = store.current_crl(1, 0)
+
+        during = deployment.leaf()  # issued by the CA key in the token, while it is there
+        tokens = deployment.dir / "hsm" / "tokens"
+        tokens.rename(tokens.with_name("tokens.away"))  # the token is gone
+        ingest.add_certificates([(during, "d")], int(time.time()))
+        ingest.revoke("demo", before.serial_number, "keyCompromise", int(time.time()))
+        assert wait_until(lambda: key_up(collector) == {"ocsp": 0, "crl": 0}, 20)
+        time.sleep(2)
+        assert all(thread.is_alive() for thread in threads)
+        assert store.response(1, during.serial_number) is None  # nothing signed
+        with pytest.raises(KeyUnavailableError, match="object=ca"):
+            crls.build_due(force=True)
+        assert store.current_crl(1, 0) == first_crl  # nothing published without the key
+        assert store.response(1, before.serial_number) is not None  # still served meanwhile
+        assert "signing stopped" in caplog.text and "CRL signing stopped" in caplog.text
+        assert caplog.text.count("signing stopped:") == 2  # logged once per role, not per try
+
+        tokens.with_name("tokens.away").rename(tokens)  # and back
+        assert wait_until(lambda: store.response(1, during.serial_number) is not None, 30)
+        assert wait_until(lambda: key_up(collector) == {"ocsp": 1, "crl": 1}, 10)
+        assert all(r.published for r in crls.build_due(force=True))
+        assert "signing resumed" in caplog.text
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        signer.close()
+    verify_ocsp(deployment, during, store.response(1, during.serial_number).der, "good")
+    verify_ocsp(deployment, before, store.response(1, before.serial_number).der, "revoked")
+    crl = x509.load_der_x509_crl(store.current_crl(1, 0).der)
+    assert [e.serial_number for e in crl] == [before.serial_number]
+    assert crl.is_signature_valid(deployment.ca.certificate.public_key())
+    store.close()

@@ -86,8 +86,9 @@ class _Token:
             lib = pkcs11.lib(str(self.access.module))
         except (RuntimeError, OSError) as exc:  # PKCS11Error subclasses RuntimeError
             raise KeyFileError(
-                f"[pkcs11] module {self.access.module}: cannot load ({_name(exc)}); install the "
-                "PKCS#11 library or fix the path"
+                f"[pkcs11] module {self.access.module}: cannot load or initialise it "
+                f"({_name(exc)}); fix the path or the module's own configuration (SoftHSM2: "
+                "$SOFTHSM2_CONF and its token directory)"
             ) from None
         kwargs: dict[str, Any] = {"token_label": self.label}
         if self.serial is not None:
@@ -157,7 +158,7 @@ def _reinitialize(access: TokenAccess) -> None:
     open, which reports them (a module with no token directory fails here, then recovers)."""
     import pkcs11
 
-    lib = pkcs11.lib(str(access.module)) if _is_loaded(access) else None
+    lib = pkcs11._loaded.get(str(access.module))  # as loaded, not (re)initialised by lib()
     if lib is None:
         return
     with contextlib.suppress(Exception):
@@ -167,12 +168,6 @@ def _reinitialize(access: TokenAccess) -> None:
     for token in _tokens.values():
         if token.access.module == access.module:
             token.session = None
-
-
-def _is_loaded(access: TokenAccess) -> bool:
-    import pkcs11
-
-    return str(access.module) in pkcs11._loaded
 
 
 def _token_labels(lib: Any) -> list[str]:
@@ -325,7 +320,8 @@ class Pkcs11Key:
                 try:
                     raw = self._sign_once(message)
                 except KeyFileError as exc:
-                    raise KeyUnavailableError(str(exc)) from None
+                    text = str(exc).removeprefix(f"{self.uri}: ")
+                    raise KeyUnavailableError(f"{self.uri}: not usable now: {text}") from None
                 except KeyUnavailableError:
                     raise
                 except Exception as exc:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certstatus.keys.base import KeyUnavailableError
+from certstatus.keys.base import KeyFileError, KeyUnavailableError
 from certstatus.keys.source import KeyRef, open_key
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.ocsp.response import CertStatus, ResponseBuilder
@@ -46,14 +46,41 @@ class IssuerSpec:
 # (issuer_id, serial, revoked, revoked_at, reason, this_update, next_update, produced_at)
 Job = tuple[int, int, bool, int | None, int | None, int, int, int]
 
-_builders: dict[int, ResponseBuilder] = {}
+
+class Builders(dict[int, ResponseBuilder]):
+    """Each issuer's ResponseBuilder, made when first needed: a process whose token is away
+    when it starts still starts, and makes the builder when the token is back. A key that
+    cannot be opened is KeyUnavailableError (the signer backs off and retries)."""
+
+    def __init__(self, specs: list[IssuerSpec]) -> None:
+        super().__init__()
+        self.specs = {spec.issuer_id: spec for spec in specs}
+
+    def __missing__(self, issuer_id: int) -> ResponseBuilder:
+        try:
+            builder = self.specs[issuer_id].builder()
+        except KeyFileError as exc:
+            raise KeyUnavailableError(str(exc)) from None
+        self[issuer_id] = builder
+        return builder
+
+
+_builders = Builders([])
 
 
 def init_worker(specs: list[IssuerSpec]) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _builders.clear()
-    _builders.update({spec.issuer_id: spec.builder() for spec in specs})
+    _builders.specs = {spec.issuer_id: spec for spec in specs}
+
+
+def probe(builders: Builders | None = None) -> None:
+    """Sign a throwaway message with every issuer's key: raises KeyUnavailableError while a
+    key cannot sign. The signer asks this before claiming rows again after an outage."""
+    table = _builders if builders is None else builders
+    for issuer_id in table.specs:
+        table[issuer_id].key.sign(b"certstatus key probe")
 
 
 def sign_jobs(
