@@ -48,19 +48,10 @@ class Signer:
         self.store = store
         self.config = config
         self.clock = clock
-        self.specs = [
-            IssuerSpec(
-                issuer_ids[m.name],
-                m.certificate.public_bytes(Encoding.DER),
-                m.responder_certificate.public_bytes(Encoding.DER),
-                m.key_ref,
-            )
-            for m in issuers
-        ]
-        self._not_after = {
-            issuer_ids[m.name]: int(m.responder_certificate.not_valid_after_utc.timestamp())
-            for m in issuers
-        }
+        self.issuer_ids = issuer_ids
+        self._use(issuers)
+        # called between passes by run(): new material after a responder-certificate rotation
+        self.watch: Callable[[], Sequence[IssuerMaterial] | None] | None = None
         self.processes = processes if processes is not None else config.process_count
         self._pool: ProcessPoolExecutor | None = None
         self._local_builders: Builders | None = None
@@ -70,6 +61,31 @@ class Signer:
         self.key_problem: str | None = None  # why no key can sign now; None while signing
         self.key_failures = 0  # outages seen (certstatus_signing_key_failures_total)
         self.max_backoff = 60.0
+
+    def _use(self, issuers: Sequence[IssuerMaterial]) -> None:
+        self.specs = [
+            IssuerSpec(
+                self.issuer_ids[m.name],
+                m.certificate.public_bytes(Encoding.DER),
+                m.responder_certificate.public_bytes(Encoding.DER),
+                m.key_ref,
+            )
+            for m in issuers
+        ]
+        self._not_after = {
+            self.issuer_ids[m.name]: int(m.responder_certificate.not_valid_after_utc.timestamp())
+            for m in issuers
+        }
+
+    def replace_issuers(self, issuers: Sequence[IssuerMaterial]) -> None:
+        """Sign with new responder certificates and keys from the next batch on (a rotation).
+        Called between passes: nothing is in flight, so no batch mixes old and new. The pool
+        is restarted, so every signing process opens the new key for itself."""
+        self.close()
+        self._local_builders = None
+        self._use(issuers)
+        serials = ", ".join(f"{m.name}: {m.responder_certificate.serial_number:x}" for m in issuers)
+        log.warning("responder certificates reloaded; signing with %s", serials)
 
     @property
     def key_up(self) -> bool:
@@ -230,6 +246,9 @@ class Signer:
         backoff = 0.0
         while not stop.is_set():
             try:
+                if self.watch is not None and (replacement := self.watch()):
+                    self.replace_issuers(replacement)
+                    self.key_problem = None
                 if self.key_problem is not None:
                     self.probe()
                     self._key_back()
