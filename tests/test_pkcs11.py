@@ -270,3 +270,46 @@ def test_token_removed_mid_run_stops_signing_and_resumes_r25(tmp_path, monkeypat
     assert [e.serial_number for e in crl] == [before.serial_number]
     assert crl.is_signature_valid(deployment.ca.certificate.public_key())
     store.close()
+
+
+def test_demo_pkcs11_signs_in_its_own_softhsm2_token_r25(tmp_path) -> None:
+    """`certstatus demo --pkcs11`: a token in DIR/hsm holds both keys (no key file anywhere),
+    and the printed openssl commands verify against the running demo."""
+    import shlex
+
+    from certstatus.ports import free_port
+    from tests.conftest import wait_ready
+    from tests.test_cli import start_demo, stop
+
+    directory = tmp_path / "demo"
+    port = free_port()
+    process = subprocess.Popen(
+        [*CLI, "demo", "--pkcs11", "--dir", str(directory), "--listen", f"127.0.0.1:{port}",
+         "--certs", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/", process, timeout=90)
+        for name in ("certs", "issuer.pem", "responder.pem", "token.pin", "hsm/softhsm2.conf"):
+            assert (directory / name).exists()
+        assert not list(directory.glob("*.key"))  # no key file: they are in the token
+        assert (directory / "token.pin").stat().st_mode & 0o077 == 0
+        text = (directory / "certstatus.toml").read_text()
+        assert 'responder_key = "pkcs11:token=certstatus-demo;object=responder' in text
+        assert (directory / "token.pin").read_text() not in text
+    finally:
+        out, err = stop(process)
+    assert process.returncode == 0, err
+    assert "keys in the SoftHSM2 token" in err or "serving OCSP" in err
+    commands = [line for line in out.splitlines() if line.startswith("openssl ocsp")]
+    assert len(commands) == 2
+    again = start_demo(directory, port)  # reused: the token is found again
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/", again, timeout=90)
+        for command, expected in zip(commands, ("good", "revoked"), strict=True):
+            result = run(*shlex.split(command))
+            assert "Response verify OK" in result.stderr, result.stderr
+            assert f": {expected}" in result.stdout
+    finally:
+        out, err = stop(again)
+    assert "keys in the SoftHSM2 token" in err and again.returncode == 0, err

@@ -37,16 +37,22 @@ from certstatus.cli import note, progress_bar, user_errors
     is_flag=True,
     help="Also put a local Varnish in front (needs varnish and varnish-modules).",
 )
-def demo(directory: Path, listen: str, count: int, cache: bool) -> None:
+@click.option(
+    "--pkcs11",
+    is_flag=True,
+    help="Keep the CA and responder keys in a SoftHSM2 token in DIR/hsm (needs softhsm2).",
+)
+def demo(directory: Path, listen: str, count: int, cache: bool, pkcs11: bool) -> None:
     """A whole status service on SQLite in one process: CA, certificates, signing, OCSP, CRLs
     and the monitor's status page, until Ctrl-C."""
     from certstatus.cache.varnish import CacheError
     from certstatus.demo.run import DemoError, Terminal, run_demo
+    from certstatus.demo.softhsm import SoftHsmMissing
 
     term = Terminal(say=note, show=click.echo, progress=progress_bar)
     try:
-        with user_errors(DemoError, CacheError):
-            run_demo(directory, listen, count, cache, term)
+        with user_errors(DemoError, CacheError, SoftHsmMissing):
+            run_demo(directory, listen, count, cache, term, pkcs11)
     except KeyboardInterrupt:
         note("stopped")
     note("stopped cleanly")
