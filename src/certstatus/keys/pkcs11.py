@@ -192,6 +192,12 @@ class Pkcs11Key:
             self._public_der = public_der
             self._check_attributes(private)
         public = serialization.load_der_public_key(public_der)
+        mechanisms = _pkcs11().Mechanism
+        self._mechanism = (
+            mechanisms.ECDSA
+            if isinstance(public, ec.EllipticCurvePublicKey)
+            else mechanisms.SHA256_RSA_PKCS
+        )
         if isinstance(public, ec.EllipticCurvePublicKey):
             self._ecdsa = True
             if isinstance(public.curve, ec.SECP256R1):
@@ -340,11 +346,12 @@ class Pkcs11Key:
         return bytes(raw)
 
     def _sign_once(self, message: bytes) -> bytes:
-        pkcs11 = _pkcs11()
+        token = self._token
         if (
             self._object is None
-            or self._generation != self._token.generation
-            or (self._token.session is None or self._token.pid != os.getpid())
+            or self._generation != token.generation
+            or token.session is None
+            or token.pid != os.getpid()
         ):
             _, public_der = self._find()
             if public_der != self._public_der:
@@ -353,8 +360,7 @@ class Pkcs11Key:
                     f"{self.uri}: the key on the token is no longer the one this process "
                     "started with; not signing (restart after installing the new certificate)"
                 )
-        mechanism = pkcs11.Mechanism.ECDSA if self._ecdsa else pkcs11.Mechanism.SHA256_RSA_PKCS
-        return bytes(self._object.sign(message, mechanism=mechanism))
+        return bytes(self._object.sign(message, mechanism=self._mechanism))
 
 
 def forget_tokens() -> None:
