@@ -23,6 +23,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# SoftHSM2: the PKCS#11 token the HSM tests create keys in (keys/pkcs11.py)
+command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing: ${need_apt[*]}; install them (apt-get install -y ${need_apt[*]})" >&2

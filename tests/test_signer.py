@@ -156,3 +156,21 @@ def test_revocations_racing_the_signer_never_leave_good(deployment, processes: i
     for serial in serials:
         expected = ocsp.OCSPCertStatus.REVOKED if serial in revoked else ocsp.OCSPCertStatus.GOOD
         assert status_of(store, issuer_id, serial) is expected, hex(serial)
+
+
+def test_released_claims_are_due_again_at_once_and_keep_the_version_guard(engine) -> None:
+    """A batch the key could not sign (token gone) is released: due now, not after the lease;
+    a row revoked meanwhile keeps its own (newer) due state."""
+    store = engine.store()
+    ingest = engine.ingest(store)
+    a, b = engine.leaf(), engine.leaf()
+    now = int(time.time())
+    ingest.add_certificates([(a, "a"), (b, "b")], now)
+    claimed = store.claim_due(now, 10, 300)
+    assert {c.serial for c in claimed} == {a.serial_number, b.serial_number}
+    assert store.claim_due(now, 10, 300) == []  # leased
+    ingest.revoke("demo", b.serial_number, "keyCompromise", now)  # b's version moves on
+    store.release_claims(claimed, now)
+    again = {c.serial: c for c in store.claim_due(now, 10, 300)}
+    assert set(again) == {a.serial_number, b.serial_number}
+    assert again[b.serial_number].revoked  # b comes back as its revocation, not the old claim

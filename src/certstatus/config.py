@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import re
 import tomllib
@@ -26,11 +27,15 @@ from cryptography.hazmat.primitives import serialization
 
 from certstatus.crl.layout import CrlLayout, layout_problems
 from certstatus.crl.schedule import CrlPolicy
-from certstatus.keys.base import KeyFileError, SigningKey
+from certstatus.keys.base import KeyFileError, KeyUnavailableError, SigningKey
 from certstatus.keys.certificates import CertificateError, load_certificate, responder_problems
-from certstatus.keys.pem import load_pem_key
+from certstatus.keys.source import KeyLocation, KeyRef, key_warnings, open_key
+from certstatus.keys.uri import SCHEME as PKCS11_SCHEME
+from certstatus.keys.uri import Pkcs11Uri, TokenAccess
 from certstatus.ocsp.request import MAX_POST_BODY
 from certstatus.ocsp.schedule import SchedulePolicy
+
+log = logging.getLogger("certstatus.config")
 
 DEFAULT_PATH = Path("certstatus.toml")
 _DURATION = re.compile(r"(\d+)\s*([dhms])")
@@ -236,6 +241,18 @@ def _path(value: Any) -> Path:
     raise ValueError(f"expected a file path, got {value!r}")
 
 
+def _key_location(value: Any) -> KeyLocation:
+    """A PEM file path, or an RFC 7512 pkcs11: URI naming a private key on a token."""
+    if isinstance(value, str) and value.startswith(PKCS11_SCHEME):
+        return Pkcs11Uri.parse(value)
+    if isinstance(value, str) and value:
+        return Path(value)
+    raise ValueError(
+        f'expected a PEM file path or a pkcs11: URI like "pkcs11:token=certstatus;'
+        f'object=responder;type=private", got {value!r}'
+    )
+
+
 def _fraction(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
@@ -288,16 +305,20 @@ class IssuerConfig:
     # The two keys are read only by the signing roles (sign, signer, serve with run_signer,
     # crl build): a web node's configuration may leave them out, and its responder never
     # opens them (R25).
-    responder_key: Path | None = field(
+    responder_key: KeyLocation | None = field(
         default=None,
         metadata=key(
-            read=_path,
-            help="its key, ECDSA P-256/P-384 or RSA (signing roles only; R25)",
+            read=_key_location,
+            help="its key: PEM file (mode 0600) or pkcs11: URI; ECDSA P-256/P-384 or RSA "
+            "(signing roles only; R25)",
         ),
     )
-    issuer_key: Path | None = field(
+    issuer_key: KeyLocation | None = field(
         default=None,
-        metadata=key(read=_path, help="the CA key; signs its CRLs (CRL builder only; R25)"),
+        metadata=key(
+            read=_key_location,
+            help="the CA key, PEM or pkcs11: URI; signs its CRLs (CRL builder only; R25)",
+        ),
     )
     crl_url: str | None = field(
         default=None,
@@ -822,6 +843,39 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class Pkcs11Config:
+    """[pkcs11]: the token module for keys named by pkcs11: URIs, and where its user PIN is
+    read (an environment variable or a 0600 file). The PIN itself is never in this file."""
+
+    module: Path | None = field(
+        default=None,
+        metadata=key(read=_path, help="PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so"),
+    )
+    pin_env: str | None = field(
+        default=None,
+        metadata=key(
+            read=_optional(_typed(str, "an environment variable name")),
+            help="environment variable holding the user PIN",
+        ),
+    )
+    pin_file: Path | None = field(
+        default=None,
+        metadata=key(read=_path, help="file holding the user PIN (mode 0600)"),
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.pin_env and self.pin_file:
+            return [("pin_file", "give pin_env or pin_file, not both")]
+        return []
+
+    @property
+    def access(self) -> TokenAccess | None:
+        if self.module is None:
+            return None
+        return TokenAccess(self.module, self.pin_env, self.pin_file)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole file; path is where it was read from (relative paths in it are relative to
     its directory)."""
@@ -857,11 +911,39 @@ class Config:
     purge: PurgeConfig = field(default_factory=PurgeConfig, metadata=table_of(PurgeConfig))
     monitor: MonitorConfig = field(default_factory=MonitorConfig, metadata=table_of(MonitorConfig))
     api: ApiConfig = field(default_factory=ApiConfig, metadata=table_of(ApiConfig))
+    pkcs11: Pkcs11Config = field(default_factory=Pkcs11Config, metadata=table_of(Pkcs11Config))
 
     def problems(self) -> list[tuple[str, str]]:
+        found = []
         if self.replicas and not self.is_postgres:
-            return [("replicas", "replicas need a PostgreSQL primary in database")]
-        return []
+            found.append(("replicas", "replicas need a PostgreSQL primary in database"))
+        in_token = [
+            f"issuers[{index}].{name}"
+            for index, issuer in enumerate(self.issuers)
+            for name in ("responder_key", "issuer_key")
+            if isinstance(getattr(issuer, name), Pkcs11Uri)
+        ]
+        if in_token and self.pkcs11.module is None:
+            found.append(
+                (
+                    "pkcs11.module",
+                    f"required by {in_token[0]} (a pkcs11: URI): the PKCS#11 module's path, "
+                    'e.g. module = "/usr/lib/softhsm/libsofthsm2.so"',
+                )
+            )
+        if in_token and not (self.pkcs11.pin_env or self.pkcs11.pin_file):
+            found.append(
+                (
+                    "pkcs11.pin_env",
+                    f"required by {in_token[0]}: name the variable holding the user PIN "
+                    "(or set pin_file); the PIN itself never goes in this file",
+                )
+            )
+        return found
+
+    def key_ref(self, location: KeyLocation) -> KeyRef:
+        """Where a configured key is and, for a token, how to reach it (no secret)."""
+        return KeyRef(location, self.pkcs11.access if isinstance(location, Pkcs11Uri) else None)
 
     @property
     def monitor_targets(self) -> tuple[MonitorTarget, ...]:
@@ -1035,12 +1117,13 @@ class IssuerMaterial(IssuerCertificates):
 
     responder_key: SigningKey
     issuer_key: SigningKey | None = None
+    responder_key_ref: KeyRef | None = None
 
     @property
-    def key_path(self) -> Path:
-        """The responder key's file, which signing processes read for themselves."""
-        assert self.config.responder_key is not None  # load_issuer_material requires it
-        return self.config.responder_key
+    def key_ref(self) -> KeyRef:
+        """Where the responder key is: signing processes open it for themselves."""
+        assert self.responder_key_ref is not None  # load_issuer_material sets it
+        return self.responder_key_ref
 
 
 def _public_key_der(certificate: x509.Certificate) -> bytes:
@@ -1092,65 +1175,81 @@ def load_issuer_certificates(
     return [public for _, public in loaded]
 
 
+def _open_configured_key(
+    config: Config, location: KeyLocation, where: str, problems: list[tuple[str, str]]
+) -> tuple[SigningKey | None, KeyRef]:
+    """Open one configured key, appending its problem (and logging its warnings loudly)."""
+    ref = config.key_ref(location)
+    try:
+        key = open_key(ref)
+    except (KeyFileError, KeyUnavailableError) as exc:
+        problems.append((where, str(exc)))
+        return None, ref
+    for warning in key_warnings(key):
+        log.warning("%s: %s: WARNING: %s", config.path, where, warning)
+    return key, ref
+
+
 def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list[IssuerMaterial]:
     """Every issuer's certificates and keys, for a signing role: the public checks of
-    load_issuer_certificates, then each key read and matched to its certificate. A CRL
-    publisher (crl_url) needs issuer_key here; a web node never calls this (R25)."""
+    load_issuer_certificates, then each key opened (a PEM file or a token) and matched to its
+    certificate. A CRL publisher (crl_url) needs issuer_key here; a web node never calls this
+    (R25)."""
     problems: list[tuple[str, str]] = []
     loaded: list[IssuerMaterial] = []
     for index, public in _read_issuer_certificates(config, now, problems):
         issuer = public.config
         prefix = f"issuers[{index}]."
-        key = None
+        key = ref = None
         if issuer.responder_key is None:
             problems.append(
                 (
                     prefix + "responder_key",
                     "required by the signing roles (sign, signer, serve with run_signer = true): "
-                    "the responder certificate's PEM private key",
+                    "the responder certificate's private key (PEM file or pkcs11: URI)",
                 )
             )
         else:
-            try:
-                key = load_pem_key(issuer.responder_key)
-            except KeyFileError as exc:
-                problems.append((prefix + "responder_key", str(exc)))
+            key, ref = _open_configured_key(
+                config, issuer.responder_key, prefix + "responder_key", problems
+            )
         if key is not None and key.public_key_der() != _public_key_der(
             public.responder_certificate
         ):
             problems.append(
                 (
                     prefix + "responder_certificate",
-                    f"{issuer.responder_certificate} does not match its private key (R6/R21)",
+                    f"{issuer.responder_certificate} does not match its private key "
+                    f"{issuer.responder_key} (R6/R21); install the matching certificate",
                 )
             )
         issuer_key = None
         if issuer.issuer_key is not None:
-            try:
-                issuer_key = load_pem_key(issuer.issuer_key)
-            except KeyFileError as exc:
-                problems.append((prefix + "issuer_key", str(exc)))
-            else:
-                if issuer_key.public_key_der() != _public_key_der(public.certificate):
-                    problems.append(
-                        (
-                            prefix + "issuer_key",
-                            f"{issuer.issuer_key} is not the key of {issuer.certificate}",
-                        )
+            issuer_key, _ = _open_configured_key(
+                config, issuer.issuer_key, prefix + "issuer_key", problems
+            )
+            if issuer_key is not None and issuer_key.public_key_der() != _public_key_der(
+                public.certificate
+            ):
+                problems.append(
+                    (
+                        prefix + "issuer_key",
+                        f"{issuer.issuer_key} is not the key of {issuer.certificate}",
                     )
+                )
         elif issuer.crl_url:
             problems.append(
                 (
                     prefix + "issuer_key",
-                    "required with crl_url by the CRL builder: the issuer's PEM private key "
-                    "signs its CRLs",
+                    "required with crl_url by the CRL builder: the issuer's private key (PEM "
+                    "file or pkcs11: URI) signs its CRLs",
                 )
             )
         if key is None:
             continue
         loaded.append(
             IssuerMaterial(
-                issuer, public.certificate, public.responder_certificate, key, issuer_key
+                issuer, public.certificate, public.responder_certificate, key, issuer_key, ref
             )
         )
     if problems:

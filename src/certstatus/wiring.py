@@ -103,6 +103,48 @@ def open_crl_service(config: Config) -> CrlService:
     return service
 
 
+class MaterialWatch:
+    """Notices a responder-certificate rotation (`responder-cert install` writes the new
+    certificate last) and loads the issuers' material again: the new pair once it loads and
+    matches, nothing while it does not (a rotation half done is retried on the next look)."""
+
+    def __init__(self, config: Config, every: float = 1.0) -> None:
+        self.config = config
+        self.every = every
+        self._seen = self._stamp()
+        self._next = time.monotonic() + every
+
+    def _stamp(self) -> tuple[tuple[int, int, int], ...]:
+        paths = [i.responder_certificate for i in self.config.issuers]
+        paths += [i.responder_key for i in self.config.issuers if isinstance(i.responder_key, Path)]
+        stamps = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                stamps.append((0, 0, 0))
+                continue
+            stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(stamps)
+
+    def __call__(self) -> list[IssuerMaterial] | None:
+        if time.monotonic() < self._next:
+            return None
+        self._next = time.monotonic() + self.every
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return None
+        try:
+            materials = load_issuer_material(self.config)
+        except ConfigError as exc:
+            logging.getLogger("certstatus.signer").warning(
+                "responder certificate or key changed but not usable (yet): %s", exc
+            )
+            return None
+        self._seen = stamp
+        return materials
+
+
 @contextmanager
 def background_signer(
     config: Config, materials: list[IssuerMaterial], ids: dict[str, int]
@@ -131,11 +173,21 @@ def background_signer(
     )
     threads.append(threading.Thread(target=purger.run, args=(stop,), name="purger", daemon=True))
     metrics_server = None
+    watch = MaterialWatch(config)
+    collector = None
     if config.signing.metrics_listen:
         from certstatus.signer.metrics import RolesCollector, serve_metrics
 
         collector = RolesCollector(store, materials, ids, signer, purger, crls)
         metrics_server = serve_metrics(collector, config.signing.metrics_listen)
+
+    def reloaded() -> list[IssuerMaterial] | None:
+        fresh = watch()
+        if fresh is not None and collector is not None:
+            collector.materials = fresh  # the R21 expiry metric follows the new certificate
+        return fresh
+
+    signer.watch = reloaded
     if crls.issuers:
         threads.append(
             threading.Thread(target=crls.run, args=(stop,), name="crl-builder", daemon=True)

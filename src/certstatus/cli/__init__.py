@@ -157,10 +157,11 @@ def _register() -> None:
     from certstatus.cli.drill import drill
     from certstatus.cli.monitor import monitor
     from certstatus.cli.records import add, revoke, stats
+    from certstatus.cli.respondercert import responder_cert
     from certstatus.cli.signing import serve, sign, signer
 
     commands = (check_config, add, revoke, stats, sign, signer, serve, crl, monitor)
-    for command in (*commands, api, audit, cache, cluster, drill, demo):
+    for command in (*commands, api, audit, responder_cert, cache, cluster, drill, demo):
         main.add_command(command)
 
 

@@ -43,16 +43,24 @@ from certstatus.cli import note, progress_bar, user_errors
     show_default=True,
     help="host:port of the issuance API (mutual TLS; a new directory only).",
 )
-def demo(directory: Path, listen: str, count: int, cache: bool, api_listen: str) -> None:
+@click.option(
+    "--pkcs11",
+    is_flag=True,
+    help="Keep the CA and responder keys in a SoftHSM2 token in DIR/hsm (needs softhsm2).",
+)
+def demo(
+    directory: Path, listen: str, count: int, cache: bool, api_listen: str, pkcs11: bool
+) -> None:
     """A whole status service on SQLite in one process: CA, certificates, signing, OCSP, CRLs
     and the monitor's status page, until Ctrl-C."""
     from certstatus.cache.varnish import CacheError
     from certstatus.demo.run import DemoError, Terminal, run_demo
+    from certstatus.demo.softhsm import SoftHsmMissing
 
     term = Terminal(say=note, show=click.echo, progress=progress_bar)
     try:
-        with user_errors(DemoError, CacheError):
-            run_demo(directory, listen, count, cache, term, api_listen)
+        with user_errors(DemoError, CacheError, SoftHsmMissing):
+            run_demo(directory, listen, count, cache, term, api_listen, pkcs11)
     except KeyboardInterrupt:
         note("stopped")
     note("stopped cleanly")

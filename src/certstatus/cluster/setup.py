@@ -18,6 +18,7 @@ def write_deployment(
         ca = DemoCA.create("certstatus cluster CA")
         responder, key = ca.responder()
         write_pem(directory / "issuer.pem", ca.certificate)
+        assert ca.key is not None
         write_key(directory / "issuer.key", ca.key)
         write_pem(directory / "responder.pem", responder)
         write_key(directory / "responder.key", key)

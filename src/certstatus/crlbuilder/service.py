@@ -21,6 +21,7 @@ from certstatus.crl.builder import CrlSigner
 from certstatus.crl.gate import GateInput, Rejection, check, crl_serials
 from certstatus.crl.layout import CrlLayout
 from certstatus.crl.schedule import CrlPolicy, due_reason
+from certstatus.keys.base import KeyUnavailableError
 from certstatus.store.base import CertificateReads, CrlState, ResponseReads, StoredCrl
 
 log = logging.getLogger("certstatus.crl")
@@ -65,6 +66,9 @@ class CrlService:
         self.policy = policy
         self.clock = clock
         self._random = random.Random()
+        self.key_problem: str | None = None  # why the issuer key cannot sign now
+        self.key_failures = 0
+        self.probe_every = 60.0
         self.issuers = [
             _Issuer(issuer_id, m, m.crl, CrlSigner(m.certificate, m.issuer_key))
             for issuer_id, m in issuers
@@ -178,11 +182,40 @@ class CrlService:
         not_after = self.store.not_after_of(issuer_id, absent)
         return (listed & built) | {s for s in absent if not_after.get(s, cutoff) >= cutoff}
 
+    def probe(self) -> None:
+        """KeyUnavailableError unless every issuer key signs now."""
+        for issuer in self.issuers:
+            assert issuer.material.issuer_key is not None  # only such issuers are built
+            issuer.material.issuer_key.sign(b"certstatus key probe")
+
     def run(self, stop: threading.Event, interval: float = 5.0) -> None:
-        """Build whatever is due every few seconds until stop is set."""
+        """Build whatever is due every few seconds until stop is set. While the issuer key
+        cannot sign (its token gone), nothing is published: the outage is logged once, shown
+        in key_problem (certstatus_signing_key_up{role="crl"}), and retried with backoff."""
+        backoff = 0.0
+        probed = self.clock()
         while not stop.is_set():
             try:
-                self.build_due()
+                if not self.build_due() and (
+                    self.key_problem is not None or self.clock() - probed >= self.probe_every
+                ):
+                    # nothing was due: sign a throwaway message so a token that went away
+                    # is known (and alerted on) before a CRL falls due, not when it does
+                    probed = self.clock()
+                    self.probe()
+            except KeyUnavailableError as exc:
+                if self.key_problem is None:
+                    self.key_failures += 1
+                    log.error("CRL signing stopped: %s; retrying with backoff", exc)
+                self.key_problem = str(exc)
+                backoff = min(max(interval, backoff * 2), 60.0)
+                stop.wait(backoff)
+                continue
             except Exception:
                 log.exception("CRL pass failed; retrying")
+            else:
+                if self.key_problem is not None:
+                    log.warning("CRL signing resumed (was: %s)", self.key_problem)
+                    self.key_problem = None
+                    backoff = 0.0
             stop.wait(interval)

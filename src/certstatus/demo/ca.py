@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certstatus.files import PRIVATE, PUBLIC, write_file
+from certstatus.keys.base import SigningKey
+from certstatus.keys.issue import sign_certificate
 
 PrivateKey = ec.EllipticCurvePrivateKey
 
@@ -54,13 +57,13 @@ def responder_extensions(ca: DemoCA) -> Extensions:
         (x509.KeyUsage(True, False, False, False, False, False, False, False, False), True),
         (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), False),
         (x509.OCSPNoCheck(), False),
-        (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), False),
     ]
 
 
 def responder_builder(
     ca: DemoCA,
-    key: PrivateKey,
+    key: Any,
     not_before: dt.datetime,
     not_after: dt.datetime,
     extensions: Extensions | None = None,
@@ -70,7 +73,7 @@ def responder_builder(
         x509.CertificateBuilder()
         .subject_name(_name(f"{ca.name} OCSP responder"))
         .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
+        .public_key(key.public_key() if hasattr(key, "private_numbers") else key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -82,33 +85,48 @@ def responder_builder(
 
 @dataclass
 class DemoCA:
+    """key is the CA's private key in memory; token_key, when set, is the CA key in a PKCS#11
+    token instead (key is then None) and everything is signed through it."""
+
     name: str
-    key: PrivateKey
+    key: PrivateKey | None
     certificate: x509.Certificate
+    token_key: SigningKey | None = None
+
+    def public_key(self) -> Any:
+        return self.certificate.public_key()
+
+    def sign(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        if self.token_key is not None:
+            return sign_certificate(builder, self.token_key)
+        assert self.key is not None
+        return builder.sign(self.key, hashes.SHA256())
+
+    @classmethod
+    def in_token(
+        cls, key: SigningKey, name: str = "certstatus demo CA", now: dt.datetime | None = None
+    ) -> DemoCA:
+        """A CA whose key is on a token: its self-signed certificate signed there."""
+        now = now or dt.datetime.now(dt.UTC)
+        public = serialization.load_der_public_key(key.public_key_der())
+        builder = _ca_builder(_name(name), public, now)
+        return cls(name, None, sign_certificate(builder, key), key)
+
+    def responder_for(
+        self, public_key: Any, days: int = 365, now: dt.datetime | None = None
+    ) -> x509.Certificate:
+        """An R6 responder certificate for a key held elsewhere (a token, a CSR)."""
+        now = now or dt.datetime.now(dt.UTC)
+        builder = responder_builder(
+            self, public_key, now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
+        )
+        return self.sign(builder)
 
     @classmethod
     def create(cls, name: str = "certstatus demo CA", now: dt.datetime | None = None) -> DemoCA:
         now = now or dt.datetime.now(dt.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = _name(name)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .sign(key, hashes.SHA256())
-        )
+        certificate = _ca_builder(_name(name), key.public_key(), now).sign(key, hashes.SHA256())
         return cls(name, key, certificate)
 
     @classmethod
@@ -127,7 +145,7 @@ class DemoCA:
         builder = responder_builder(
             self, key, now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
         )
-        return builder.sign(self.key, hashes.SHA256()), key
+        return self.sign(builder), key
 
     def leaf(
         self,
@@ -157,7 +175,7 @@ class DemoCA:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.public_key()),
                 critical=False,
             )
             .add_extension(
@@ -179,4 +197,22 @@ class DemoCA:
             builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
         if precertificate:
             builder = builder.add_extension(x509.PrecertPoison(), critical=True)
-        return builder.sign(self.key, hashes.SHA256())
+        return self.sign(builder)
+
+
+def _ca_builder(subject: x509.Name, public_key: Any, now: dt.datetime) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )

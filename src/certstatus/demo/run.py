@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -101,6 +102,54 @@ url = "http://{listen}/"
 """
 
 
+PKCS11_TEMPLATE = """
+# `demo --pkcs11`: both keys live in a SoftHSM2 token in hsm/ (SOFTHSM2_CONF=hsm/softhsm2.conf);
+# the user PIN is read from token.pin (mode 0600), never written here
+[pkcs11]
+module = "{module}"
+pin_file = "token.pin"
+"""
+
+
+def use_demo_token(files: DemoFiles) -> bool:
+    """Point SoftHSM2 at the demo's token (for this process and the server it spawns);
+    whether the demo directory has one."""
+    conf = files.dir / "hsm" / "softhsm2.conf"
+    if conf.exists():
+        os.environ["SOFTHSM2_CONF"] = str(conf)
+        return True
+    return False
+
+
+def create_in_token(files: DemoFiles) -> tuple[DemoCA, str, str, str]:
+    """A SoftHSM2 token in the demo directory holding the CA and responder keys (generated
+    there, not extractable); the CA and responder certificates are signed in it. Returns the
+    CA, the [pkcs11] table, and the CA and responder key URIs."""
+    import secrets
+
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    from certstatus.demo.softhsm import create_token, softhsm_module
+    from certstatus.keys.pkcs11 import Pkcs11Key
+    from certstatus.keys.token_admin import generate_key
+    from certstatus.keys.uri import TokenAccess
+
+    pin = secrets.token_hex(8)
+    write_file(files.dir / "token.pin", pin.encode(), PRIVATE)
+    create_token(files.dir / "hsm", "certstatus-demo", pin, secrets.token_hex(8))
+    use_demo_token(files)
+    access = TokenAccess(softhsm_module(), pin_file=files.dir / "token.pin")
+    ca_uri = generate_key(access, "certstatus-demo", "ca", "p256")
+    responder_uri = generate_key(access, "certstatus-demo", "responder", "p256")
+    ca = DemoCA.in_token(Pkcs11Key(ca_uri, access))
+    responder = ca.responder_for(
+        load_der_public_key(Pkcs11Key(responder_uri, access).public_key_der())
+    )
+    write_pem(files.dir / "issuer.pem", ca.certificate)
+    write_pem(files.dir / "responder.pem", responder)
+    return ca, PKCS11_TEMPLATE.format(module=access.module), str(ca_uri), str(responder_uri)
+
+
 def local_cache_port(config: Config) -> int | None:
     """The port of the demo's own Varnish, if its config names one on loopback."""
     for cache in config.caches:
@@ -116,6 +165,7 @@ def create(
     count: int,
     progress: Callable[[int], None] | None = None,
     cache: bool = False,
+    pkcs11: bool = False,
 ) -> Config:
     """Create the CA, responder, config and database, and ingest `count` leaves.
 
@@ -126,13 +176,19 @@ def create(
     # list it; keys, database and configuration are 0600 themselves
     files.dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     files.revoked.mkdir(parents=True, exist_ok=True)
-    ca = DemoCA.create()
-    responder, responder_key = ca.responder()
-    write_pem(files.dir / "issuer.pem", ca.certificate)
-    write_key(files.dir / "issuer.key", ca.key)
-    write_pem(files.dir / "responder.pem", responder)
-    write_key(files.dir / "responder.key", responder_key)
     text = CONFIG_TEMPLATE.format(listen=listen, monitor_listen=f"127.0.0.1:{free_port()}")
+    if pkcs11:
+        ca, table, ca_uri, responder_uri = create_in_token(files)
+        text = text.replace('responder_key = "responder.key"', f'responder_key = "{responder_uri}"')
+        text = text.replace('issuer_key = "issuer.key"', f'issuer_key = "{ca_uri}"') + table
+    else:
+        ca = DemoCA.create()
+        responder, responder_key = ca.responder()
+        write_pem(files.dir / "issuer.pem", ca.certificate)
+        assert ca.key is not None
+        write_key(files.dir / "issuer.key", ca.key)
+        write_pem(files.dir / "responder.pem", responder)
+        write_key(files.dir / "responder.key", responder_key)
     if cache:
         text += CACHE_TEMPLATE.format(cache=f"127.0.0.1:{free_port()}", listen=listen)
     write_file(files.config, text.encode(), PRIVATE)
@@ -357,6 +413,7 @@ def run_demo(
     cache: bool,
     term: Terminal,
     api_listen: str = "127.0.0.1:8443",
+    pkcs11: bool = False,
 ) -> None:
     """Create (or reuse) the demo in `directory`, sign everything, print how to check it, and
     serve OCSP, CRLs, the issuance API and the monitor's status page until interrupted."""
@@ -367,6 +424,10 @@ def run_demo(
     files = DemoFiles(directory.resolve())
     if files.dir.exists() and not files.dir.is_dir():
         raise DemoError(f"--dir: {files.dir} exists and is not a directory; choose another --dir")
+    if use_demo_token(files):
+        term.say(f"keys in the SoftHSM2 token in {files.dir / 'hsm'}")
+    elif pkcs11 and files.config.exists():
+        term.say(f"note: {files.dir} was created without --pkcs11; its keys are PEM files")
     if files.config.exists():
         config = load_config(files.config)
         term.say(f"reusing {files.dir}")
@@ -385,7 +446,7 @@ def run_demo(
         check_listen(listen)
         check_listen(api_listen)
         with term.progress(count, "issuing") as advance:
-            config = create(files, listen, count, advance, cache)
+            config = create(files, listen, count, advance, cache, pkcs11)
     config = ensure_api(files, api_listen)
     materials, ids = register_issuers(config)
     store = open_store(config.database, config.base_dir)

@@ -1,7 +1,7 @@
 """Signing keys and the certificates they sign for.
 
-Keys are read from PEM files (pem.py); the signer and the CRL builder see only the SigningKey
-interface (base.py), so another source, such as a PKCS#11 token, would implement that interface
-and change no caller. No such source exists yet: PEM files are the only one. certificates.py
-reads certificates and checks a delegated responder certificate (R6, R21, F8).
+The signer and the CRL builder see only the SigningKey interface (base.py). A key is named by
+a KeyRef (source.py): a PEM file (pem.py, mode 0600 or refused) or a private key on a PKCS#11
+token named by an RFC 7512 URI (uri.py, pkcs11.py). certificates.py reads certificates and
+checks a delegated responder certificate (R6, R21, F8).
 """

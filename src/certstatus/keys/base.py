@@ -24,3 +24,10 @@ class SigningKey(Protocol):
 
 class KeyFileError(ValueError):
     """A key that cannot be used; the message says which file and why."""
+
+
+class KeyUnavailableError(RuntimeError):
+    """A key that signed before cannot sign now (token removed, module error, PIN locked).
+
+    Not a configuration error: the signing roles stop signing, say so in their log and
+    metrics, and retry with backoff until the key is back (keys/pkcs11.py)."""

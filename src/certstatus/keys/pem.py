@@ -9,20 +9,21 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from certstatus import der
 from certstatus.keys.base import KeyFileError
+from certstatus.keys.uri import check_private_file
 
-_ECDSA_SHA256 = der.sequence(der.oid("1.2.840.10045.4.3.2"))
-_ECDSA_SHA384 = der.sequence(der.oid("1.2.840.10045.4.3.3"))
-_RSA_SHA256 = der.sequence(der.oid("1.2.840.113549.1.1.11"), der.tlv(der.NULL, b""))
+ECDSA_SHA256 = der.sequence(der.oid("1.2.840.10045.4.3.2"))
+ECDSA_SHA384 = der.sequence(der.oid("1.2.840.10045.4.3.3"))
+RSA_SHA256 = der.sequence(der.oid("1.2.840.113549.1.1.11"), der.tlv(der.NULL, b""))
 
 
 class EcdsaKey:
     def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
         self.private_key = key
         if isinstance(key.curve, ec.SECP256R1):
-            self.algorithm_identifier = _ECDSA_SHA256
+            self.algorithm_identifier = ECDSA_SHA256
             self._algorithm = ec.ECDSA(hashes.SHA256())
         elif isinstance(key.curve, ec.SECP384R1):
-            self.algorithm_identifier = _ECDSA_SHA384
+            self.algorithm_identifier = ECDSA_SHA384
             self._algorithm = ec.ECDSA(hashes.SHA384())
         else:
             raise KeyFileError(f"curve {key.curve.name} is not allowed; use P-256 or P-384")
@@ -35,7 +36,7 @@ class EcdsaKey:
 
 
 class RsaKey:
-    algorithm_identifier = _RSA_SHA256
+    algorithm_identifier = RSA_SHA256
 
     def __init__(self, key: rsa.RSAPrivateKey) -> None:
         if key.key_size < 2048:
@@ -66,7 +67,9 @@ def key_from_private(private_key: object) -> EcdsaKey | RsaKey:
 
 
 def load_pem_key(path: Path) -> EcdsaKey | RsaKey:
-    """Load an unencrypted PEM private key, naming the file in every error."""
+    """Load an unencrypted PEM private key, naming the file in every error. A key file that
+    group or others may read is refused before it is read (R25: key hygiene)."""
+    check_private_file(path, "key file")
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -3,6 +3,12 @@
 A response is stored only if the certificate's version is the one that was claimed, so a "good"
 signed before a revocation can never overwrite it (the store checks, in the same transaction).
 Claims carry a lease: rows of a worker that died come back when it runs out.
+
+A key that cannot sign (a token removed, its module failing, its PIN locked) stops the signer,
+not the process: the rows it had claimed are released unsigned, the outage is logged once and
+shown by `key_up` (certstatus_signing_key_up), and the signer probes the key with backoff
+(1 s doubling to 60 s) before it claims anything again. Nothing is stored for a row whose
+signature did not come back from the key.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.config import IssuerMaterial, SigningConfig
-from certstatus.ocsp.response import ResponseBuilder
+from certstatus.keys.base import KeyUnavailableError
 from certstatus.ocsp.schedule import ScheduleError, Validity, plan
-from certstatus.signer.worker import IssuerSpec, Job, init_worker, sign_jobs
+from certstatus.signer.worker import Builders, IssuerSpec, Job, init_worker, probe, sign_jobs
 from certstatus.store.base import DueCertificate, SignedResponse, SigningQueue
 
 log = logging.getLogger("certstatus.signer")
@@ -42,25 +48,48 @@ class Signer:
         self.store = store
         self.config = config
         self.clock = clock
+        self.issuer_ids = issuer_ids
+        self._use(issuers)
+        # called between passes by run(): new material after a responder-certificate rotation
+        self.watch: Callable[[], Sequence[IssuerMaterial] | None] | None = None
+        self.processes = processes if processes is not None else config.process_count
+        self._pool: ProcessPoolExecutor | None = None
+        self._local_builders: Builders | None = None
+        self._random = random.Random()
+        self.max_clock_skew = 2.0
+        self.signatures = 0  # responses signed and stored (two per certificate), for metrics
+        self.key_problem: str | None = None  # why no key can sign now; None while signing
+        self.key_failures = 0  # outages seen (certstatus_signing_key_failures_total)
+        self.max_backoff = 60.0
+
+    def _use(self, issuers: Sequence[IssuerMaterial]) -> None:
         self.specs = [
             IssuerSpec(
-                issuer_ids[m.name],
+                self.issuer_ids[m.name],
                 m.certificate.public_bytes(Encoding.DER),
                 m.responder_certificate.public_bytes(Encoding.DER),
-                m.key_path,
+                m.key_ref,
             )
             for m in issuers
         ]
         self._not_after = {
-            issuer_ids[m.name]: int(m.responder_certificate.not_valid_after_utc.timestamp())
+            self.issuer_ids[m.name]: int(m.responder_certificate.not_valid_after_utc.timestamp())
             for m in issuers
         }
-        self.processes = processes if processes is not None else config.process_count
-        self._pool: ProcessPoolExecutor | None = None
-        self._local_builders: dict[int, ResponseBuilder] | None = None
-        self._random = random.Random()
-        self.max_clock_skew = 2.0
-        self.signatures = 0  # responses signed and stored (two per certificate), for metrics
+
+    def replace_issuers(self, issuers: Sequence[IssuerMaterial]) -> None:
+        """Sign with new responder certificates and keys from the next batch on (a rotation).
+        Called between passes: nothing is in flight, so no batch mixes old and new. The pool
+        is restarted, so every signing process opens the new key for itself."""
+        self.close()
+        self._local_builders = None
+        self._use(issuers)
+        serials = ", ".join(f"{m.name}: {m.responder_certificate.serial_number:x}" for m in issuers)
+        log.warning("responder certificates reloaded; signing with %s", serials)
+
+    @property
+    def key_up(self) -> bool:
+        return self.key_problem is None
 
     def __enter__(self) -> Signer:
         return self
@@ -76,10 +105,16 @@ class Signer:
     def _submit(self, jobs: list[Job]) -> Future[list[tuple[bytes, bytes]]]:
         if self.processes <= 1:
             if self._local_builders is None:
-                self._local_builders = {s.issuer_id: s.builder() for s in self.specs}
+                self._local_builders = Builders(self.specs)
             future: Future[list[tuple[bytes, bytes]]] = Future()
-            future.set_result(sign_jobs(jobs, self._local_builders))
+            try:
+                future.set_result(sign_jobs(jobs, self._local_builders))
+            except KeyUnavailableError as exc:
+                future.set_exception(exc)
             return future
+        return self._executor().submit(sign_jobs, jobs)
+
+    def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.processes,
@@ -87,7 +122,18 @@ class Signer:
                 initializer=init_worker,
                 initargs=(self.specs,),
             )
-        return self._pool.submit(sign_jobs, jobs)
+        return self._pool
+
+    def probe(self) -> None:
+        """KeyUnavailableError unless every key signs, in every signing process's view (one
+        probe per process of the pool is not guaranteed; each process re-checks its key on
+        its next batch anyway, and a failure there releases the batch)."""
+        if self.processes <= 1:
+            if self._local_builders is None:
+                self._local_builders = Builders(self.specs)
+            probe(self._local_builders)
+            return
+        self._executor().submit(probe).result()
 
     def _plan(self, due: list[DueCertificate], now: int) -> list[tuple[DueCertificate, Validity]]:
         planned = []
@@ -146,6 +192,7 @@ class Signer:
         in_flight: dict[Future[list[tuple[bytes, bytes]]], list] = {}
         stored = 0
         exhausted = False
+        failed: KeyUnavailableError | None = None
         while True:
             while not exhausted and len(in_flight) < max(2, self.processes * 2):
                 if stop is not None and stop.is_set():
@@ -172,22 +219,57 @@ class Signer:
                 ]
                 in_flight[self._submit(jobs)] = planned
             if not in_flight:
+                if failed is not None:
+                    raise failed
                 return stored
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 planned = in_flight.pop(future)
-                count = self._store(planned, future.result())
+                try:
+                    signed = future.result()
+                except KeyUnavailableError as exc:
+                    # nothing of this batch is stored; its rows are due again at once, and
+                    # no more are claimed: the batches in flight drain, then this is raised
+                    self.store.release_claims([item for item, _ in planned], int(self.clock()))
+                    failed = exc
+                    exhausted = True
+                    continue
+                count = self._store(planned, signed)
                 stored += count
                 self.signatures += 2 * count
                 if progress is not None:
                     progress(len(planned))
 
     def run(self, stop: threading.Event, idle: float = 0.2) -> None:
-        """Keep signing until stop is set; a new or revoked serial is picked up within `idle` s."""
+        """Keep signing until stop is set; a new or revoked serial is picked up within `idle` s.
+        While a key cannot sign, probe it with backoff and claim nothing."""
+        backoff = 0.0
         while not stop.is_set():
             try:
+                if self.watch is not None and (replacement := self.watch()):
+                    self.replace_issuers(replacement)
+                    self.key_problem = None
+                if self.key_problem is not None:
+                    self.probe()
+                    self._key_back()
+                    backoff = 0.0
                 self.sign_due(stop=stop)
+            except KeyUnavailableError as exc:
+                self._key_down(str(exc))
+                backoff = min(max(1.0, backoff * 2), self.max_backoff)
+                stop.wait(backoff)
+                continue
             except Exception:
                 log.exception("signing pass failed; retrying")
                 stop.wait(5)
             stop.wait(idle)
+
+    def _key_down(self, problem: str) -> None:
+        if self.key_problem is None:
+            self.key_failures += 1
+            log.error("signing stopped: %s; retrying with backoff", problem)
+        self.key_problem = problem
+
+    def _key_back(self) -> None:
+        log.warning("signing resumed: every key signs again (was: %s)", self.key_problem)
+        self.key_problem = None

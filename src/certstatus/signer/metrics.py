@@ -67,6 +67,7 @@ class RolesCollector(Collector):
                 "OCSP responses signed and stored by this signer (two per certificate).",
                 self.signer.signatures,
             )
+        yield from self._key_metrics()
         if self.purger is not None:
             delivered = CounterMetricFamily(
                 "certstatus_purges_delivered", "Purges confirmed by each cache.", labels=["cache"]
@@ -91,6 +92,27 @@ class RolesCollector(Collector):
             not_after = material.responder_certificate.not_valid_after_utc.timestamp()
             expiry.add_metric([material.name], not_after - now)
         yield expiry
+
+    def _key_metrics(self) -> Iterable[Metric]:
+        """Whether each signing role's keys sign now (0 while a token is away: nothing is
+        being signed, and CertstatusSigningKeyUnavailable fires), and outages seen."""
+        up = GaugeMetricFamily(
+            "certstatus_signing_key_up",
+            "1 while the role's keys sign; 0 while a key (token) cannot sign and it retries.",
+            labels=["role"],
+        )
+        failures = CounterMetricFamily(
+            "certstatus_signing_key_failures",
+            "Times a role's keys stopped signing (token removed, module error, PIN locked).",
+            labels=["role"],
+        )
+        for role, source in (("ocsp", self.signer), ("crl", self.crls)):
+            if source is None or (role == "crl" and not source.issuers):
+                continue
+            up.add_metric([role], 1 if source.key_problem is None else 0)
+            failures.add_metric([role], source.key_failures)
+        yield up
+        yield failures
 
     def _database_metrics(self) -> Iterable[Metric]:
         now = int(self.clock())

@@ -336,6 +336,10 @@ class SigningQueue(Protocol):
         """Store responses whose certificate version is unchanged since the claim; returns stored."""
         ...
 
+    def release_claims(self, claimed: Sequence[DueCertificate], now: int) -> None:
+        """Claimed rows that were not signed are due again now (not after the lease)."""
+        ...
+
     def due_count(self, now: int) -> dict[Priority, int]: ...
 
     def server_time(self) -> float | None:

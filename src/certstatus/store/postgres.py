@@ -295,6 +295,25 @@ class PostgresStore(SqlStore):
                 )
         return claimed
 
+    def release_claims(self, claimed: Sequence[DueCertificate], now: int) -> None:
+        """Make rows claimed but not signed (the key was unavailable) due again now, instead of
+        after their lease; a row whose status changed meanwhile is already due."""
+        if not claimed:
+            return
+        with self._writing() as db:
+            db.execute(
+                "UPDATE certificates c SET due_at = %s FROM unnest(%s::bigint[], %s::text[], "
+                "%s::bigint[]) AS v(issuer_id, serial, version) WHERE c.issuer_id = v.issuer_id "
+                "AND c.serial = v.serial AND c.version = v.version AND c.due_at > %s",
+                (
+                    now,
+                    [c.issuer_id for c in claimed],
+                    [serial_key(c.serial) for c in claimed],
+                    [c.version for c in claimed],
+                    now,
+                ),
+            )
+
     def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
         """One statement: update the certificate rows whose version is still the claimed one
         (taking their row locks, so a concurrent revocation either waits or wins), and store

@@ -190,6 +190,16 @@ class SqliteStore(SqlStore):
                 )
         return claimed
 
+    def release_claims(self, claimed: Sequence[DueCertificate], now: int) -> None:
+        """Make rows claimed but not signed (the key was unavailable) due again now, instead of
+        after their lease; a row whose status changed meanwhile is already due."""
+        with self._writing(durable=False) as db:
+            db.executemany(
+                "UPDATE certificates SET due_at = ? WHERE issuer_id = ? AND serial = ? "
+                "AND version = ? AND due_at > ?",
+                [(now, c.issuer_id, serial_key(c.serial), c.version, now) for c in claimed],
+            )
+
     def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
         """Both statements carry the version guard, in one transaction, so they agree on which
         rows are still current; rows whose status changed since the claim are skipped."""
