@@ -146,6 +146,6 @@ def test_no_key_material_pin_or_password_in_output_r25(tmp_path: Path, monkeypat
     assert "login refused" in output
     assert "is not an unencrypted PEM private key" in output
     assert "error: " in captured[-1] and "error: " in captured[-2]
-    assert "database primary unavailable" in output
+    assert "database primary (127.0.0.1:" in output and "unavailable" in output
     for secret in [*secrets, PIN, "9999-wrong-pin", password]:
         assert secret not in output, f"secret leaked: {secret[:12]}..."
