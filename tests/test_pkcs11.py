@@ -292,7 +292,11 @@ def test_demo_pkcs11_signs_in_its_own_softhsm2_token_r25(tmp_path) -> None:
         wait_ready(f"http://127.0.0.1:{port}/", process, timeout=90)
         for name in ("certs", "issuer.pem", "responder.pem", "token.pin", "hsm/softhsm2.conf"):
             assert (directory / name).exists()
-        assert not list(directory.glob("*.key"))  # no key file: they are in the token
+        # no signing key file: they are in the token (the issuance API's TLS keys are files)
+        assert {p.name for p in directory.glob("*.key")} <= {"api-client.key", "api-server.key"}
+        assert (
+            not (directory / "issuer.key").exists() and not (directory / "responder.key").exists()
+        )
         assert (directory / "token.pin").stat().st_mode & 0o077 == 0
         text = (directory / "certstatus.toml").read_text()
         assert 'responder_key = "pkcs11:token=certstatus-demo;object=responder' in text
