@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from cryptography.x509 import ocsp
@@ -253,6 +253,8 @@ class Fuzzer:
         self.raw_share = raw_share
         self.report = Report(seed=seed)
         self.log_offset = 0
+        self.started = time.monotonic()
+        self.progress = False  # a line per check on stderr (long runs)
 
     def _take(self, count: int = 1) -> bool:
         if self.report.requests >= self.budget or time.monotonic() >= self.deadline:
@@ -438,6 +440,15 @@ class Fuzzer:
             self.report.health_failures += 1
             self.report.fail(f"/healthz failed after {self.report.requests} requests")
         self.scan_log()
+        if self.progress:
+            r = self.report
+            print(
+                f"{time.monotonic() - self.started:7.0f}s {r.requests} requests, 5xx {r.fivexx}, "
+                f"failures {r.failure_count}, tracebacks {r.tracebacks}, /healthz "
+                f"{'ok' if healthy else 'FAILED'} {elapsed:.0f} ms, RSS {self.sut.rss_kib()} KiB",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def scan_log(self) -> None:
         with self.sut.log.open("rb") as log:
@@ -488,12 +499,14 @@ def fuzz(
     raw_share: float = 0.12,
     check_every: float = 5.0,
     certificates: int = 12,
+    progress: bool = False,
 ) -> Report:
     """Set up a deployment, serve it, fuzz it; the report (the server is stopped after)."""
     with tempfile.TemporaryDirectory(prefix="certstatus-fuzz-") as tmp:
         config, target, port = prepare(Path(tmp) / "ca", certificates, workers)
         with server(config, port, Path(tmp) / "serve.log") as sut:
             fuzzer = Fuzzer(sut, target, requests, seconds, seed, raw_share)
+            fuzzer.progress = progress
             report = asyncio.run(fuzzer.run(concurrency, check_every))
         fuzzer.scan_log()  # what the server said while stopping
         return report
@@ -519,10 +532,12 @@ def main() -> None:
         args.workers,
         args.raw_share,
         args.check_every,
+        progress=True,
     )
-    summary = asdict(report) | {"ok": report.ok}
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
+    if args.json:  # asdict would rebuild each Counter from its (key, count) pairs
+        summary = {f.name: getattr(report, f.name) for f in fields(report)} | {"ok": report.ok}
+        summary["raw"] = {label: dict(answers) for label, answers in report.raw.items()}
+        args.json.write_text(json.dumps(summary, indent=2, default=dict))
     rate = report.requests / report.seconds if report.seconds else 0
     print(f"{report.requests} requests in {report.seconds}s ({rate:.0f}/s), seed {report.seed}")
     for key, count in sorted(report.answers.items(), key=lambda kv: -kv[1]):
