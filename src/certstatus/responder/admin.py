@@ -19,7 +19,8 @@ What it serves when granian runs several workers, each with its own read side:
   side, opened from the same config with the same rules (the replicas' staleness is a property
   of the databases, not of a worker), `answers` is the sum over all workers from the shared
   metrics, and `workers` gives the worst worker's view (fresh in every worker? the largest
-  staleness any worker measured), so a worker whose connection broke shows there.
+  staleness any worker measured), so a worker whose connection broke shows there (replica
+  sets only: a SQLite file has no staleness, and `workers` is empty).
 """
 
 from __future__ import annotations
