@@ -36,6 +36,8 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
+# optional: atheris for coverage-guided fuzzing of the decoders; without it that test is skipped
+.venv/bin/pip install -q -e '.[fuzz]' || echo "atheris did not install: its fuzzing test will be skipped" >&2
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

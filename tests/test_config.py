@@ -67,6 +67,17 @@ responder_key = "responder.key"
             "host:port",
         ),
         (
+            'database = "x.db"\n[responder]\nadmin_listen = "9464"\n' + GOOD_ISSUER,
+            "responder.admin_listen",
+            "host:port",
+        ),
+        (
+            'database = "x.db"\n[responder]\nlisten = "127.0.0.1:9000"\n'
+            'admin_listen = "127.0.0.1:9000"\n' + GOOD_ISSUER,
+            "responder.admin_listen",
+            "must differ from listen",
+        ),
+        (
             'database = "x.db"\n[responder]\nserver = "gunicorn"\n' + GOOD_ISSUER,
             "responder.server",
             "uvicorn",

@@ -423,6 +423,29 @@ class ResponderConfig:
             help="while this file exists /readyz fails (maintenance without a stop)",
         ),
     )
+    admin_listen: str | None = field(
+        default=None,
+        metadata=key(
+            read=_optional(_listen("127.0.0.1:9464")),
+            help="host:port for /metrics and /sources; the public port then 404s them",
+        ),
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.admin_listen is not None and self.admin_address == (
+            self.listen_host,
+            self.listen_port,
+        ):
+            return [("admin_listen", "must differ from listen: it is the admin listener")]
+        return []
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """(host, port) of the admin listener, None when /metrics and /sources stay public."""
+        if self.admin_listen is None:
+            return None
+        host, _, port = self.admin_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @property
     def listen_host(self) -> str:

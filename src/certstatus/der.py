@@ -121,11 +121,15 @@ def x509_time(unix_seconds: int) -> bytes:
 
 
 def elements(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
-    """(tag, element start, content start, end) of each element between start and end."""
+    """(tag, element start, content start, end) of each element between start and end;
+    ValueError when one is cut or runs past end (read_tlv alone checks only against the
+    whole buffer: a child claiming more than its parent holds would read its siblings)."""
     found = []
     pos = start
     while pos < end:
         tag, content_start, content_end = read_tlv(data, pos)
+        if content_end > end:
+            raise ValueError("DER element runs past its parent")
         found.append((tag, pos, content_start, content_end))
         pos = content_end
     return found

@@ -72,5 +72,6 @@ def serve(config_path: Path) -> None:
             f"serving OCSP on http://{r.listen_host}:{r.listen_port}/ "
             f"({r.server}, {r.process_count} worker(s)"
             f"{', with signer' if r.run_signer else ''})"
+            + (f"; /metrics and /sources on http://{r.admin_listen}/" if r.admin_listen else "")
         )
         run(config)

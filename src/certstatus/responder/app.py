@@ -84,7 +84,10 @@ class OcspApp:
         crl_layouts: Sequence[tuple[int, CrlLayout]] = (),
         drain_file: str | None = None,
         metrics: Any = None,
+        admin_paths: bool = True,
     ) -> None:
+        """admin_paths=False: /metrics and /sources are served by the admin listener
+        (responder.admin_listen, responder/admin.py) and this app answers them 404."""
         self.metrics = metrics or NoMetrics()
         self._status_by_tag: dict[str, Outcome] = {}
         self.source = source
@@ -97,8 +100,8 @@ class OcspApp:
         self._endpoints: dict[str, Callable[[], Awaitable[Answer]]] = {
             "/healthz": self._healthz,
             "/readyz": self._readyz,
-            "/sources": self._sources,
-            "/metrics": self._metrics,
+            "/sources": self._sources if admin_paths else self._not_here,
+            "/metrics": self._metrics if admin_paths else self._not_here,
         }
 
     async def handle(
@@ -272,6 +275,9 @@ class OcspApp:
         body, content_type = render()
         return Answer(200, [("content-type", content_type), ("cache-control", "no-store")], body)
 
+    async def _not_here(self) -> Answer:
+        return Answer(404, h.NO_STORE_TEXT, b"not on this port: see responder.admin_listen\n")
+
     async def _readyz(self) -> Answer:
         if self.drain_file and os.path.exists(self.drain_file):
             return Answer(503, h.NO_STORE_TEXT, b"not ready: draining (drain file exists)\n")
@@ -362,4 +368,5 @@ def create_app() -> OcspApp:
         crl_layouts=layouts,
         drain_file=config.responder.drain_file,
         metrics=metrics,
+        admin_paths=config.responder.admin_listen is None,
     )

@@ -13,6 +13,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -45,13 +46,40 @@ def _default_stop_signals() -> None:
 
 
 def run_server(config: Config) -> None:
-    """Serve until interrupted, with the workers' metrics in a fresh directory they share."""
+    """Serve until interrupted, with the workers' metrics in a fresh directory they share,
+    and the admin listener (responder/admin.py), when configured, in a process beside them
+    that reads that directory."""
     metrics_dir = tempfile.mkdtemp(prefix="certstatus-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before the admin process is spawned
     try:
-        _run_server(config)
+        with ExitStack() as admin:
+            if config.responder.admin_listen is not None:
+                from certstatus.responder.admin import admin_process
+
+                admin.enter_context(companion(config, admin_process, "admin listener"))
+                _wait_listening(config.responder.admin_address or ("", 0))
+            _run_server(config)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _wait_listening(address: tuple[str, int], timeout: float = 30) -> None:
+    """Until the admin listener accepts: a server that answers /readyz has its admin port
+    too (a scrape or a test right after start must not be refused). If the admin process
+    dies meanwhile, its companion watch stops this server."""
+    host, port = address
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((wildcard.get(host, host), port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"responder.admin_listen: nothing listens on {host}:{port} after {timeout:.0f} s"
+                ) from None
+            time.sleep(0.05)
 
 
 def listen_problem(host: str, port: int) -> str | None:
@@ -113,9 +141,16 @@ def ensure_companion_addresses_free(config: Config, with_monitor: bool) -> None:
 def ensure_listen_address_free(config: Config) -> None:
     """Refuse, naming the key, a listen address this server could not have to itself."""
     r = config.responder
-    problem = listen_problem(r.listen_host, r.listen_port)
-    if problem is not None:
-        raise ConfigError([("responder.listen", problem)], config.path)
+    problems = []
+    for key, address in (
+        ("responder.listen", (r.listen_host, r.listen_port)),
+        ("responder.admin_listen", r.admin_address),
+    ):
+        problem = None if address is None else listen_problem(*address)
+        if problem is not None:
+            problems.append((key, problem))
+    if problems:
+        raise ConfigError(problems, config.path)
 
 
 def _run_server(config: Config) -> None:
