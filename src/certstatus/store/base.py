@@ -19,6 +19,12 @@ class UnknownCertificate(StoreError):
     pass
 
 
+class NotAcknowledged(StoreError):
+    """A write committed on the leader that no synchronous standby confirmed in time: it may be
+    lost if the leader is lost, so it is not acknowledged (R26). Retrying it is safe (recording
+    and revoking are idempotent)."""
+
+
 class Priority(IntEnum):
     """Signing order: a serial nobody can verify yet comes first, then a revocation, then refresh."""
 

@@ -14,6 +14,7 @@ import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -26,6 +27,7 @@ from certstatus.store.base import (
     AddResult,
     CertificateRecord,
     DueCertificate,
+    NotAcknowledged,
     Priority,
     SignedResponse,
     StoredResponse,
@@ -54,6 +56,10 @@ def _pg(sql: str) -> str:
 
 
 _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+# PostgreSQL's warning when a commit stopped waiting for its synchronous standby (here: the
+# statement_timeout ran out): the commit is local only and the server still reports success
+_SYNC_WAIT_CANCELLED = "canceling wait for synchronous replication"
+_READ_ONLY = "25006"  # read_only_sql_transaction: a connection to a node that was demoted
 
 
 class PostgresStore(SqlStore):
@@ -79,8 +85,13 @@ class PostgresStore(SqlStore):
             "autocommit": True,
             "options": f"-c statement_timeout={int(timeout * 1000)}",
         }
+        # per pooled connection: the sync-wait warnings its current transaction received
+        self._unreplicated: weakref.WeakKeyDictionary[psycopg.Connection[Any], list[str]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pool = self._new_pool()
         self._revive_lock = threading.Lock()
+        self._checking = threading.Lock()
         self.loop_reader = LoopReader(url, self._connect_kwargs, name, timeout)
         if not read_only:
             self._migrate()
@@ -92,9 +103,22 @@ class PostgresStore(SqlStore):
             max_size=self.max_connections,
             timeout=self.timeout,
             kwargs=self._connect_kwargs,
+            configure=self._configure,
             open=True,
             name=self.name,
         )
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Each new connection reports the warning of a commit that gave up waiting for its
+        synchronous standby (see _writing)."""
+        warnings: list[str] = []
+        self._unreplicated[conn] = warnings
+
+        def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+            if _SYNC_WAIT_CANCELLED in (diagnostic.message_primary or ""):
+                warnings.append(diagnostic.message_detail or diagnostic.message_primary or "")
+
+        conn.add_notice_handler(notice)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -105,9 +129,29 @@ class PostgresStore(SqlStore):
             with conn:  # the pool's own connection() does the same: commit, or roll back
                 yield conn
         except psycopg.Error as exc:
+            self._after_failure(pool, conn, exc)
             raise StoreError(f"database {self.name} unavailable: {exc}") from None
         finally:
             pool.putconn(conn)
+
+    def _after_failure(
+        self, pool: ConnectionPool, conn: psycopg.Connection[Any], exc: psycopg.Error
+    ) -> None:
+        """After a failover the pool may hold connections to a node that died or was demoted:
+        this one is closed if it reached a read-only node (the pool then discards it, and the
+        multi-host URL finds the new leader), and idle ones that are broken are dropped now
+        rather than one failed call each."""
+        if getattr(exc, "sqlstate", None) == _READ_ONLY or conn.broken:
+            conn.close()
+            if self._checking.acquire(blocking=False):  # one sweep at a time
+
+                def sweep() -> None:
+                    try:
+                        pool.check()
+                    finally:
+                        self._checking.release()
+
+                threading.Thread(target=sweep, name=f"pool-check-{self.name}", daemon=True).start()
 
     def _checkout(self) -> tuple[ConnectionPool, psycopg.Connection[Any]]:
         pool = self._pool
@@ -148,10 +192,43 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _writing(self, durable: bool = True) -> Iterator[psycopg.Connection[Any]]:
-        """A transaction on one pooled connection (durable is SQLite's concern: here every
-        commit waits for the WAL flush, as the server is configured)."""
-        with self._connection() as conn, conn.transaction():
-            yield conn
+        """A transaction on one pooled connection.
+
+        durable (recorded certificates, revocations, issuers, CRL numbers and CRLs): the commit
+        waits as the server is configured; under Patroni's synchronous mode, until a synchronous
+        standby has the WAL (R26), so a change acknowledged survives the leader's loss. That
+        wait is bounded by the store's timeout: then PostgreSQL keeps the commit on the leader
+        and only warns, and here the warning fails the write with NotAcknowledged instead of
+        letting it pass as acknowledged.
+
+        Not durable (claims, signed responses, the heartbeat, purge bookkeeping): committed
+        with synchronous_commit = local, flushed on the leader without waiting for a standby;
+        losing one in a failover only makes a row due again (it is re-signed)."""
+        with self._connection() as conn:
+            warnings = self._unreplicated.setdefault(conn, [])
+            warnings.clear()
+            bound = None
+            try:
+                with conn.transaction():
+                    if not durable:
+                        conn.execute("SET LOCAL synchronous_commit = local")
+                    yield conn
+                    # the commit follows; statement_timeout does not cover its wait for the
+                    # standby (PostgreSQL disarms it before committing), so a cancel request
+                    # bounds it, and the warning it causes is caught below
+                    if durable:
+                        bound = threading.Timer(self.timeout, _cancel, (conn,))
+                        bound.start()
+            finally:
+                if bound is not None:
+                    bound.cancel()
+                    bound.join()
+            if warnings and durable:
+                raise NotAcknowledged(
+                    f"database {self.name}: not acknowledged: no synchronous standby confirmed "
+                    f"the write within {self.timeout:g}s (committed on the leader only, and it "
+                    "could be lost with it); retry it, and check `certstatus cluster status`"
+                )
 
     def _reading(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         return self._connection()
@@ -226,7 +303,7 @@ class PostgresStore(SqlStore):
         """Several signers on several hosts claim disjoint rows: SKIP LOCKED passes over rows
         another signer is claiming, and the lease hides claimed rows until it runs out."""
         claimed: list[DueCertificate] = []
-        with self._writing() as db:
+        with self._writing(durable=False) as db:
             for priority in Priority:
                 if len(claimed) >= limit:
                     break
@@ -251,7 +328,7 @@ class PostgresStore(SqlStore):
         responses for exactly those rows."""
         if not responses:
             return 0
-        with self._writing() as db:
+        with self._writing(durable=False) as db:
             cur = db.execute(
                 "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], "
                 "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[]) AS "
@@ -334,9 +411,9 @@ class PostgresStore(SqlStore):
         return float(row[0])
 
     def beat(self) -> None:
-        """Write the heartbeat with synchronous_commit on: it is the replicas' clock."""
-        with self._writing() as db:
-            db.execute("SET LOCAL synchronous_commit = on")
+        """Write the heartbeat, flushed on the leader but never waiting for a synchronous
+        standby: it is every replica's clock, and one slow standby must not stop it."""
+        with self._writing(durable=False) as db:
             db.execute(f"UPDATE heartbeat SET at_ms = {_NOW_MS} WHERE id = 1")
 
     def heartbeat_age(self) -> float | None:
@@ -356,6 +433,14 @@ class PostgresStore(SqlStore):
     def close(self) -> None:
         self.loop_reader.close()
         self._pool.close()
+
+
+def _cancel(conn: psycopg.Connection[Any]) -> None:
+    """Ask the server to stop what the connection runs (a commit waiting for its standby)."""
+    try:
+        conn.cancel_safe(timeout=2)
+    except (psycopg.Error, OSError) as exc:
+        log.warning("cancelling a commit's wait for its standby failed: %s", exc)
 
 
 def wait_for_server(url: str, timeout: float = 30.0) -> None:
