@@ -89,6 +89,11 @@ class PostgresStore(SqlStore):
         self._unreplicated: weakref.WeakKeyDictionary[psycopg.Connection[Any], list[str]] = (
             weakref.WeakKeyDictionary()
         )
+        # the server the writer connections reach (its port and start time): when it changes,
+        # a failover (or a restart) may have lost claims' signed responses (see claim_due)
+        self._leader_lock = threading.Lock()
+        self._leader: tuple[Any, ...] | None = None
+        self._leader_changed = False
         self._pool = self._new_pool()
         self._revive_lock = threading.Lock()
         self._checking = threading.Lock()
@@ -113,6 +118,14 @@ class PostgresStore(SqlStore):
         synchronous standby (see _writing)."""
         warnings: list[str] = []
         self._unreplicated[conn] = warnings
+        if not self.read_only:
+            server = conn.execute(
+                "SELECT inet_server_port(), pg_postmaster_start_time()::text"
+            ).fetchone()
+            with self._leader_lock:
+                if self._leader is not None and server != self._leader:
+                    self._leader_changed = True
+                self._leader = server
 
         def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
             if _SYNC_WAIT_CANCELLED in (diagnostic.message_primary or ""):
@@ -304,6 +317,8 @@ class PostgresStore(SqlStore):
         another signer is claiming, and the lease hides claimed rows until it runs out."""
         claimed: list[DueCertificate] = []
         with self._writing(durable=False) as db:
+            if self._leader_changed:
+                self._release_claims(db, now)
             for priority in Priority:
                 if len(claimed) >= limit:
                     break
@@ -321,6 +336,23 @@ class PostgresStore(SqlStore):
                     for i, s, v, rv, ra, rs in rows
                 )
         return claimed
+
+    def _release_claims(self, db: psycopg.Connection[Any], now: int) -> None:
+        """After the writer reached a new leader: new and revoked rows claimed but never signed
+        there are due again now rather than when their lease ends (5 minutes by default).
+
+        A claim and its signed response are committed asynchronously: a failover can keep the
+        claim and lose the response (or lose the signer's batch in flight), which would leave a
+        revocation acknowledged before the failover unsigned for a whole lease. Rows of
+        another signer still working are signed twice at worst (the version guard keeps one).
+        Refreshes keep their lease: their current response stays valid meanwhile."""
+        with self._leader_lock:
+            self._leader_changed = False
+        released = db.execute(
+            "UPDATE certificates SET due_at = %s WHERE priority < %s AND due_at > %s",
+            (now, Priority.REFRESH, now),
+        ).rowcount
+        log.info("writer reached a new server: %d claimed, unsigned rows due again", released)
 
     def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
         """One statement: update the certificate rows whose version is still the claimed one
