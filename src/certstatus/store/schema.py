@@ -267,3 +267,15 @@ POSTGRES_MIGRATIONS.append(
 _INGESTED = "CREATE INDEX certificates_ingested ON certificates (ingested_at, issuer_id, serial);"
 SQLITE_MIGRATIONS.append((6, _INGESTED))
 POSTGRES_MIGRATIONS.append((6, _INGESTED))
+
+# v7: sites drained by the operator (`certstatus site drain`): data, so that it replicates to
+# every responder (even one that reads only replicas) and survives restarts.
+_SITE_DRAINS = """
+CREATE TABLE site_drains (
+    site TEXT PRIMARY KEY,
+    drained_at BIGINT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+"""
+SQLITE_MIGRATIONS.append((7, _SITE_DRAINS))
+POSTGRES_MIGRATIONS.append((7, _SITE_DRAINS))
