@@ -48,6 +48,8 @@ class Ledger:
     ingested_at: dict[int, float] = field(default_factory=dict)
     good_at: dict[int, float] = field(default_factory=dict)
     revoked_at: dict[int, float] = field(default_factory=dict)
+    # the client's own log of acknowledgements: revocations that returned without an error
+    revoke_acked_at: dict[int, float] = field(default_factory=dict)
     ingested: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -143,6 +145,8 @@ class Traffic:
                     victim = self._rng.choice(self.ledger.ingested[:-1] or [serial])
                     if victim not in self.ledger.revoked_at:
                         self.ingest.revoke("demo", victim, "keyCompromise", int(time.time()))
+                        with self.ledger.lock:
+                            self.ledger.revoke_acked_at.setdefault(victim, time.monotonic())
             except Exception:  # primary down: the CA's own writes fail; keep trying
                 pass
             self.stop.wait(0.1)
