@@ -194,3 +194,22 @@ def test_no_synchronous_standby_write_waits_then_fails_r26(
     finally:
         cluster.down()
     assert leftover_processes(str(directory)) == []
+
+
+def test_failover_drill_kill_and_isolate_r26(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`certstatus drill failover`, one round of each variant: every condition of the issue."""
+    from certstatus.drill.failover import run_failover_drill
+
+    directory = postgres_dir(tmp_path_factory, "ha-drill")
+    report = run_failover_drill(rounds=1, directory=directory)
+    assert [r.variant for r in report.rounds] == ["kill", "isolate"]
+    assert all(r.rejoined for r in report.rounds), report.to_json()
+    assert report.acknowledged_revocations > 0 and report.acknowledged_certificates > 20
+    assert report.lost_certificates == 0  # no split-brain write was acknowledged
+    assert report.lost_revocations == 0 and report.revocations_not_served == 0
+    assert report.late_non_authoritative == 0, report.late_examples
+    for r in report.rounds:
+        assert r.to_new_leader_s is not None and r.to_new_leader_s < 40, r
+        assert r.to_authoritative_s is not None and r.to_authoritative_s < 60, r
+    assert report.passed
+    assert leftover_processes(str(directory)) == []

@@ -346,6 +346,9 @@ class HaCluster(Cluster):
             "max_wal_size": "64MB",
             "min_wal_size": "32MB",
             "checkpoint_completion_target": 0,
+            # a standby whose leader changed retries its stream after 1 s, not 5: with strict
+            # synchronous mode, writes wait until a standby streams from the new leader
+            "wal_retrieve_retry_interval": "1s",
             "wal_receiver_timeout": "10s",
             "wal_sender_timeout": "10s",
             "shared_buffers": f"{self.shared_buffers_mb}MB",

@@ -24,7 +24,8 @@ def write_deployment(
     listen = listen or f"127.0.0.1:{free_port()}"
     sites = [n.site for n in cluster.read_nodes if n.site]
     lines = [
-        "# written by `certstatus cluster up`: the primary for writes, replicas for reads",
+        "# written by `certstatus cluster up`: the primary for writes (under --ha, every node:"
+        " libpq keeps the leader), replicas for reads",
         f'database = "{cluster.writer_url}"',
         "",
         "[responder]",

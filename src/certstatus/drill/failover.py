@@ -55,6 +55,7 @@ class Round:
     write_gap_s: float | None = None
     to_authoritative_s: float | None = None  # a serial recorded right after the fault
     rejoined: bool = False
+    rejoin_s: float | None = None  # from the old leader's return to its rejoining as a standby
 
 
 @dataclass
@@ -117,6 +118,7 @@ class FailoverDrill:
         self.responders: dict[str, str] = {}
         self.report = FailoverReport()
         self.gaps: list[tuple[float, float]] = []
+        self.events: list[tuple[float, str]] = []  # when each fault and return happened
 
     def _spawn(self, args: list[str], log: str) -> None:
         handle = (self.dir / log).open("ab")
@@ -193,6 +195,7 @@ class FailoverDrill:
                 result.to_authoritative_s = round(time.monotonic() - faulted_at, 2)
         gap_end = faulted_at + (result.write_gap_s or 60) + MAX_STALENESS + 1
         self.gaps.append((faulted_at, gap_end))
+        returned_at = time.monotonic()
         if variant == "kill":
             cluster.start(old)
         else:
@@ -200,8 +203,10 @@ class FailoverDrill:
         try:
             cluster.wait_rejoined(old, 90)
             result.rejoined = True
+            result.rejoin_s = round(time.monotonic() - returned_at, 2)
         except Exception:
             result.rejoined = False
+        self.events += [(faulted_at, f"{variant} {old.name}"), (returned_at, f"{old.name} back")]
         return result
 
     def judge(self, traffic: Traffic) -> None:
@@ -238,8 +243,18 @@ class FailoverDrill:
             and not (a.kind == "tryLater" and any(s <= a.at <= e for s, e in self.gaps))
         ]
         report.late_non_authoritative = len(late)
-        report.late_examples = [f"{a.responder} serial {a.serial:x}: {a.kind}" for a in late[:5]]
+        report.late_examples = [
+            f"{a.responder} serial {a.serial:x}: {a.kind} {self._when(a.at)}" for a in late[:5]
+        ]
         report.answers = dict(traffic.counts()[0])
+
+    def _when(self, at: float) -> str:
+        """An answer's time relative to the last event before it, for the report."""
+        before = [(t, what) for t, what in self.events if t <= at]
+        if not before:
+            return "before the first fault"
+        t, what = before[-1]
+        return f"{at - t:.1f}s after {what}"
 
     def close(self, traffic: Traffic | None) -> None:
         if traffic is not None:
