@@ -32,7 +32,7 @@ from certstatus.store.postgres import PostgresStore
 from tests.conftest import postgres_dir, stop_process, wait_ready
 from tests.test_drills import leftover_processes
 
-pytestmark = pytest.mark.integration
+integration = pytest.mark.integration
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> float:
@@ -70,6 +70,30 @@ class Client:
         return ask(self.url, get_path(encode_request(self.issuer_key, serial)))[0]
 
 
+@integration
+def test_unsafe_ha_settings_are_refused_in_one_line(tmp_path: Path) -> None:
+    """Timings that let a healthy leader lose its lease, and synchronous acknowledgement
+    without a standby, are refused before anything starts."""
+    assert Timings(10, 2, 4).problems() is None
+    problem = Timings(6, 2, 4).problems()
+    assert problem is not None and "must not exceed ttl (6)" in problem
+    for extra, expected in (
+        (["--ttl", "6"], "timings: loop_wait + 2 * retry_timeout"),
+        (["--replicas", "0"], "synchronous acknowledgement needs at least one standby"),
+    ):
+        command = ["cluster", "up", "--ha", "--dir", str(tmp_path / "c"), *extra]
+        refused = subprocess.run(
+            [sys.executable, "-m", "certstatus.cli", *command],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert refused.returncode == 2
+        assert refused.stderr.count("\n") == 1 and expected in refused.stderr, refused.stderr
+    assert not (tmp_path / "c" / "pg").exists()
+
+
+@integration
 def test_leader_killed_under_serve_loses_no_acknowledged_revocation_r26(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -138,6 +162,7 @@ def test_leader_killed_under_serve_loses_no_acknowledged_revocation_r26(
     assert leftover_processes(str(directory)) == []
 
 
+@integration
 def test_no_synchronous_standby_write_waits_then_fails_r26(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -196,6 +221,7 @@ def test_no_synchronous_standby_write_waits_then_fails_r26(
     assert leftover_processes(str(directory)) == []
 
 
+@integration
 def test_failover_drill_kill_and_isolate_r26(tmp_path_factory: pytest.TempPathFactory) -> None:
     """`certstatus drill failover`, one round of each variant: every condition of the issue."""
     from certstatus.drill.failover import run_failover_drill

@@ -425,13 +425,13 @@ class HaCluster(Cluster):
     def start(self, node: Node) -> None:
         """Start the node's Patroni (a node stopped or killed rejoins: as a standby if another
         node leads, after pg_rewind if its timeline diverged)."""
-        if node.patroni_pid and _alive(node.patroni_pid):
+        if node.patroni_pid and _runs(node.patroni_pid, str(self.patroni_config(node))):
             raise ClusterError(f"{node.name}: Patroni is already running (pid {node.patroni_pid})")
         self._start_patroni(node)
 
     def stop(self, node: Node, mode: str = "fast") -> None:
         """Stop the node's Patroni, which stops its PostgreSQL (a leader hands over first)."""
-        if node.patroni_pid:
+        if node.patroni_pid and _runs(node.patroni_pid, str(self.patroni_config(node))):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(node.patroni_pid, signal.SIGTERM)
             if not _wait_gone(node.patroni_pid, 45):
@@ -443,7 +443,9 @@ class HaCluster(Cluster):
 
     def kill(self, node: Node) -> None:
         """A node lost at once: SIGKILL its Patroni, its postmaster and every backend."""
-        pids = [node.patroni_pid] if node.patroni_pid else []
+        pids = []
+        if node.patroni_pid and _runs(node.patroni_pid, str(self.patroni_config(node))):
+            pids.append(node.patroni_pid)
         postmaster = self._postmaster_pid(node)
         if postmaster:
             pids += [postmaster, *_children(postmaster)]
@@ -460,7 +462,7 @@ class HaCluster(Cluster):
             pid = int((self.data(node) / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _alive(pid) else None
+        return pid if _alive(pid) and _runs(pid, str(self.data(node))) else None
 
     def down(self) -> None:
         """Stop every Patroni, every PostgreSQL, etcd and every link proxy; nothing is left.
@@ -469,7 +471,7 @@ class HaCluster(Cluster):
         its PostgreSQL while the others stop (SIGTERM to all of them took ~20 s: a leader
         waits for its standbys on the way down); then each PostgreSQL gets a fast shutdown."""
         for node in self.nodes:
-            if node.patroni_pid:
+            if node.patroni_pid and _runs(node.patroni_pid, str(self.patroni_config(node))):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(node.patroni_pid, signal.SIGKILL)
         for node in self.nodes:
@@ -691,6 +693,15 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def _runs(pid: int, marker: str) -> bool:
+    """Whether `pid` is still the process we mean (its command line names `marker`): a pid
+    saved in the state file may have been reused since by an unrelated process."""
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
