@@ -577,18 +577,31 @@ class HaCluster(Cluster):
         raise ClusterError(f"cluster not complete within {timeout:.0f}s: {members}")
 
     def wait_rejoined(self, node: Node, timeout: float) -> None:
-        """Until `node` runs as a standby of the current leader (after pg_rewind if needed)."""
+        """Until `node` streams from the current leader as a standby (after pg_rewind if its
+        timeline diverged). Patroni reports a returning node "running" as soon as its
+        PostgreSQL starts, so the leader's own view of its standbys decides."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for member in self.members():
-                if (
-                    member.get("name") == node.name
-                    and member.get("role") in ("replica", "sync_standby")
-                    and member.get("state") in ("running", "streaming")
-                ):
-                    return
+            if self._streaming(node):
+                return
             time.sleep(0.3)
         raise ClusterError(f"{node.name} did not rejoin as a standby within {timeout:.0f}s")
+
+    def _streaming(self, node: Node) -> bool:
+        leader = self.leader()
+        if leader is None or leader.name == node.name:
+            return False
+        try:
+            rows = self.query(
+                self._admin_node(leader),
+                "SELECT 1 FROM pg_stat_replication WHERE application_name = %s "
+                "AND state = 'streaming'",
+                (node.name,),
+                timeout=2,
+            )
+        except psycopg.Error:
+            return False
+        return bool(rows)
 
     def _admin_node(self, node: Node) -> Node:
         from certstatus.cluster.local import _admin

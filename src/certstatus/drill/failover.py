@@ -163,6 +163,7 @@ class FailoverDrill:
         cluster = self.cluster
         old = cluster.primary
         result = Round(variant, old.name)
+        began = time.monotonic()  # answers from here on may meet the write gap
         if variant == "kill":
             cluster.kill_leader(old)  # returns once its processes are gone
         else:
@@ -194,7 +195,7 @@ class FailoverDrill:
             if authoritative:
                 result.to_authoritative_s = round(time.monotonic() - faulted_at, 2)
         gap_end = faulted_at + (result.write_gap_s or 60) + MAX_STALENESS + 1
-        self.gaps.append((faulted_at, gap_end))
+        self.gaps.append((began, gap_end))
         returned_at = time.monotonic()
         if variant == "kill":
             cluster.start(old)
@@ -204,6 +205,7 @@ class FailoverDrill:
             cluster.wait_rejoined(old, 90)
             result.rejoined = True
             result.rejoin_s = round(time.monotonic() - returned_at, 2)
+            cluster.wait_members(60)  # a synchronous standby again before the next round
         except Exception:
             result.rejoined = False
         self.events += [(faulted_at, f"{variant} {old.name}"), (returned_at, f"{old.name} back")]
