@@ -70,6 +70,7 @@ class FailoverReport:
     late_non_authoritative: int = 0  # outside the write gaps, serials acked > 2 s before
     late_examples: list[str] = field(default_factory=list)
     answers: dict[str, int] = field(default_factory=dict)
+    refused_writes: dict[str, int] = field(default_factory=dict)  # by error: never acknowledged
     duration_s: float = 0.0
 
     def median(self, attribute: str, variant: str | None = None) -> float | None:
@@ -249,6 +250,7 @@ class FailoverDrill:
             f"{a.responder} serial {a.serial:x}: {a.kind} {self._when(a.at)}" for a in late[:5]
         ]
         report.answers = dict(traffic.counts()[0])
+        report.refused_writes = dict(traffic.refused)
 
     def _when(self, at: float) -> str:
         """An answer's time relative to the last event before it, for the report."""

@@ -109,6 +109,7 @@ class Traffic:
         self._rng = random.Random(7)
         self._threads: list[threading.Thread] = []
         self.unknown_serial = 0x0DD0_0DD0_0DD0
+        self.refused: Counter[str] = Counter()  # the CA's writes that failed, by error
 
     def start(self) -> None:
         targets = [self._ingest, self._watch_primary]
@@ -147,8 +148,8 @@ class Traffic:
                         self.ingest.revoke("demo", victim, "keyCompromise", int(time.time()))
                         with self.ledger.lock:
                             self.ledger.revoke_acked_at.setdefault(victim, time.monotonic())
-            except Exception:  # primary down: the CA's own writes fail; keep trying
-                pass
+            except Exception as exc:  # primary down: the CA's own writes fail; keep trying
+                self.refused[type(exc).__name__] += 1
             self.stop.wait(0.1)
 
     def _watch_primary(self) -> None:

@@ -407,6 +407,21 @@ class PostgresStore(SqlStore):
         with self._connection() as db:
             return read_responses(db, self.name, keys)
 
+    def recorded(self, keys: Sequence[ResponseKey]) -> list[bool]:
+        """Whether each key's certificate is recorded (signed or not): one query per issuer."""
+        by_issuer: dict[int, list[str]] = {}
+        for issuer_id, serial, _ in keys:
+            by_issuer.setdefault(issuer_id, []).append(serial_key(serial))
+        found: set[tuple[int, str]] = set()
+        with self._connection() as db:
+            for issuer_id, serials in by_issuer.items():
+                rows = db.execute(
+                    "SELECT serial FROM certificates WHERE issuer_id = %s AND serial = ANY(%s)",
+                    (issuer_id, serials),
+                ).fetchall()
+                found.update((issuer_id, s) for (s,) in rows)
+        return [(i, serial_key(s)) in found for i, s, _ in keys]
+
     def replication(self) -> list[dict[str, Any]]:
         """Each replication slot as the primary sees it, with its standby's lag in bytes."""
         with self._connection() as db:

@@ -149,7 +149,10 @@ class ReplicaSet:
         return None
 
     def _settle(
-        self, keys: Sequence[K], read: Read[K, R]
+        self,
+        keys: Sequence[K],
+        read: Read[K, R],
+        recorded: Callable[[PostgresStore, list[K]], list[bool]] | None = None,
     ) -> list[R | NoAuthoritativeSource | None]:
         """The replica rules, written once for every read (a single lookup is a batch of one),
         one round trip per source asked:
@@ -192,6 +195,8 @@ class ReplicaSet:
                     for _ in todo:
                         self.observer.fallback()
                 if ask(self.primary):
+                    if todo and recorded is not None:
+                        self._unsigned_yet(keys, todo, results, recorded)
                     return results  # authoritative: what the primary lacks is not signed
             finally:
                 self._slots.release()
@@ -209,11 +214,32 @@ class ReplicaSet:
                 results[i] = refused
         return results
 
+    def _unsigned_yet(
+        self,
+        keys: Sequence[K],
+        todo: list[int],
+        results: list[Any],
+        recorded: Callable[[PostgresStore, list[K]], list[bool]],
+    ) -> None:
+        """Misses on the primary whose certificate is recorded there get tryLater, not
+        "unauthorized": recorded but not signed yet, above all after a failover, which may lose
+        a signed response (signatures are acknowledged asynchronously) but never an
+        acknowledged certificate (R26). Only a serial the primary has never heard of is
+        unauthorized; if the primary cannot tell, tryLater too."""
+        try:
+            known = recorded(self.primary.store, [keys[i] for i in todo])
+        except StoreError:
+            known = [True] * len(todo)
+        pending = NoAuthoritativeSource("recorded, not signed yet")
+        for i, is_known in zip(todo, known, strict=True):
+            if is_known:
+                results[i] = pending
+
     def responses(
         self, keys: Sequence[ResponseKey]
     ) -> list[StoredResponse | NoAuthoritativeSource | None]:
         """Many lookups under the rules; a NoAuthoritativeSource where none could answer."""
-        return self._settle(keys, PostgresStore.responses)
+        return self._settle(keys, PostgresStore.responses, PostgresStore.recorded)
 
     def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
