@@ -1,10 +1,11 @@
 """What synchronous acknowledgement (R26) costs per write, on a real Patroni cluster.
 
 Records certificates one per transaction (as `certstatus add` and the ingest API do for a
-single certificate) and in batches of 100, through the same PostgresStore the CA uses, twice
-on the same cluster: acknowledged once a synchronous standby has the WAL (the default), and
-with synchronous_commit = local for the session (acknowledged once flushed on the leader
-only: what the cluster did before issue 14). Prints records/s and p50/p99 latency of both.
+single certificate) and in batches of 100, through the same PostgresStore the CA uses, on the
+same cluster in two modes, alternated --pairs times: acknowledged once a synchronous standby
+has the WAL (the default), and with synchronous_commit = local for the session (acknowledged
+once flushed on the leader only: what the cluster did before issue 14). Prints records/s and
+p50/p99 latency of every run and the medians of each mode.
 
   .venv/bin/python -m benchmarks.syncack [--writes 600] [--keep DIR]
 """
@@ -67,6 +68,7 @@ def measure(url: str, synchronous: bool, writes: int, issuer_id: int, seed: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=600)
+    parser.add_argument("--pairs", type=int, default=3, help="alternated runs of each mode")
     parser.add_argument("--keep", type=Path)
     args = parser.parse_args()
     directory = args.keep or Path(tempfile.mkdtemp(prefix="certstatus-syncack-"))
@@ -76,15 +78,22 @@ def main() -> None:
         setup = PostgresStore(cluster.writer_url, name="setup")
         issuer_id = setup.ensure_issuer("bench", b"bench issuer")
         setup.close()
-        results = [  # alternated, twice: the machine's load changes between runs
+        modes = [True, False] * args.pairs  # alternated: the machine's load changes
+        results = [
             measure(cluster.writer_url, synchronous, args.writes, issuer_id, seed)
-            for seed, synchronous in enumerate((True, False, True, False))
+            for seed, synchronous in enumerate(modes)
         ]
     finally:
         cluster.down()
         if args.keep is None:
             shutil.rmtree(directory, ignore_errors=True)
-    print(json.dumps(results, indent=2))
+    summary = {}
+    for mode in ("on a synchronous standby", "on the leader only"):
+        runs = [r for r in results if r["acknowledged"] == mode]
+        summary[mode] = {
+            k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "acknowledged"
+        }
+    print(json.dumps({"runs": results, "medians": summary}, indent=2))
 
 
 if __name__ == "__main__":

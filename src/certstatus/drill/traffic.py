@@ -144,7 +144,10 @@ class Traffic:
                     self.ledger.ingested_at[serial] = time.monotonic()
                 if serial % 5 == 0:
                     victim = self._rng.choice(self.ledger.ingested[:-1] or [serial])
-                    if victim not in self.ledger.revoked_at:
+                    if (
+                        victim not in self.ledger.revoked_at
+                        and victim not in self.ledger.revoke_acked_at
+                    ):
                         self.ingest.revoke("demo", victim, "keyCompromise", int(time.time()))
                         with self.ledger.lock:
                             self.ledger.revoke_acked_at.setdefault(victim, time.monotonic())
