@@ -36,7 +36,7 @@ def pipeline(config_path: Path, count: int, processes: int, batch: int = 256) ->
         1,
         material.certificate.public_bytes(Encoding.DER),
         material.responder_certificate.public_bytes(Encoding.DER),
-        material.config.responder_key,
+        material.key_path,
     )
     now = int(time.time())
     jobs = [

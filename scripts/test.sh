@@ -22,6 +22,11 @@ ls /usr/lib/*/varnish/vmods/libvmod_xkey.so >/dev/null 2>&1 || need_apt+=(varnis
 # promtool unit-tests the alert rules; headless Chromium loads the monitor's status page
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# the front that holds hostile connections (deploy/haproxy); strace proves key files unopened;
+# systemd-analyze verifies the units in deploy/systemd
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing: ${need_apt[*]}; install them (apt-get install -y ${need_apt[*]})" >&2

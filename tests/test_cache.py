@@ -32,6 +32,8 @@ kind = "varnish"
 url = "http://127.0.0.1:{port}/"
 """
 
+pytestmark = pytest.mark.integration  # real varnishd and `certstatus serve` on loopback
+
 
 @dataclass
 class Tier:

@@ -4,6 +4,7 @@ command, Ctrl-C, a second run reusing the directory), and clear errors with exit
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -34,6 +35,8 @@ def start_demo(directory: Path, port: int, certs: int = 300) -> subprocess.Popen
             f"127.0.0.1:{port}",
             "--certs",
             str(certs),
+            "--api-listen",
+            f"127.0.0.1:{free_port()}",  # a reused directory keeps its own
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -111,26 +114,64 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     commands = [line for line in out.splitlines() if line.startswith("openssl ocsp")]
     assert len(commands) == 2
     # the printed CRL check keeps what it fetches inside the demo directory
-    [crl_check] = [line for line in out.splitlines() if line.startswith("curl")]
+    [crl_check] = [line for line in out.splitlines() if line.startswith("curl -s $(")]
+    api_commands = [line for line in out.splitlines() if line.startswith("curl -sS --cacert")]
+    assert len(api_commands) == 2 and "application/x-pem-file" in api_commands[0]
+    assert (directory / "api-client.key").stat().st_mode & 0o777 == 0o600
     assert "/tmp/demo.crl" not in crl_check and str(directory.resolve()) in crl_check
     assert err.index("serving OCSP") > err.index("CRLs (")
 
+    # the printed "good" sample is revoked by hand: a reused directory must not offer it again
+    first_good = commands[0].split(" -cert ", 1)[1].split()[0]
+    serial = Path(first_good).stem
+    subprocess.run(
+        [*CLI, "revoke", "--config", str(directory / "certstatus.toml"), "--issuer", "demo",
+         "--reason", "superseded", serial],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
     # second run reuses the directory and its CA; the printed commands work against it
     issuer = (directory / "issuer.pem").read_bytes()
     again = start_demo(directory, port)
     try:
         wait_ready(f"http://127.0.0.1:{port}/", again, timeout=60)
+        commands = []  # what the second run prints
+        assert again.stdout is not None
+        deadline = time.monotonic() + 30
+        while len(commands) < 2:
+            line = again.stdout.readline()
+            assert line and time.monotonic() < deadline, "no openssl commands printed"
+            if line.startswith("openssl ocsp"):
+                commands.append(line.strip())
+        assert first_good not in commands[0]  # revoked since: another good sample
         for command, expected in zip(commands, ("good", "revoked"), strict=True):
             result = subprocess.run(
                 shlex.split(command), capture_output=True, text=True, timeout=30, check=False
             )
             assert "Response verify OK" in result.stderr, result.stderr
             assert f": {expected}" in result.stdout
+        # the printed issuance API commands: record (answerable within the wait), then revoke
+        recorded = json.loads(_retry_curl(api_commands[0]))
+        assert recorded["added"] == 1 and recorded["wait"]["satisfied"] is True
+        revoked = json.loads(_retry_curl(api_commands[1]))
+        assert revoked["revocations"][0]["outcome"] == "revoked"
     finally:
         out, err = stop(again)
     assert "reusing" in err
     assert "signing 0/0" not in err and "0/0" not in err  # nothing due: no empty bar
     assert (directory / "issuer.pem").read_bytes() == issuer
+
+
+def _retry_curl(command: str) -> str:
+    """Run a printed curl command, waiting for the API's listener to come up."""
+    deadline = time.monotonic() + 30
+    while True:
+        result = subprocess.run(
+            shlex.split(command), capture_output=True, text=True, timeout=30, check=False
+        )
+        if result.returncode == 0 or time.monotonic() > deadline:
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+        time.sleep(0.3)
 
 
 def cdp_partition(path: Path) -> int:

@@ -84,7 +84,7 @@ responder_key = "responder.key"
         ),
         (
             'database = "x.db"\n[[issuers]]\nname = "a"\ncertificate = "c"\n',
-            "issuers[0].responder_key",
+            "issuers[0].responder_certificate",
             "required",
         ),
         ('database = "x.db"\n' + GOOD_ISSUER + GOOD_ISSUER, "issuers[1].name", "used by"),
@@ -234,8 +234,7 @@ def test_every_problem_is_reported_at_once_each_naming_its_key(tmp_path: Path) -
         "replicas",  # replicas need a PostgreSQL primary
         "caches[0].token_env",
         "caches[1].name",  # used by another cache
-        "issuers[0].responder_certificate",
-        "issuers[0].responder_key",
+        "issuers[0].responder_certificate",  # the key is the signing roles' (R25)
         "issuers[0].crl_url",
     }, lines
 
@@ -274,7 +273,14 @@ def test_every_default_written_out_reads_back_as_the_default(tmp_path: Path) -> 
         spelled += f"[{table}]\n" + "\n".join(lines) + "\n"
     full = load_config(write(tmp_path, spelled))
     bare = load_config(write(tmp_path, 'database = "x.db"\n' + GOOD_ISSUER))
-    assert set(tables) == {"responder", "signing", "crl", "monitor"}  # [purge]'s default: unset
+    assert set(tables) == {
+        "responder",
+        "signing",
+        "crl",
+        "monitor",
+        "api",
+        "purge",  # recheck_after's default is unset; the coalescing keys have defaults
+    }
     for table in tables:
         assert getattr(full, table) == getattr(bare, table), table
 

@@ -166,6 +166,9 @@ def test_the_loop_step_settles_its_hits_and_the_thread_the_rest() -> None:
     answers = ask_all(lookup, [1, 2, 3, 4])
     assert [a.der for a in answers] == [b"1", b"loop2", b"3", b"loop4"]
     assert store.batches == [2] and lookup.on_loop == 2  # only the misses reached the thread
+    deadline = time.monotonic() + 5  # after its batch is delivered, so not at once
+    while store.opened == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert store.opened == 1  # the thread opens the loop's connection after its batch
     store.askable = False
     assert [a.der for a in ask_all(lookup, [6])] == [b"6"]

@@ -4,6 +4,8 @@ responder, findings and the Alertmanager webhook, the status page, and its confi
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +70,7 @@ def test_check_answer_accepts_a_correct_answer_and_names_each_problem(signed) ->
     assert check_answer(503, {}, b"", issuer, 1, HashAlgorithm.SHA1, None, now).kind == "http-503"
 
 
+@pytest.mark.integration
 def test_watchdog_follows_new_serials_until_authoritative_on_every_target(signed) -> None:
     deployment, store, _, _ = signed
     dead = Target("dead", f"http://127.0.0.1:{free_port()}/")
@@ -243,6 +246,7 @@ def test_monitor_configuration_errors_name_the_key(deployment: Deployment) -> No
         assert key in message
 
 
+@pytest.mark.integration
 def test_monitor_service_serves_status_metrics_and_watches(signed, tmp_path: Path) -> None:
     """The whole service on SQLite: a new serial is checked against the served responder and
     its time to authoritative shows on /status.json, /metrics and the page."""
@@ -316,9 +320,17 @@ def test_monitor_on_a_taken_port_says_which_key(deployment: Deployment) -> None:
         text = deployment.config_path.read_text()
         deployment.config_path.write_text(text + f'\n[monitor]\nlisten = "127.0.0.1:{port}"\n')
         monitor = Monitor(deployment.config)
-        with pytest.raises(SystemExit, match=r"monitor\.listen: cannot listen on"):
+        with pytest.raises(ConfigError, match=r"monitor\.listen: cannot listen on"):
             monitor.start()
         monitor.stop()
+        done = subprocess.run(
+            [sys.executable, "-m", "certstatus.cli", "monitor", "--config",
+             str(deployment.config_path)],
+            check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"error: {deployment.config_path.resolve()}: monitor.listen: cannot")
 
 
 def test_crl_checks_from_outside_name_each_problem(deployment: Deployment) -> None:
@@ -553,3 +565,28 @@ def test_slot_findings_stand_while_the_primary_cannot_be_asked() -> None:
     finally:
         probe.close()
         primary.close()
+
+
+def test_an_origin_not_ready_says_why_and_only_after_the_grace(deployment: Deployment) -> None:
+    """Started before the responders, the monitor does not raise ResponderNotReady during its
+    start-up grace; after it, the finding says what actually failed, not a fixed guess."""
+    port = free_port()
+    text = deployment.config_path.read_text()
+    deployment.config_path.write_text(
+        text + f'\n[monitor]\nlisten = "127.0.0.1:{free_port()}"\nstartup_grace = "10s"\n'
+        f'[[monitor.targets]]\nname = "web1"\nurl = "http://127.0.0.1:{port}/"\n'
+    )
+    clock = Clock(time.time())
+    monitor = Monitor(deployment.config, clock=clock)
+    try:
+        monitor.readiness_step()
+        assert monitor.ready == {"web1": False} and monitor.findings.active == {}
+        clock.now += 10
+        monitor.readiness_step()
+        [finding] = monitor.findings.active.values()
+        assert finding.kind == "ResponderNotReady"
+        assert finding.summary == (
+            f"web1 does not answer at http://127.0.0.1:{port}/readyz: Connection refused"
+        )
+    finally:
+        monitor.stop()

@@ -15,7 +15,6 @@ own process with an Alertmanager-style receiver:
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -127,9 +126,9 @@ def test_monitor_started_first_on_a_fresh_cluster(tmp_path_factory) -> None:
         assert row["heartbeat"] == "none" and row["staleness_s"] is None
         table = subprocess.run(
             [sys.executable, "-m", "certstatus.cli", "cluster", "status", "--dir", str(cluster.dir)],
-            capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"},
+            capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
-        assert "no heartbeat" in table, table
+        assert "no heartbeat" in table and "…" not in table, table  # not cut at 80 columns
         while time.monotonic() - started < GRACE - 1:
             time.sleep(0.25)
         critical = [a for a in alerts(receiver) if a["labels"]["severity"] == "critical"]

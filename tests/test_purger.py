@@ -238,3 +238,47 @@ def test_a_hanging_cache_delays_neither_readiness_nor_the_other_caches(
     service.step()  # the second was kept for edge, not lost
     assert sorted(hung.keys) == sorted([certificate_key(1, first), certificate_key(1, second)])
     assert store.purge_backlog().pending == 0
+
+
+def test_a_mass_revocation_is_purged_once_per_issuer_and_window_r24(
+    engine: EngineDeployment,
+) -> None:
+    """Above the threshold in a batch, one purge of the issuer's key replaces one per serial
+    and covers every purge of the issuer ready before it; within the window further purges of
+    that issuer wait for the next one; below the threshold, purges are per serial again."""
+    from certstatus.ingest.api import Revocation
+
+    store = engine.store()
+    ingest = engine.ingest(store)
+    clock = Clock(time.time())
+    edge = RecordingCache("edge")
+    service = PurgeService(
+        store, [edge], clock=clock, coalesce_threshold=10, coalesce_window=5, batch=200
+    )
+    leaves = [engine.leaf() for _ in range(60)]
+    ingest.add_certificates([(leaf, "x") for leaf in leaves], int(clock.now))
+
+    def revoke_and_sign(batch) -> None:
+        items = [Revocation("demo", leaf.serial_number, "superseded") for leaf in batch]
+        ingest.revoke_many(items, int(time.time()))  # due now for the real-time signer
+        with engine.signer(store) as signer:
+            signer.sign_due()
+
+    revoke_and_sign(leaves[:30])
+    service.step()
+    assert edge.purged == [[issuer_key(1)]]
+    assert store.purge_backlog().pending == 0  # all 30 covered, settled
+    revoke_and_sign(leaves[30:59])
+    clock.now += 1
+    service.step()
+    assert edge.purged == [[issuer_key(1)]]  # within the window: waits
+    assert store.purge_backlog().pending == 29
+    clock.now += 5
+    service.step()
+    assert edge.purged == [[issuer_key(1)], [issuer_key(1)]]
+    assert store.purge_backlog().pending == 0 and service.issuer_purges == 2
+    clock.now += 6
+    revoke_and_sign(leaves[59:])
+    clock.now += 1
+    service.step()
+    assert edge.purged[-1] == [certificate_key(1, leaves[59].serial_number)]

@@ -168,3 +168,68 @@ def test_encoded_requests_decode_back_r14(serial: int, algorithm: HashAlgorithm)
     assert decode_request(decode_get_path(path)) == CertRequest(
         algorithm, keys.name_hash, keys.key_hash, serial
     )
+
+
+# Critical extensions (RFC 6960 4.1.2 and 4.4) --------------------------------------------------
+
+UNKNOWN = x509.ObjectIdentifier("1.2.3.4.5")
+
+
+def with_extension(critical: bool, oid: x509.ObjectIdentifier = UNKNOWN, nonce: bool = False):
+    keys = issuer_keys(CA.certificate)[HashAlgorithm.SHA1]
+    builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        keys.name_hash, keys.key_hash, 7, hashes.SHA1()
+    )
+    if nonce:
+        builder = builder.add_extension(x509.OCSPNonce(b"n" * 16), critical=critical)
+    else:
+        builder = builder.add_extension(x509.UnrecognizedExtension(oid, b"\x05\x00"), critical)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def with_single_extension(critical: bool) -> bytes:
+    """A request whose one Request carries singleRequestExtensions ([0] after the CertID),
+    which cryptography's builder cannot write: built from the DER helpers."""
+    from certstatus import der
+
+    plain = request_der(7)
+    _, start, end = der.read_tlv(plain)
+    [tbs] = der.elements(plain, start, end)
+    [request_list] = der.elements(plain, tbs[2], tbs[3])
+    [request] = der.elements(plain, request_list[2], request_list[3])
+    cert_id = plain[request[2] : request[3]]
+    extension = der.sequence(
+        der.oid("1.2.3.4.5"),
+        *((der.BOOLEAN_TRUE,) if critical else ()),
+        der.octet_string(b"\x05\x00"),
+    )
+    single = der.sequence(cert_id, der.explicit(0, der.sequence(extension)))
+    return der.sequence(der.sequence(der.sequence(single)))
+
+
+def test_unknown_critical_request_extension_is_malformed_r9() -> None:
+    assert decode_request(with_extension(critical=False)).serial == 7  # ignored (RFC 6960 4.4)
+    with pytest.raises(MalformedRequest, match=r"critical extension not understood: 1\.2\.3\.4\.5"):
+        decode_request(with_extension(critical=True))
+
+
+def test_unknown_critical_single_request_extension_is_malformed() -> None:
+    assert ocsp.load_der_ocsp_request(with_single_extension(True)).serial_number == 7  # valid DER
+    assert decode_request(with_single_extension(critical=False)).serial == 7
+    with pytest.raises(MalformedRequest, match="critical extension not understood"):
+        decode_request(with_single_extension(critical=True))
+
+
+def test_a_critical_nonce_is_understood_and_answered_r9() -> None:
+    """R9: a request with a nonce is answered with the pre-signed response, critical or not."""
+    assert decode_request(with_extension(critical=True, nonce=True)).serial == 7
+
+
+@given(st.lists(st.integers(0, 2**40), min_size=1, max_size=8), st.integers(0, 2))
+def test_oid_text_reads_back_what_oid_writes(arcs: list[int], first: int) -> None:
+    from certstatus import der
+
+    second = arcs[0] % 40 if first < 2 else arcs[0]
+    dotted = ".".join(str(a) for a in (first, second, *arcs[1:]))
+    encoded = der.oid(dotted)
+    assert der.oid_text(encoded[2:] if encoded[1] < 0x80 else encoded[3:]) == dotted

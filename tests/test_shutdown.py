@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,3 +92,70 @@ def test_ctrl_c_stops_the_signing_roles_without_a_false_kill(tmp_path: Path, att
     assert "did not stop" not in log and "killing" not in log.lower(), log
     assert "Traceback" not in log, log
     assert took < 8, f"stopping took {took:.1f} s:\n{log}"
+
+
+def test_serve_fails_when_its_signing_roles_die(tmp_path: Path) -> None:
+    """A responder whose signer is gone stops, and says so with a failure status: exit 0
+    here would keep a supervisor (systemd Restart=on-failure) from restarting it."""
+    deployment = make_deployment(tmp_path / "ca", run_signer=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(deployment.config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_ready(deployment.url, process, timeout=60)
+        roles = [
+            pid
+            for pid in children(process.pid)
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert roles, "no spawned signing-roles process"
+        for pid in roles:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: signing roles exited with signal 9; the server stopped with it (see the log above)"
+    ], err
+
+
+def test_a_taken_signing_metrics_port_is_refused_before_serving(tmp_path: Path) -> None:
+    deployment = make_deployment(tmp_path / "ca", run_signer=True)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        text = deployment.config_path.read_text()
+        deployment.config_path.write_text(
+            text.replace("[signing]\n", f'[signing]\nmetrics_listen = "127.0.0.1:{port}"\n', 1)
+        )
+        assert f"127.0.0.1:{port}" in deployment.config_path.read_text()
+        done = subprocess.run(
+            [sys.executable, "-m", "certstatus.cli", "serve", "--config",
+             str(deployment.config_path)],
+            check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: ") and "signing.metrics_listen: another server" in line
+    assert "serving" not in done.stderr
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found

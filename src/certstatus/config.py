@@ -285,13 +285,19 @@ class IssuerConfig:
             read=_path, required="path to a PEM file", help="the delegated OCSP responder (R6)"
         )
     )
-    responder_key: Path = field(
+    # The two keys are read only by the signing roles (sign, signer, serve with run_signer,
+    # crl build): a web node's configuration may leave them out, and its responder never
+    # opens them (R25).
+    responder_key: Path | None = field(
+        default=None,
         metadata=key(
-            read=_path, required="path to a PEM file", help="its key: ECDSA P-256/P-384 or RSA"
-        )
+            read=_path,
+            help="its key, ECDSA P-256/P-384 or RSA (signing roles only; R25)",
+        ),
     )
     issuer_key: Path | None = field(
-        default=None, metadata=key(read=_path, help="the CA key; signs its CRLs")
+        default=None,
+        metadata=key(read=_path, help="the CA key; signs its CRLs (CRL builder only; R25)"),
     )
     crl_url: str | None = field(
         default=None,
@@ -321,13 +327,6 @@ class IssuerConfig:
                 ("crl_partitions" if "partitions" in p else "crl_url", p)
                 for p in layout_problems(self.crl_url, self.crl_partitions)
             ]
-            if self.issuer_key is None:
-                found.append(
-                    (
-                        "issuer_key",
-                        "required with crl_url: the issuer's PEM private key signs its CRLs",
-                    )
-                )
         elif self.crl_partitions != 1:
             found.append(("crl_url", "required with crl_partitions"))
         return found
@@ -637,6 +636,193 @@ class PurgeConfig:
             help="second purge pass; 0 turns it off",
         ),
     )
+    coalesce_threshold: int = field(
+        default=100,
+        metadata=key(
+            read=_typed(int, "a number of purges"),
+            bound=_between(2, 100_000, "must be between 2 and 100000"),
+            help="purges of one issuer in a batch above which its issuer key is purged instead",
+        ),
+    )
+    coalesce_window: int = field(
+        default=5,
+        metadata=key(
+            read=_duration,
+            bound=_between(1, 300, "must be between 1s and 5m"),
+            help="at most one issuer-wide purge per issuer and cache in this window",
+        ),
+    )
+
+
+API_PERMISSIONS = ("record", "revoke", "read")
+_SPKI = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _permissions(value: Any) -> tuple[str, ...]:
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, str) and v in API_PERMISSIONS for v in value)
+    ):
+        return tuple(sorted(set(value), key=API_PERMISSIONS.index))
+    raise ValueError(f"expected a list of {', '.join(API_PERMISSIONS)}, got {value!r}")
+
+
+def _spki(value: Any) -> str:
+    if isinstance(value, str):
+        cleaned = value.lower().replace(":", "")
+        if _SPKI.match(cleaned):
+            return cleaned
+    raise ValueError(
+        "expected the client certificate's SubjectPublicKeyInfo SHA-256 as 64 hex digits "
+        f"(openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum), got {value!r}"
+    )
+
+
+def _per_second(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"expected requests per second, got {value!r}")
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """[[api.clients]]: a system of the CA allowed to use the issuance API, known by its client
+    certificate's key (spki_sha256, survives renewal with the same key) or its subject."""
+
+    name: str = field(metadata=key(read=_name, required=_NAME_RULE, help="the audit log's actor"))
+    spki_sha256: str | None = field(
+        default=None,
+        metadata=key(read=_optional(_spki), help="SHA-256 of the certificate's public key (hex)"),
+    )
+    subject: str | None = field(
+        default=None,
+        metadata=key(
+            read=_optional(_typed(str, 'an RFC 4514 subject such as "CN=issuer-1,O=Example CA"')),
+            help="or its subject, RFC 4514 as `openssl x509 -subject -nameopt RFC2253` prints it",
+        ),
+    )
+    permissions: tuple[str, ...] = field(
+        default=(),
+        metadata=key(read=_permissions, help="record, revoke and/or read"),
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        if (self.spki_sha256 is None) == (self.subject is None):
+            return [("spki_sha256", "give exactly one of spki_sha256 or subject")]
+        if not self.permissions:
+            return [("permissions", "required: a list of record, revoke and/or read")]
+        return []
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """[api]: `certstatus api`, the issuance API (its own listener, never the OCSP port)."""
+
+    listen: str = field(
+        default="127.0.0.1:8443",
+        metadata=key(read=_listen("127.0.0.1:8443"), help="host:port of the issuance API"),
+    )
+    certificate: Path | None = field(
+        default=None, metadata=key(read=_path, help="the API's TLS certificate chain (PEM)")
+    )
+    private_key: Path | None = field(
+        default=None, metadata=key(read=_path, help="its private key (PEM)")
+    )
+    client_ca: Path | None = field(
+        default=None,
+        metadata=key(read=_path, help="CA bundle (PEM) client certificates must chain to"),
+    )
+    insecure_loopback: bool = field(
+        default=False,
+        metadata=key(
+            read=_FLAG,
+            help="plain HTTP, every request all permissions; only on a loopback listen (development)",
+        ),
+    )
+    max_body: int = field(
+        default=1_048_576,
+        metadata=key(
+            read=_typed(int, "a size in bytes"),
+            bound=_between(1024, 64 * 1_048_576, "must be between 1024 bytes and 64 MiB"),
+            help="bytes; a larger certificate or JSON body gets 413 (NDJSON: per line 4096)",
+        ),
+    )
+    max_batch: int = field(
+        default=10_000,
+        metadata=key(
+            read=_typed(int, "a number of items"),
+            bound=_between(1, 100_000, "must be between 1 and 100000"),
+            help="certificates or revocations in one body (413 above); NDJSON chunk size",
+        ),
+    )
+    rate: float = field(
+        default=50.0,
+        metadata=key(
+            read=_per_second,
+            bound=_between(0.1, 100_000, "must be between 0.1 and 100000"),
+            help="requests per second per client (429 with Retry-After above)",
+        ),
+    )
+    burst: int = field(
+        default=100,
+        metadata=key(
+            read=_typed(int, "a number of requests"),
+            bound=_between(1, 100_000, "must be between 1 and 100000"),
+            help="requests a client may send at once above its rate",
+        ),
+    )
+    max_wait: int = field(
+        default=30,
+        metadata=key(
+            read=_duration,
+            bound=_between(1, 300, "must be between 1s and 5m"),
+            help="longest ?timeout= a client may ask with ?wait=",
+        ),
+    )
+    clients: tuple[ApiClient, ...] = field(
+        default_factory=tuple,
+        metadata=table_of(ApiClient, many=tuple, unique="client", help="who may call it"),
+    )
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.insecure_loopback and not is_loopback(self.listen_host):
+            return [
+                (
+                    "insecure_loopback",
+                    f"plain HTTP is allowed only on a loopback listen, not {self.listen!r}",
+                )
+            ]
+        return []
+
+    def serving_problems(self) -> list[tuple[str, str]]:
+        """What `certstatus api` needs beyond a valid table: TLS material and clients."""
+        if self.insecure_loopback:
+            return []
+        found = [
+            (name, f"required for `certstatus api` (or insecure_loopback = true): {what}")
+            for name, what in (
+                ("certificate", "the server's PEM certificate chain"),
+                ("private_key", "its PEM private key"),
+                ("client_ca", "the PEM CA bundle client certificates are issued by"),
+            )
+            if getattr(self, name) is None
+        ]
+        if not self.clients:
+            found.append(("clients", "add at least one [[api.clients]] with its permissions"))
+        return found
 
 
 @dataclass(frozen=True)
@@ -674,6 +860,7 @@ class Config:
     )
     purge: PurgeConfig = field(default_factory=PurgeConfig, metadata=table_of(PurgeConfig))
     monitor: MonitorConfig = field(default_factory=MonitorConfig, metadata=table_of(MonitorConfig))
+    api: ApiConfig = field(default_factory=ApiConfig, metadata=table_of(ApiConfig))
 
     def problems(self) -> list[tuple[str, str]]:
         if self.replicas and not self.is_postgres:
@@ -799,31 +986,42 @@ class _Loader:
 
 def load_config(path: Path) -> Config:
     """Parse and validate a configuration file (but do not open keys; see load_issuer_material)."""
+    path = path.resolve()  # every message names the file one way: absolute
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(
-            [("config", "file does not exist; create one or pass --config")], path
+            [
+                (
+                    "config",
+                    "file does not exist; create it, or point --config "
+                    "(or $CERTSTATUS_CONFIG) at one that does",
+                )
+            ],
+            path,
         ) from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError([("config", f"cannot read: {exc.strerror or exc}")], path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([("config", f"not valid TOML: {exc}")], path) from None
-    loader = _Loader(path.resolve().parent)
-    config: Config = loader.table(Config, data, "", path=path.resolve())
+    loader = _Loader(path.parent)
+    config: Config = loader.table(Config, data, "", path=path)
     if loader.problems:
         raise ConfigError(loader.problems, path)
     return config
 
 
 @dataclass(frozen=True)
-class IssuerMaterial:
-    """An issuer's certificates and responder key, checked and ready to sign."""
+class IssuerCertificates:
+    """An issuer's public material, checked: what a responder, ingest and the monitor need.
+
+    Nothing here is secret. A web node builds only these (R25: nodes facing the internet hold
+    no key), so a responder starts on a host where no key file exists."""
 
     config: IssuerConfig
     certificate: x509.Certificate
     responder_certificate: x509.Certificate
-    responder_key: SigningKey
-    issuer_key: SigningKey | None = None
 
     @property
     def name(self) -> str:
@@ -834,19 +1032,35 @@ class IssuerMaterial:
         return self.config.crl
 
 
+@dataclass(frozen=True)
+class IssuerMaterial(IssuerCertificates):
+    """An issuer's certificates and its keys, checked and ready to sign: signing roles only
+    (the signer, the CRL builder, `sign`, `crl build`)."""
+
+    responder_key: SigningKey
+    issuer_key: SigningKey | None = None
+
+    @property
+    def key_path(self) -> Path:
+        """The responder key's file, which signing processes read for themselves."""
+        assert self.config.responder_key is not None  # load_issuer_material requires it
+        return self.config.responder_key
+
+
 def _public_key_der(certificate: x509.Certificate) -> bytes:
     return certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list[IssuerMaterial]:
-    """Open every issuer's certificates and key, refusing a responder certificate that breaks R6
-    or expires within the configured margin (R21)."""
+def _read_issuer_certificates(
+    config: Config, now: dt.datetime | None, problems: list[tuple[str, str]]
+) -> list[tuple[int, IssuerCertificates]]:
+    """Each issuer's certificates with its index, refusing a responder certificate that breaks
+    R6 or expires within the configured margin (R21); problems are appended, not raised."""
     now = now or dt.datetime.now(dt.UTC)
     margin = dt.timedelta(seconds=config.signing.responder_expiry_margin)
-    problems: list[tuple[str, str]] = []
-    loaded: list[IssuerMaterial] = []
+    loaded: list[tuple[int, IssuerCertificates]] = []
     for index, issuer in enumerate(config.issuers):
         prefix = f"issuers[{index}]."
         try:
@@ -859,11 +1073,61 @@ def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list
         except CertificateError as exc:
             problems.append((prefix + "responder_certificate", str(exc)))
             continue
-        try:
-            key = load_pem_key(issuer.responder_key)
-        except KeyFileError as exc:
-            problems.append((prefix + "responder_key", str(exc)))
-            continue
+        for problem in responder_problems(responder, ca, now, margin):
+            problems.append(
+                (
+                    prefix + "responder_certificate",
+                    f"{issuer.responder_certificate} {problem} (R6/R21)",
+                )
+            )
+        loaded.append((index, IssuerCertificates(issuer, ca, responder)))
+    return loaded
+
+
+def load_issuer_certificates(
+    config: Config, now: dt.datetime | None = None
+) -> list[IssuerCertificates]:
+    """Every issuer's public material, checked (R6, R21), opening no key file: what a
+    responder (`serve` with run_signer = false) and `check-config --role responder` use."""
+    problems: list[tuple[str, str]] = []
+    loaded = _read_issuer_certificates(config, now, problems)
+    if problems:
+        raise ConfigError(problems, config.path)
+    return [public for _, public in loaded]
+
+
+def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list[IssuerMaterial]:
+    """Every issuer's certificates and keys, for a signing role: the public checks of
+    load_issuer_certificates, then each key read and matched to its certificate. A CRL
+    publisher (crl_url) needs issuer_key here; a web node never calls this (R25)."""
+    problems: list[tuple[str, str]] = []
+    loaded: list[IssuerMaterial] = []
+    for index, public in _read_issuer_certificates(config, now, problems):
+        issuer = public.config
+        prefix = f"issuers[{index}]."
+        key = None
+        if issuer.responder_key is None:
+            problems.append(
+                (
+                    prefix + "responder_key",
+                    "required by the signing roles (sign, signer, serve with run_signer = true): "
+                    "the responder certificate's PEM private key",
+                )
+            )
+        else:
+            try:
+                key = load_pem_key(issuer.responder_key)
+            except KeyFileError as exc:
+                problems.append((prefix + "responder_key", str(exc)))
+        if key is not None and key.public_key_der() != _public_key_der(
+            public.responder_certificate
+        ):
+            problems.append(
+                (
+                    prefix + "responder_certificate",
+                    f"{issuer.responder_certificate} does not match its private key (R6/R21)",
+                )
+            )
         issuer_key = None
         if issuer.issuer_key is not None:
             try:
@@ -871,21 +1135,28 @@ def load_issuer_material(config: Config, now: dt.datetime | None = None) -> list
             except KeyFileError as exc:
                 problems.append((prefix + "issuer_key", str(exc)))
             else:
-                if issuer_key.public_key_der() != _public_key_der(ca):
+                if issuer_key.public_key_der() != _public_key_der(public.certificate):
                     problems.append(
                         (
                             prefix + "issuer_key",
                             f"{issuer.issuer_key} is not the key of {issuer.certificate}",
                         )
                     )
-        for problem in responder_problems(responder, ca, now, margin, key.public_key_der()):
+        elif issuer.crl_url:
             problems.append(
                 (
-                    prefix + "responder_certificate",
-                    f"{issuer.responder_certificate} {problem} (R6/R21)",
+                    prefix + "issuer_key",
+                    "required with crl_url by the CRL builder: the issuer's PEM private key "
+                    "signs its CRLs",
                 )
             )
-        loaded.append(IssuerMaterial(issuer, ca, responder, key, issuer_key))
+        if key is None:
+            continue
+        loaded.append(
+            IssuerMaterial(
+                issuer, public.certificate, public.responder_certificate, key, issuer_key
+            )
+        )
     if problems:
         raise ConfigError(problems, config.path)
     return loaded

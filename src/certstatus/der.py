@@ -81,8 +81,8 @@ def enumerated(value: int) -> bytes:
 def oid(dotted: str) -> bytes:
     """Encode an OBJECT IDENTIFIER from its dotted form; done once at start-up, never per response."""
     arcs = [int(a) for a in dotted.split(".")]
-    body = bytearray((40 * arcs[0] + arcs[1],))
-    for arc in arcs[2:]:
+    body = bytearray()
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):  # the first two share one subidentifier
         chunk = [arc & 0x7F]
         arc >>= 7
         while arc:
@@ -129,6 +129,22 @@ def elements(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int
         found.append((tag, pos, content_start, content_end))
         pos = content_end
     return found
+
+
+def oid_text(content: bytes) -> str:
+    """The dotted form of an OBJECT IDENTIFIER's content octets (inverse of oid's content);
+    ValueError for a truncated arc."""
+    if not content or content[-1] & 0x80:
+        raise ValueError("truncated OBJECT IDENTIFIER")
+    arcs: list[int] = []
+    value = 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in (first, arcs[0] - 40 * first, *arcs[1:]))
 
 
 def parse_generalized_time(value: str) -> int:

@@ -9,18 +9,27 @@ here once, so a new role or a new dependency of one is wired in a single module.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.cache.purgers import build_purger
-from certstatus.config import Config, ConfigError, IssuerMaterial, load_config, load_issuer_material
+from certstatus.config import (
+    Config,
+    ConfigError,
+    IssuerCertificates,
+    IssuerMaterial,
+    load_config,
+    load_issuer_certificates,
+    load_issuer_material,
+)
 from certstatus.crlbuilder import CrlService
 from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.purger import PurgeService
@@ -29,18 +38,48 @@ from certstatus.store import heartbeat_of, open_store
 from certstatus.store.base import Store
 
 
-def register_issuers(config: Config) -> tuple[list[IssuerMaterial], dict[str, int]]:
-    """Check every issuer's keys (R6, R21) and make sure the database knows it."""
-    materials = load_issuer_material(config)
+def _ensure_known(config: Config, issuers: Sequence[IssuerCertificates]) -> dict[str, int]:
+    """Make sure the database knows every issuer; its id by name."""
     store = open_store(config.database, config.base_dir)
     try:
-        ids = {
+        return {
             m.name: store.ensure_issuer(m.name, m.certificate.public_bytes(Encoding.DER))
-            for m in materials
+            for m in issuers
         }
     finally:
         store.close()
-    return materials, ids
+
+
+def register_public(config: Config) -> tuple[list[IssuerCertificates], dict[str, int]]:
+    """Check every issuer's certificates (R6, R21) and register it, opening no key file:
+    what a responder needs (R25)."""
+    public = load_issuer_certificates(config)
+    return public, _ensure_known(config, public)
+
+
+def register_issuers(config: Config) -> tuple[list[IssuerMaterial], dict[str, int]]:
+    """Check every issuer's certificates and keys (R6, R21) and register it: signing roles."""
+    materials = load_issuer_material(config)
+    return materials, _ensure_known(config, materials)
+
+
+def check_signing_keys(config: Config) -> None:
+    """Refuse (ConfigError, one line per problem) keys the signing roles could not use, read
+    in a spawned process that exits at once: the server that calls this forks its workers, and
+    a key read in its own memory would be inherited by every web-facing worker (R25)."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        problems = pool.apply(_signing_key_problems, (str(config.path),))
+    if problems:
+        raise ConfigError(problems, config.path)
+
+
+def _signing_key_problems(config_path: str) -> list[tuple[str, str]]:
+    try:
+        load_issuer_material(load_config(Path(config_path)))
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 def crl_service(
@@ -87,6 +126,8 @@ def background_signer(
         [build_purger(c.name, c.kind, c.url, c.token_env) for c in config.caches],
         config.purge_recheck_after,
         interval=0.2 if config.caches else 5.0,
+        coalesce_threshold=config.purge.coalesce_threshold,
+        coalesce_window=config.purge.coalesce_window,
     )
     threads.append(threading.Thread(target=purger.run, args=(stop,), name="purger", daemon=True))
     metrics_server = None
@@ -149,3 +190,23 @@ def monitor_process(config_path: str, parent: int) -> None:
         _wait(stopping, parent)
     finally:
         monitor.stop()
+
+
+def api_process(config_path: str, parent: int) -> None:
+    """The issuance API's own process under `demo` (in production: `certstatus api`). It
+    stops when the server that started it is gone (SIGTERM reaches uvicorn's handler)."""
+    from certstatus.api.server import run_api
+    from certstatus.cli.api import build_app
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config, app = build_app(Path(config_path))
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
+    run_api(config, app, ignore_sigint=True)

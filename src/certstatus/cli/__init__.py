@@ -36,8 +36,10 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 
 
 def fail(message: str) -> NoReturn:
-    """A user error: the message as it is, on stderr, and exit status 2."""
-    click.echo(f"error: {message}", err=True)
+    """A user error: the message as it is, on stderr, and exit status 2. A message of several
+    problems (a configuration's) is one line per problem, each marked as an error."""
+    for line in message.splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
     sys.exit(2)
 
 
@@ -106,7 +108,31 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
-@click.group()
+class CertstatusGroup(click.Group):
+    """click's own usage errors (a missing argument, a bad option value) are several lines of
+    usage text; here they are one line like every other user error, with where to look."""
+
+    def main(  # type: ignore[override]
+        self, args: Any = None, prog_name: str | None = None, **extra: Any
+    ) -> Any:
+        if extra.get("standalone_mode", True) is False:
+            return super().main(args, prog_name, **extra)
+        extra["standalone_mode"] = False
+        try:
+            code = super().main(args, prog_name, **extra)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            fail(f"{exc.format_message()}{where}")
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=CertstatusGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.version_option(package_name="certstatus")
 def main(verbose: bool) -> None:
@@ -115,10 +141,14 @@ def main(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # each failed connection attempt, in two lines: the error says it once
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def _register() -> None:
     """Attach every command group's commands to `main` (imported here: they use the helpers)."""
+    from certstatus.cli.api import api
+    from certstatus.cli.audit import audit
     from certstatus.cli.cache import cache
     from certstatus.cli.checkconfig import check_config
     from certstatus.cli.cluster import cluster
@@ -131,7 +161,7 @@ def _register() -> None:
     from certstatus.cli.site import site
 
     commands = (check_config, add, revoke, stats, sign, signer, serve, crl, monitor)
-    for command in (*commands, cache, cluster, drill, demo, site):
+    for command in (*commands, api, audit, cache, cluster, drill, demo, site):
         main.add_command(command)
 
 

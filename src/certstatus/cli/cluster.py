@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,13 @@ def cluster() -> None:
 
 @cluster.command("up", short_help="Start a primary and replicas on loopback.")
 @_cluster_dir
-@click.option("--replicas", type=click.IntRange(0, 16), default=2, show_default=True)
+@click.option(
+    "--replicas",
+    type=click.IntRange(0, 16),
+    default=2,
+    show_default=True,
+    help="Streaming replicas, all in site a (see --sites for several sites).",
+)
 @click.option("--sites", help="Replicas per site, e.g. a:2,b:2 (overrides --replicas).")
 @_megabytes("--keep-wal", "keep_wal_mb", "max_slot_wal_keep_size in MB.")
 @_megabytes(
@@ -135,13 +142,15 @@ def cluster_status(directory: Path, as_json: bool) -> None:
             r["role"],
             r["site"] or "-",
             str(r["port"]),
-            str(r["up"]),
+            "yes" if r["up"] else "no",
             _staleness_cell(r),
             r.get("link", "-"),
             str(r.get("slot_wal_status", "-")),
             str(r.get("slot_safe_wal_size", "-")),
         )
-    Console(markup=False, highlight=False).print(table)
+    # into a pipe or a file, rich would squeeze the table into 80 columns and cut every value
+    wide = None if sys.stdout.isatty() else 200
+    Console(markup=False, highlight=False, width=wide).print(table)
 
 
 def _ha_table(rows: list[dict[str, Any]]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from certstatus.cli import config_option, fail, load, user_errors
+from certstatus.files import PUBLIC, write_file
 from certstatus.ingest.api import IngestError
 from certstatus.wiring import open_crl_service
 
@@ -57,9 +58,9 @@ def crl_export(config_path: Path, directory: Path) -> None:
                 target = directory / issuer.layout.path(partition).lstrip("/")
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    staging = target.with_suffix(".crl.tmp")
-                    staging.write_bytes(current.der)
-                    staging.replace(target)  # atomic: a web server never sees half a CRL
+                    # atomic, and 0644 from creation: a web server never sees half a CRL, and
+                    # must be able to read it whatever this process's umask
+                    write_file(target, current.der, PUBLIC)
                 except OSError as exc:
                     fail(f"cannot write {target}: {exc.strerror or exc}")
                 written += 1

@@ -37,7 +37,13 @@ from certstatus.cli import note, progress_bar, user_errors
     is_flag=True,
     help="Also put a local Varnish in front (needs varnish and varnish-modules).",
 )
-def demo(directory: Path, listen: str, count: int, cache: bool) -> None:
+@click.option(
+    "--api-listen",
+    default="127.0.0.1:8443",
+    show_default=True,
+    help="host:port of the issuance API (mutual TLS; a new directory only).",
+)
+def demo(directory: Path, listen: str, count: int, cache: bool, api_listen: str) -> None:
     """A whole status service on SQLite in one process: CA, certificates, signing, OCSP, CRLs
     and the monitor's status page, until Ctrl-C."""
     from certstatus.cache.varnish import CacheError
@@ -46,7 +52,7 @@ def demo(directory: Path, listen: str, count: int, cache: bool) -> None:
     term = Terminal(say=note, show=click.echo, progress=progress_bar)
     try:
         with user_errors(DemoError, CacheError):
-            run_demo(directory, listen, count, cache, term)
+            run_demo(directory, listen, count, cache, term, api_listen)
     except KeyboardInterrupt:
         note("stopped")
     note("stopped cleanly")

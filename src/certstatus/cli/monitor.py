@@ -27,7 +27,7 @@ def monitor(config_path: Path) -> None:
     targets = ", ".join(f"{t.name} {t.url}" for t in watcher.targets)
     note(f"monitor watching {targets}; status page {watcher.url} — Ctrl-C stops")
     try:
-        while not stop.wait(1):
+        while not stop.wait(0.2):
             pass
     except KeyboardInterrupt:
         pass

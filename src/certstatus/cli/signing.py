@@ -56,12 +56,17 @@ def signer(config_path: Path) -> None:
 def serve(config_path: Path) -> None:
     """Serve OCSP and CRLs (and run the signing roles beside the server when the
     configuration says run_signer = true)."""
-    from certstatus.responder.server import ensure_listen_address_free
+    from certstatus.responder.server import (
+        CompanionDied,
+        ensure_companion_addresses_free,
+        ensure_listen_address_free,
+    )
     from certstatus.responder.server import serve as run
 
-    with user_errors():
+    with user_errors(CompanionDied):
         config = load(config_path)
         ensure_listen_address_free(config)  # before saying "serving": it may not
+        ensure_companion_addresses_free(config, with_monitor=False)
         r = config.responder
         note(
             f"serving OCSP on http://{r.listen_host}:{r.listen_port}/ "

@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certstatus.files import PRIVATE, PUBLIC, write_file
+
 PrivateKey = ec.EllipticCurvePrivateKey
 
 
@@ -29,18 +31,17 @@ def _name(common_name: str) -> x509.Name:
 
 
 def write_pem(path: Path, certificate: x509.Certificate) -> None:
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_file(path, certificate.public_bytes(serialization.Encoding.PEM), PUBLIC)
 
 
 def write_key(path: Path, key: PrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    """The key in PKCS#8 PEM, in a file that is 0600 from its creation (never chmod-ed)."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    path.chmod(0o600)
+    write_file(path, pem, PRIVATE)
 
 
 Extensions = list[tuple[x509.ExtensionType, bool]]

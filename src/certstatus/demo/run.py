@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -15,10 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from certstatus.cache.varnish import free_port
 from certstatus.config import Config, load_config
 from certstatus.demo.ca import DemoCA, write_key, write_pem
+from certstatus.files import PRIVATE, write_file
 from certstatus.ingest import Ingest
 from certstatus.ocsp.reasons import ALLOWED
-from certstatus.store import open_store
-from certstatus.wiring import crl_service, register_issuers
+from certstatus.store import Store, open_store
+from certstatus.wiring import crl_service, register_issuers, register_public
 
 SAMPLE_GOOD = 10
 REASONS = list(ALLOWED)
@@ -39,6 +41,10 @@ class DemoFiles:
     @property
     def revoked(self) -> Path:
         return self.dir / "certs" / "revoked"
+
+    @property
+    def api_sample(self) -> Path:
+        return self.dir / "certs" / "api-sample.pem"
 
 
 CONFIG_TEMPLATE = """\
@@ -116,6 +122,9 @@ def create(
     1% are revoked (at least one when there are two or more), cycling through every allowed
     reason; the revoked ones and a sample of good ones are written out, spread over every CRL
     partition so each partition's CRL has something on it and each can be checked."""
+    # others may pass through (Varnish's unprivileged child reads its VCL under it) but not
+    # list it; keys, database and configuration are 0600 themselves
+    files.dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     files.revoked.mkdir(parents=True, exist_ok=True)
     ca = DemoCA.create()
     responder, responder_key = ca.responder()
@@ -126,10 +135,10 @@ def create(
     text = CONFIG_TEMPLATE.format(listen=listen, monitor_listen=f"127.0.0.1:{free_port()}")
     if cache:
         text += CACHE_TEMPLATE.format(cache=f"127.0.0.1:{free_port()}", listen=listen)
-    files.config.write_text(text)
+    write_file(files.config, text.encode(), PRIVATE)
     config = load_config(files.config)
 
-    materials, _ = register_issuers(config)
+    materials, _ = register_public(config)  # recording needs no key
     store = open_store(config.database, config.base_dir)
     ingest = Ingest(store, materials)
     now = int(time.time())
@@ -171,7 +180,76 @@ def create(
         reason = REASONS[index % len(REASONS)]
         ingest.revoke("demo", int(path.stem, 16), reason, now)
     store.close()
+    # one more leaf, issued but not recorded: the printed curl commands record and revoke it
+    serial = _serial(count)
+    cdp = layout.url(layout.partition_for_serial(serial))
+    write_pem(files.api_sample, ca.leaf(leaf_key, serial, url, now=issued_at, crl_url=cdp))
     return config
+
+
+API_TEMPLATE = """
+# the issuance API (`certstatus api`): mutual TLS; the demo client may record, revoke, read
+[api]
+listen = "{api_listen}"
+certificate = "api-server.pem"
+private_key = "api-server.key"
+client_ca = "api-ca.pem"
+
+[[api.clients]]
+name = "demo-client"
+spki_sha256 = "{spki}"
+permissions = ["record", "revoke", "read"]
+"""
+
+
+def ensure_api(files: DemoFiles, api_listen: str) -> Config:
+    """The demo's issuance API PKI and [api] table, created once (a directory made by an
+    older demo gets them on its next run): api-ca.pem verifies the server, api-client.pem and
+    api-client.key (mode 0600 from creation) are a client allowed everything."""
+    from certstatus.api.auth import spki_sha256
+    from certstatus.demo.apipki import ApiCA, write_certificate, write_secret_key
+
+    config = load_config(files.config)
+    if config.api.clients:
+        return config
+    host, _ = parse_listen(api_listen)
+    ca = ApiCA.create()
+    server, server_key = ca.server([host, "localhost"] if host != "localhost" else [host])
+    client, client_key = ca.client("demo-client")
+    write_certificate(files.dir / "api-ca.pem", ca.certificate)
+    write_certificate(files.dir / "api-server.pem", server)
+    write_secret_key(files.dir / "api-server.key", server_key)
+    write_certificate(files.dir / "api-client.pem", client)
+    write_secret_key(files.dir / "api-client.key", client_key)
+    with files.config.open("a") as handle:
+        handle.write(API_TEMPLATE.format(api_listen=api_listen, spki=spki_sha256(client)))
+    return load_config(files.config)
+
+
+def curl_commands(files: DemoFiles, config: Config) -> list[tuple[str, str]]:
+    """(label, command) pairs: record a certificate over the API, then revoke it."""
+    sample = files.api_sample if files.api_sample.exists() else None
+    if sample is None:
+        found = sorted(files.certs.glob("*.pem"))
+        if not found:
+            return []
+        sample = found[0]
+    d = files.dir
+    tls = f"--cacert {d / 'api-ca.pem'} --cert {d / 'api-client.pem'} --key {d / 'api-client.key'}"
+    url = f"https://{config.api.listen}/v1"
+    serial = f"{x509.load_pem_x509_certificate(sample.read_bytes()).serial_number:x}"
+    body = f'{{"issuer": "demo", "serial": "{serial}", "reason": "keyCompromise"}}'
+    return [
+        (
+            "record a certificate over the issuance API:",
+            f"curl -sS {tls} -H 'Content-Type: application/x-pem-file' --data-binary @{sample} "
+            f"'{url}/certificates?wait=authoritative&timeout=10s'",
+        ),
+        (
+            "revoke it:",
+            f"curl -sS {tls} -H 'Content-Type: application/json' -d '{body}' {url}/revocations",
+        ),
+    ]
 
 
 def revoked_indices(count: int) -> dict[int, int]:
@@ -211,16 +289,32 @@ def crl_command(files: DemoFiles) -> str | None:
     )
 
 
-def openssl_command(files: DemoFiles, listen: str, revoked: bool = False) -> str | None:
-    """An `openssl ocsp` command checking a sample certificate; None when there is none."""
+def openssl_command(
+    files: DemoFiles, listen: str, revoked: bool = False, store: Store | None = None
+) -> str | None:
+    """An `openssl ocsp` command checking a sample certificate; None when there is none. With
+    the store, the sample is one whose status still matches its folder: in a reused directory
+    a "good" sample may have been revoked since."""
     folder = files.revoked if revoked else files.certs
-    sample = sorted(folder.glob("*.pem"))
+    sample = [path for path in sorted(folder.glob("*.pem")) if path != files.api_sample]
+    if store is not None:
+        sample = [path for path in sample if _revoked(store, path) is revoked]
     if not sample:
         return None
     return (
         f"openssl ocsp -issuer {files.dir / 'issuer.pem'} -cert {sample[0]} "
         f"-url http://{listen}/ -CAfile {files.dir / 'issuer.pem'} -no_nonce -resp_text"
     )
+
+
+def _revoked(store: Store, path: Path) -> bool | None:
+    """The recorded status of a sample certificate file (None: not recorded)."""
+    certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    for issuer in store.issuers():
+        row = store.certificate(issuer.id, certificate.serial_number)
+        if row is not None:
+            return bool(row.revoked)
+    return None
 
 
 class DemoError(ValueError):
@@ -256,26 +350,43 @@ class Terminal:
     progress: Callable[[int, str], AbstractContextManager[Callable[[int], None]]]
 
 
-def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Terminal) -> None:
+def run_demo(
+    directory: Path,
+    listen: str,
+    count: int,
+    cache: bool,
+    term: Terminal,
+    api_listen: str = "127.0.0.1:8443",
+) -> None:
     """Create (or reuse) the demo in `directory`, sign everything, print how to check it, and
-    serve OCSP, CRLs and the monitor's status page until interrupted."""
+    serve OCSP, CRLs, the issuance API and the monitor's status page until interrupted."""
     from certstatus.cache.varnish import LocalVarnish
-    from certstatus.responder.server import ensure_listen_address_free, serve
+    from certstatus.responder.server import ensure_listen_address_free
     from certstatus.signer import Signer
 
     files = DemoFiles(directory.resolve())
+    if files.dir.exists() and not files.dir.is_dir():
+        raise DemoError(f"--dir: {files.dir} exists and is not a directory; choose another --dir")
     if files.config.exists():
         config = load_config(files.config)
         term.say(f"reusing {files.dir}")
         configured = f"{config.responder.listen_host}:{config.responder.listen_port}"
         if configured != listen:
-            term.say(f"note: {files.config} listens on {configured}")
+            term.say(
+                f"note: {files.dir} was made to serve on {configured}; serving there "
+                f"(--listen {listen} applies to a new --dir)"
+            )
             listen = configured
         check_listen(listen)
+        if config.api.clients:
+            api_listen = config.api.listen
+        check_listen(api_listen)
     else:
         check_listen(listen)
+        check_listen(api_listen)
         with term.progress(count, "issuing") as advance:
             config = create(files, listen, count, advance, cache)
+    config = ensure_api(files, api_listen)
     materials, ids = register_issuers(config)
     store = open_store(config.database, config.base_dir)
     total = sum(store.due_count(int(time.time())).values())
@@ -288,15 +399,16 @@ def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Termin
     built = crls.build_due()
     published = [i.layout.url(p) for i in crls.issuers for p in crls.partitions(i)]
     counts = store.counts()
+    checks = (
+        ("check a good certificate:", openssl_command(files, listen, store=store)),
+        ("check a revoked one:", openssl_command(files, listen, revoked=True, store=store)),
+    )
     store.close()
     term.say(
         f"{counts['certificates']} certificates ({counts['precertificates']} "
         f"precertificates only, {counts['revoked']} revoked) in {files.dir}"
     )
-    for label, command in (
-        ("check a good certificate:", openssl_command(files, listen)),
-        ("check a revoked one:", openssl_command(files, listen, revoked=True)),
-    ):
+    for label, command in checks:
         if command is not None:
             term.say(label)
             term.show(command)
@@ -305,6 +417,9 @@ def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Termin
     if check_crl is not None:
         term.say("check a revoked certificate against its CRL:")
         term.show(check_crl)
+    for label, command in curl_commands(files, config):
+        term.say(label)
+        term.show(command)
     term.say(f"status page (the monitor): http://{config.monitor.listen}/")
     varnish = LocalVarnish(files.dir / "varnish")
     cache_port = local_cache_port(config)
@@ -316,7 +431,42 @@ def run_demo(directory: Path, listen: str, count: int, cache: bool, term: Termin
             varnish.down()  # one left behind by a killed demo
             state = varnish.up([listen], cache_port)
             term.say(f"cache (Varnish) on {state.url}, purged on revocation")
+        term.say(f"issuance API on https://{config.api.listen}/v1/")
         term.say(f"serving OCSP and CRLs on http://{listen}/ — Ctrl-C stops")
-        serve(config, with_monitor=True)
+        serve_apart(config)
     finally:
         varnish.down()
+
+
+def serve_apart(config: Config) -> None:
+    """Serve (responder, signing roles, monitor) from a freshly spawned interpreter and wait
+    for it. This process created the CA and signed with both keys; the server forks its web
+    workers from its own memory, so it must not be this process, or every worker would carry
+    the keys' bytes (R25: web nodes hold no key). Ctrl-C reaches the whole process group: the
+    server stops on it, and this process waits until it has."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=_serve_spawned, args=(str(config.path),), name="demo server"
+    )
+    process.start()
+    while True:
+        try:
+            process.join()
+            break
+        except KeyboardInterrupt:
+            continue  # the server got it too; wait for it to finish stopping
+    if process.exitcode:
+        raise DemoError(f"the demo server stopped with status {process.exitcode} (see above)")
+
+
+def _serve_spawned(config_path: str) -> None:
+    from certstatus.responder.server import CompanionDied, serve
+
+    try:
+        serve(load_config(Path(config_path)), with_monitor=True, with_api=True)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: the server has stopped; nothing to report
+    except CompanionDied as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -5,6 +5,8 @@ Everything is checked before anything is written: a batch with one bad file writ
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,16 +16,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from certstatus.config import IssuerMaterial
+from certstatus.config import IssuerCertificates
 from certstatus.crl.layout import CrlLayout
 from certstatus.ocsp.reasons import parse_reason
-from certstatus.status import RevocationRefused
 from certstatus.store.base import (
     AddResult,
+    AuditContext,
+    BatchRefused,
     CertificateRecord,
     CertificateRow,
-    Store,
-    UnknownCertificate,
+    IngestStore,
+    RevocationRequest,
+    RevokeOutcome,
 )
 
 CT_POISON = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.3")
@@ -42,9 +46,9 @@ def read_certificate_file(path: Path) -> list[x509.Certificate]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise IngestError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise IngestError(f"{path}: cannot read: {exc.strerror or exc}; nothing recorded") from None
     if not data.strip():
-        raise IngestError(f"{path}: is empty; expected a PEM or DER certificate")
+        raise IngestError(f"{path}: is empty; expected a PEM or DER certificate; nothing recorded")
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
@@ -113,17 +117,49 @@ def is_precertificate(certificate: x509.Certificate) -> bool:
 @dataclass(frozen=True)
 class _KnownIssuer:
     id: int
-    material: IssuerMaterial
+    material: IssuerCertificates
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One revocation as asked (by the API, a `revoke --from` file, the command line), before
+    it is checked; source names it in an error ("line 7", "item 3")."""
+
+    issuer: str
+    serial: int
+    reason: str | int
+    time: int | None = None
+    source: str = ""
+
+
+def operator_actor() -> str:
+    """`cli:<user>`: who ran a command, for the audit log (the login name, else the uid)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
 
 
 class Ingest:
-    def __init__(self, store: Store, issuers: Sequence[IssuerMaterial]) -> None:
+    """Checks what the CA tells (certificates, revocations) and records it, with its audit
+    entries, through the store. It needs only public material: recording holds no key (R25).
+    actor is who asks, for the audit log (R23); an API request passes its own AuditContext
+    instead."""
+
+    def __init__(
+        self, store: IngestStore, issuers: Sequence[IssuerCertificates], actor: str | None = None
+    ) -> None:
         self.store = store
+        self.audit = AuditContext(actor or operator_actor())
         self._issuers = [
             _KnownIssuer(store.ensure_issuer(m.name, m.certificate.public_bytes(Encoding.DER)), m)
             for m in issuers
         ]
         self._by_name = {i.material.name: i for i in self._issuers}
+
+    @property
+    def issuer_names(self) -> list[str]:
+        return list(self._by_name)
 
     def issuer_id(self, name: str) -> int:
         issuer = self._by_name.get(name)
@@ -131,6 +167,13 @@ class Ingest:
             known = ", ".join(self._by_name) or "none configured"
             raise IngestError(f"unknown issuer {name!r}; known issuers: {known}")
         return issuer.id
+
+    def issuer_name(self, issuer_id: int) -> str:
+        return next(i.material.name for i in self._issuers if i.id == issuer_id)
+
+    def material(self, name: str) -> IssuerCertificates:
+        self.issuer_id(name)
+        return self._by_name[name].material
 
     def _record(self, certificate: x509.Certificate, source: str) -> CertificateRecord:
         refused = not_a_leaf(certificate)
@@ -156,6 +199,7 @@ class Ingest:
                 kind,
                 int(certificate.not_valid_after_utc.timestamp()),
                 crl_partition(certificate, issuer.material.crl, source),
+                int(certificate.not_valid_before_utc.timestamp()),
             )
         raise IngestError(
             f"{source}: signature does not verify against issuer "
@@ -163,11 +207,14 @@ class Ingest:
         )
 
     def add_certificates(
-        self, certificates: Iterable[tuple[x509.Certificate, str]], now: int
+        self,
+        certificates: Iterable[tuple[x509.Certificate, str]],
+        now: int,
+        audit: AuditContext | None = None,
     ) -> AddResult:
         """Record (certificate, source) pairs; every one is checked before any is written."""
         records = [self._record(cert, source) for cert, source in certificates]
-        return self.store.add_certificates(records, now)
+        return self.store.add_certificates(records, now, audit or self.audit)
 
     def add_files(self, paths: Sequence[Path], now: int) -> AddResult:
         pairs = [
@@ -185,24 +232,67 @@ class Ingest:
         now: int,
         time: int | None = None,
     ) -> CertificateRow:
-        """Revoke a known serial; the response is re-signed by the next signer pass."""
-        issuer_id = self.issuer_id(issuer)
-        try:
-            code = parse_reason(reason)
-        except ValueError as exc:
-            raise IngestError(str(exc)) from None
-        if time is not None and time > now + CLOCK_SKEW:
-            raise IngestError("revocation time is in the future; omit --time to use now")
-        try:
-            return self.store.revoke(
-                issuer_id, serial, now if time is None else time, code, time is not None, now
+        """Revoke a known serial; the response is re-signed by the next signer pass. Asking
+        again for the revocation in place is refused (the operator learns it was there)."""
+        item = Revocation(issuer, serial, reason, time)
+        return self.revoke_many([item], now, repeat_ok=False)[0].row
+
+    def check_revocations(self, items: Sequence[Revocation], now: int) -> list[RevocationRequest]:
+        """Every revocation checked against the rules and the recorded rows, before anything
+        is written: a known issuer and serial, an R7 reason, a time neither in the future nor
+        before the certificate's notBefore, and a transition status.py allows. The first bad
+        one is refused, naming its source."""
+        requests = []
+        for item in items:
+            where = f"{item.source}: " if item.source else ""
+            try:
+                issuer_id = self.issuer_id(item.issuer)
+                code = parse_reason(item.reason)
+            except (IngestError, ValueError) as exc:
+                raise IngestError(f"{where}{exc}") from None
+            if item.time is not None and item.time > now + CLOCK_SKEW:
+                raise IngestError(
+                    f"{where}revocation time is in the future; omit --time to use now"
+                )
+            time = now if item.time is None else item.time
+            requests.append(
+                RevocationRequest(issuer_id, item.serial, time, code, item.time is not None)
             )
-        except UnknownCertificate:
-            raise IngestError(
-                f"serial {serial:x} is not known for issuer {issuer!r}; add the certificate first"
-            ) from None
-        except RevocationRefused as exc:
-            raise IngestError(f"serial {serial:x}: {exc}") from None
+        rows: dict[int, dict[int, CertificateRow]] = {}
+        for issuer_id in {r.issuer_id for r in requests}:
+            serials = [r.serial for r in requests if r.issuer_id == issuer_id]
+            rows[issuer_id] = self.store.certificates_many(issuer_id, serials)
+        for item, request in zip(items, requests, strict=True):
+            where = f"{item.source}: " if item.source else ""
+            row = rows[request.issuer_id].get(request.serial)
+            if row is None:
+                raise IngestError(
+                    f"{where}serial {request.serial:x} is not known for issuer "
+                    f"{item.issuer!r}; add the certificate first"
+                )
+            if row.not_before is not None and request.time < row.not_before:
+                raise IngestError(
+                    f"{where}serial {request.serial:x}: revocation time is before the "
+                    "certificate's notBefore"
+                )
+        return requests
+
+    def revoke_many(
+        self,
+        items: Sequence[Revocation],
+        now: int,
+        audit: AuditContext | None = None,
+        repeat_ok: bool = True,
+    ) -> list[RevokeOutcome]:
+        """Check every revocation, then apply them all in one transaction or none. repeat_ok:
+        the revocation already in place is reported unchanged (a retried batch succeeds)."""
+        requests = self.check_revocations(items, now)
+        try:
+            return self.store.revoke_many(requests, now, audit or self.audit, repeat_ok)
+        except BatchRefused as exc:
+            item = items[exc.index]
+            where = f"{item.source}: " if item.source else ""
+            raise IngestError(f"{where}serial {item.serial:x}: {exc.cause}") from None
 
 
 def parse_serial(text: str) -> int:

@@ -74,7 +74,7 @@ class Findings:
                 finding = self.active.pop(key)
                 finding.cleared = now
                 self.history.appendleft(finding)
-                log.warning("finding cleared: %s %s", finding.kind, finding.subject)
+                log.info("finding cleared: %s %s", finding.kind, finding.subject)
 
     def snapshot(self) -> tuple[list[Finding], list[Finding]]:
         with self._lock:

@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from certstatus.config import Config
+from certstatus.config import Config, ConfigError
 from certstatus.keys.certificates import load_certificate
 from certstatus.monitor import metrics as m
 from certstatus.monitor import page
@@ -24,7 +24,7 @@ from certstatus.monitor.crls import CrlWatch
 from certstatus.monitor.findings import AlertmanagerWebhook, Findings
 from certstatus.monitor.issuers import ConfiguredIssuer, IssuerBook
 from certstatus.monitor.replication import ReplicationProbe, plain
-from certstatus.monitor.targets import Target, fetch
+from certstatus.monitor.targets import Fetched, Target, fetch
 from certstatus.monitor.watchdog import Watchdog, WatchPolicy
 from certstatus.store import open_store, replication_of
 from certstatus.store.base import Store, StoreError
@@ -84,6 +84,9 @@ class Monitor:
                 clock=clock,
             )
         self.ready: dict[str, bool | None] = {t.name: None for t in self.targets}
+        self.seen_ready: set[str] = set()
+        self.started = clock()
+        self.grace = grace
         self.webhook = AlertmanagerWebhook(c.webhook, f"http://{c.listen}/") if c.webhook else None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -112,17 +115,23 @@ class Monitor:
         self.watchdog.evaluate()
 
     def readiness_step(self) -> None:
+        """Each origin's /readyz, and the reason it gives (or why it could not be asked). An
+        origin never seen ready is only starting during the start-up grace."""
+        raised = []
+        starting = self.clock() - self.started < self.grace
         for target in self.targets:
             if target.kind != "origin":
                 continue
-            ready = fetch(target.url.rstrip("/") + "/readyz", timeout=2).status == 200
+            answer = fetch(target.url.rstrip("/") + "/readyz", timeout=2)
+            ready = answer.status == 200
             self.ready[target.name] = ready
             m.TARGET_READY.labels(target.name).set(1 if ready else 0)
-        raised = [
-            ("ResponderNotReady", name, "warning", f"{name} fails /readyz: no fresh source")
-            for name, ready in self.ready.items()
-            if ready is False
-        ]
+            if ready:
+                self.seen_ready.add(target.name)
+            elif target.name in self.seen_ready or not starting:
+                raised.append(
+                    ("ResponderNotReady", target.name, "warning", _not_ready(target, answer))
+                )
         self.findings.observe({"ResponderNotReady"}, raised)
 
     def publish_step(self) -> None:
@@ -142,8 +151,14 @@ class Monitor:
         try:
             self._server = ThreadingHTTPServer((host.strip("[]"), int(port)), _handler(self))
         except OSError as exc:
-            raise SystemExit(
-                f"monitor.listen: cannot listen on {c.listen}: {exc}; choose a free port"
+            raise ConfigError(
+                [
+                    (
+                        "monitor.listen",
+                        f"cannot listen on {c.listen}: {exc.strerror or exc}; choose a free port",
+                    )
+                ],
+                self.config.path,
             ) from None
         loops: list[tuple[str, float, Callable[[], None]]] = [
             ("watchdog", 0.5, self.watch_step),
@@ -172,7 +187,7 @@ class Monitor:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/"
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         """Prompt in every state: a loop stuck in a database call that retries (a primary that
         is down) is a daemon thread and is left to die with the process, rather than making an
         operator's SIGTERM wait for a connection timeout."""
@@ -245,6 +260,14 @@ def _handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 self._send(404, "text/plain", b"not found\n")
 
     return Handler
+
+
+def _not_ready(target: Target, answer: Fetched) -> str:
+    if answer.status == 0:
+        return f"{target.name} does not answer at {target.url}readyz: {answer.error}"
+    why = answer.body.decode("utf-8", "replace").strip().splitlines()
+    detail = f": {why[0][:200]}" if why else ""
+    return f"{target.name} fails /readyz (HTTP {answer.status}){detail}"
 
 
 def jsonable(value: Any) -> Any:

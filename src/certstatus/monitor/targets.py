@@ -21,6 +21,7 @@ class Fetched:
     status: int
     headers: dict[str, str]
     body: bytes
+    error: str = ""  # why status is 0: the transport failure, as the operator should read it
 
 
 def fetch(
@@ -36,8 +37,9 @@ def fetch(
         conn.request(method, path, body=body, headers=headers)
         answer = conn.getresponse()
         return Fetched(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
-    except (OSError, http.client.HTTPException):
-        return Fetched(0, {}, b"")
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return Fetched(0, {}, b"", reason)
     finally:
         conn.close()
 

@@ -82,7 +82,8 @@ class Watchdog:
         self.clock = clock
         self.tracked: dict[tuple[int, int], Tracked] = {}
         self.finished: dict[tuple[int, int], int] = {}  # done, still within the cursor's second
-        self.cursor = int(clock() - policy.critical_after)  # catch up after a restart
+        self.started = clock()
+        self.cursor = int(self.started - policy.critical_after)  # catch up after a restart
         self.recent: deque[tuple[str, float]] = deque(maxlen=500)  # (target, seconds)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="watchdog")
         self._random = random.Random()
@@ -141,8 +142,9 @@ class Watchdog:
             if verdict.correct:
                 elapsed = max(0.0, self.clock() - tracked.ingested_at)
                 tracked.pending.discard(target.name)
-                m.TIME_TO_AUTHORITATIVE.labels(target.name).observe(elapsed)
-                self.recent.append((target.name, elapsed))
+                if tracked.ingested_at >= int(self.started):  # else it times our own start
+                    m.TIME_TO_AUTHORITATIVE.labels(target.name).observe(elapsed)
+                    self.recent.append((target.name, elapsed))
             elif verdict.authoritative:
                 self._wrong(target, tracked.serial, verdict)
         for tracked in due:

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from certstatus import der
 from certstatus.ocsp.certid import HashAlgorithm, IssuerKey
 
 # The largest request the decoder reads. It is also the upper bound of [responder] max_post_body
@@ -82,7 +83,61 @@ def decode_request(request_der: bytes) -> CertRequest:
         algorithm = None
     if serial < 0:
         raise MalformedRequest("negative serial number")
+    unknown = unknown_critical_extensions(request_der)
+    if unknown:
+        raise MalformedRequest(f"critical extension not understood: {', '.join(unknown)}")
     return CertRequest(algorithm, name_hash, key_hash, serial)
+
+
+# Request extensions this responder understands (RFC 6960 4.4, RFC 8954): it may ignore them,
+# critical or not. Pre-signed responses carry no nonce (R9), so a nonce, even critical, is
+# answered as any request is; the client decides what a response without one is worth.
+UNDERSTOOD_EXTENSIONS = frozenset(
+    {
+        "1.3.6.1.5.5.7.48.1.2",  # id-pkix-ocsp-nonce
+        "1.3.6.1.5.5.7.48.1.4",  # id-pkix-ocsp-response (acceptable responses: basic is ours)
+        "1.3.6.1.5.5.7.48.1.7",  # id-pkix-ocsp-service-locator
+        "1.3.6.1.5.5.7.48.1.8",  # id-pkix-ocsp-pref-sig-algs
+    }
+)
+
+
+def unknown_critical_extensions(request_der: bytes) -> list[str]:
+    """OIDs of critical extensions this responder does not understand, in the request's
+    requestExtensions and in its Request's singleRequestExtensions. RFC 6960 4.1.2: a critical
+    extension that is not understood means the request cannot be answered as asked, so it is
+    malformedRequest, never a successful answer that ignores it.
+
+    The DER was already accepted by cryptography's parser (called first), which does not
+    expose singleRequestExtensions; this walks the structure itself:
+    OCSPRequest { TBSRequest { [0] version, [1] requestorName, requestList SEQUENCE OF
+    Request { CertID, [0] singleRequestExtensions }, [2] requestExtensions }, [0] signature }."""
+    try:
+        _, start, end = der.read_tlv(request_der)
+        [tbs, *_] = der.elements(request_der, start, end)
+        lists: list[tuple[int, int]] = []
+        for tag, _, inner, stop in der.elements(request_der, tbs[2], tbs[3]):
+            if tag == der.SEQUENCE:  # requestList
+                for _, _, r_start, r_end in der.elements(request_der, inner, stop):
+                    for r_tag, _, e_start, e_end in der.elements(request_der, r_start, r_end):
+                        if r_tag == 0xA0:
+                            lists.append((e_start, e_end))
+            elif tag == 0xA2:
+                lists.append((inner, stop))
+        unknown = []
+        for e_start, e_end in lists:
+            [(_, _, x_start, x_end)] = der.elements(request_der, e_start, e_end)
+            for _, _, f_start, f_end in der.elements(request_der, x_start, x_end):
+                fields = der.elements(request_der, f_start, f_end)
+                oid_tlv, critical = fields[0], fields[1] if len(fields) == 3 else None
+                if critical is None or request_der[critical[1] : critical[3]] != der.BOOLEAN_TRUE:
+                    continue
+                dotted = der.oid_text(request_der[oid_tlv[2] : oid_tlv[3]])
+                if dotted not in UNDERSTOOD_EXTENSIONS:
+                    unknown.append(dotted)
+        return unknown
+    except (ValueError, IndexError) as exc:
+        raise MalformedRequest(f"request extensions cannot be read: {exc}") from None
 
 
 def encode_request(issuer: IssuerKey, serial: int) -> bytes:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from certstatus.cache.keys import purge_keys
+from certstatus.cache.keys import issuer_key, purge_keys
 from certstatus.cache.purgers import PurgeError, Purger
 from certstatus.store.base import PurgeQueue, StoreError
 
@@ -45,7 +46,11 @@ class PurgeService:
     batch: int = 200
     clock: Callable[[], float] = time.time
     health: dict[str, CacheHealth] = field(default_factory=dict)
+    coalesce_threshold: int = 100
+    coalesce_window: int = 5
+    issuer_purges: int = 0  # issuer-wide purges sent (mass events), for tests and benchmarks
     _pruned_at: float = 0.0
+    _issuer_purged: dict[tuple[str, int, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for purger in self.purgers:
@@ -87,17 +92,49 @@ class PurgeService:
             self._pruned_at = now
 
     def _deliver(self, purger: Purger, pass_: int, ready_before: int, now: int) -> int:
+        """Deliver what is pending, a batch at a time, coalescing mass events (R24).
+
+        An issuer with coalesce_threshold or more purges in one batch gets one purge of its
+        issuer-wide surrogate key (every OCSP answer and CRL of it carries that key) instead
+        of one key per serial, and every purge of that issuer ready when it is sent is recorded
+        as delivered by it. At most one such purge per issuer, cache and pass per
+        coalesce_window: purges of an issuer purged less than a window ago wait for the next
+        window (so a mass event costs one CDN purge per window), and purges queued behind
+        them in the same batch wait at most that long too."""
         delivered = 0
         while True:
             pending = self.store.pending_purges(purger.name, pass_, ready_before, self.batch)
             if not pending:
                 return delivered
-            keys = sorted({key for purge in pending for key in purge_keys(purge)})
-            purger.purge(keys)
-            self.store.record_purges(purger.name, pass_, [p.id for p in pending], now)
-            self.health[purger.name].delivered += len(pending)
-            delivered += len(pending)
-            if len(pending) < self.batch:
+            per_issuer = Counter(p.issuer_id for p in pending)
+            coalesced: set[int] = set()
+            deferred: set[int] = set()
+            for issuer, count in per_issuer.items():
+                last = self._issuer_purged.get((purger.name, pass_, issuer))
+                if last is not None and now - last < self.coalesce_window:
+                    deferred.add(issuer)  # a mass event's purge went out this window
+                elif count >= self.coalesce_threshold:
+                    coalesced.add(issuer)
+            single = [p for p in pending if p.issuer_id not in coalesced | deferred]
+            keys = {key for purge in single for key in purge_keys(purge)}
+            keys |= {issuer_key(issuer) for issuer in coalesced}
+            # read before the purge is sent: exactly the purges whose new responses it covers
+            covered = [
+                purge_id
+                for issuer in sorted(coalesced)
+                for purge_id in self.store.ready_purge_ids(purger.name, pass_, issuer, ready_before)
+            ]
+            if keys:
+                purger.purge(sorted(keys))
+            ids = [p.id for p in single] + covered
+            if ids:
+                self.store.record_purges(purger.name, pass_, ids, now)
+            for issuer in coalesced:
+                self._issuer_purged[(purger.name, pass_, issuer)] = now
+                self.issuer_purges += 1
+            self.health[purger.name].delivered += len(ids)
+            delivered += len(ids)
+            if deferred or len(pending) < self.batch:
                 return delivered
 
     def _failed(self, name: str, health: CacheHealth, exc: PurgeError) -> None:

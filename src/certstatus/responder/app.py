@@ -2,7 +2,7 @@
 
 The request path is short on purpose: decode, find the issuer by its CertID hashes in a dict,
 read one row, pick the DER for the request's hash algorithm, send. Nothing is signed here and no
-key is held (DESIGN: web nodes never hold a signing key).
+key is held: web nodes hold no signing key (R25).
 """
 
 from __future__ import annotations
@@ -21,11 +21,17 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.cache.keys import certificate_key, crl_key, issuer_key, surrogate_headers
-from certstatus.config import IssuerMaterial, load_config, load_issuer_material
+from certstatus.config import IssuerCertificates, load_config, load_issuer_certificates
 from certstatus.crl.layout import CrlLayout
 from certstatus.ocsp import response as ocsp_response
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
-from certstatus.ocsp.request import CertRequest, MalformedRequest, decode_get_path, decode_request
+from certstatus.ocsp.request import (
+    MAX_POST_BODY,
+    CertRequest,
+    MalformedRequest,
+    decode_get_path,
+    decode_request,
+)
 from certstatus.responder import headers as h
 from certstatus.responder.source import ResponseSource, open_response_source
 from certstatus.store.base import StoreError
@@ -58,7 +64,7 @@ class NoMetrics:
         pass
 
 
-def issuer_index(issuers: Sequence[tuple[int, IssuerMaterial]]) -> IssuerIndex:
+def issuer_index(issuers: Sequence[tuple[int, IssuerCertificates]]) -> IssuerIndex:
     """Map every (hash algorithm, issuerNameHash, issuerKeyHash) we answer for to an issuer id."""
     index: IssuerIndex = {}
     for issuer_id, material in issuers:
@@ -72,7 +78,7 @@ class OcspApp:
         self,
         source: ResponseSource,
         index: IssuerIndex,
-        max_post_body: int = 10_000,
+        max_post_body: int = MAX_POST_BODY,
         request_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         crl_layouts: Sequence[tuple[int, CrlLayout]] = (),
@@ -164,6 +170,8 @@ class OcspApp:
                 return b"".join(received)
             except ClientGone:
                 return None
+            except BrokenBody:
+                return Answer(400, h.NO_STORE_TEXT, b"invalid request body framing\n")
             size += len(chunk)
             if size > self.max_post_body:
                 return Answer(413, h.NO_STORE_TEXT, b"request body too large\n")
@@ -291,6 +299,10 @@ class ClientGone(Exception):
     """The client disconnected while its request body was arriving."""
 
 
+class BrokenBody(Exception):
+    """The request body's HTTP framing was invalid (e.g. a bad chunk size): HTTP 400."""
+
+
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # an async generator that yields nothing
@@ -322,7 +334,7 @@ CONFIG_ENV = "CERTSTATUS_CONFIG"
 def create_app() -> OcspApp:
     """Factory for servers that import the app in each worker process; reads CERTSTATUS_CONFIG."""
     config = load_config(Path(os.environ.get(CONFIG_ENV, "certstatus.toml")))
-    materials = load_issuer_material(config)
+    materials = load_issuer_certificates(config)  # public material only: no key is read (R25)
     source = open_response_source(config)
     recorded = {(r.name, r.certificate_der): r.id for r in source.issuers()}
     known = []

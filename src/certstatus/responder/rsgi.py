@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from certstatus.responder.app import OcspApp
+from certstatus.responder.app import BrokenBody, OcspApp
 
 
 class RsgiResponder:
@@ -34,8 +34,22 @@ class RsgiResponder:
 
 
 async def _chunks(protocol: Any) -> AsyncIterator[bytes]:
+    """The body's chunks; BrokenBody when its framing was invalid.
+
+    granian ends every body with one empty chunk. A body whose framing breaks (a chunk size
+    that is not hex, a chunk longer than its size) is not reported as an error: the stream
+    yields an empty chunk where the fault is and then its final empty chunk (measured with
+    granian 2.8; tests/test_protocol_edges.py holds it). So a chunk after an empty one means
+    the framing was broken, and the request is answered 400, not decoded as if cut short."""
+    ended = False
     async for chunk in protocol:
-        yield bytes(chunk)
+        if ended:
+            raise BrokenBody
+        data = bytes(chunk)
+        if data:
+            yield data
+        else:
+            ended = True
 
 
 def create_rsgi_app() -> RsgiResponder:

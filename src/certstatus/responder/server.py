@@ -18,7 +18,13 @@ from contextlib import ExitStack, contextmanager
 
 from certstatus.config import Config, ConfigError
 from certstatus.responder.app import CONFIG_ENV
-from certstatus.wiring import monitor_process, register_issuers, signing_roles_process
+from certstatus.wiring import (
+    api_process,
+    check_signing_keys,
+    monitor_process,
+    register_public,
+    signing_roles_process,
+)
 
 log = logging.getLogger("certstatus.serve")
 APP_FACTORY = "certstatus.responder.app:create_app"  # ASGI (uvicorn)
@@ -55,20 +61,9 @@ def listen_problem(host: str, port: int) -> str | None:
     SO_REUSEPORT, so a second responder on a taken port would not fail, the kernel would split
     the clients between the two, silently, whatever databases they read (seen while
     benchmarking); and connections of a server just stopped may linger (FIN_WAIT2 while a client
-    hangs) and must not block its restart. A trial bind then finds an address that is not this
+    hangs) and must not block its restart. A trial bind first finds an address that is not this
     host's, a name that does not resolve, or a port the user may not take, before anything is
-    started or written."""
-    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-    try:
-        with socket.create_connection((wildcard.get(host, host), port), timeout=1):
-            pass
-    except OSError:
-        pass  # nobody accepts there
-    else:
-        return (
-            f"another server (another `certstatus serve`?) listens on {host}:{port}; "
-            "stop it or choose another port"
-        )
+    started or written, and before any connection is tried."""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
@@ -79,9 +74,40 @@ def listen_problem(host: str, port: int) -> str | None:
         try:
             trial.bind(address)
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:  # in use but not accepting: lingering, ours
+            if exc.errno != errno.EADDRINUSE:  # not this host's address, or not ours to take
                 return f"cannot listen on {host}:{port}: {exc.strerror}"
-    return None
+        else:
+            return None
+    # In use: by a server accepting there, or only by lingering connections of one just
+    # stopped. Asked only now, so a connection never goes to an address not this host's.
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+    try:
+        with socket.create_connection((wildcard.get(host, host), port), timeout=1):
+            pass
+    except OSError:
+        return None  # nobody accepts there
+    return (
+        f"another server (another `certstatus serve`?) listens on {host}:{port}; "
+        "stop it or choose another port"
+    )
+
+
+def ensure_companion_addresses_free(config: Config, with_monitor: bool) -> None:
+    """The roles started beside the server bind their own addresses; one that is taken must
+    be refused here, naming its key, not found by a role that dies after "serving"."""
+    wanted = []
+    if config.responder.run_signer and config.signing.metrics_listen:
+        wanted.append(("signing.metrics_listen", config.signing.metrics_listen))
+    if with_monitor:
+        wanted.append(("monitor.listen", config.monitor.listen))
+    problems = []
+    for key, listen in wanted:
+        host, _, port = listen.rpartition(":")
+        problem = listen_problem(host.strip("[]"), int(port))
+        if problem is not None:
+            problems.append((key, problem))
+    if problems:
+        raise ConfigError(problems, config.path)
 
 
 def ensure_listen_address_free(config: Config) -> None:
@@ -111,7 +137,11 @@ def _run_server(config: Config) -> None:
             factory=True,
             http=HTTPModes.http1,
             # slow clients: headers must arrive within the request timeout (the body's own
-            # deadline is enforced by the app), and a connection buffers at most 64 KiB
+            # deadline is enforced by the app). max_buffer_size does not bound the header
+            # block: measured with granian 2.8, 64 KiB of headers is accepted and 128 KiB gets
+            # 431, at most 100 fields (tests/test_front.py). Tighter limits, the per-address
+            # cap and idle connections are the front's (deploy/haproxy, README "Connection
+            # limits"): granian has no connection limit of its own.
             http1_settings=HTTP1Settings(
                 header_read_timeout=r.request_timeout * 1000, max_buffer_size=65_536
             ),
@@ -137,8 +167,13 @@ def _run_server(config: Config) -> None:
     )
 
 
+class CompanionDied(RuntimeError):
+    """A role beside the server ended on its own: the server stopped for it, and the command
+    must end with a failure status, so a supervisor restarts the whole (never exit 0)."""
+
+
 @contextmanager
-def companion(config: Config, target: Callable[[str, int], None], name: str) -> Iterator[None]:
+def companion(config: Config, target: Callable[[str, int], None], name: str) -> Iterator[list[str]]:
     """A role in a spawned process beside the server, never threads in it: the server forks
     its workers, and a fork taken while such a thread holds SQLite's write lock leaves every
     worker seeing 'database is locked' for good. If the role dies, the server stops too (a
@@ -155,24 +190,31 @@ def companion(config: Config, target: Callable[[str, int], None], name: str) -> 
         signal.signal(signal.SIGINT, previous)
     stopping = threading.Event()
     reaping = threading.Lock()
+    died: list[str] = []  # why the role ended on its own, if it did
 
     def watch() -> None:
-        # Wait on the sentinel, never join: two threads reaping one child race, and the loser
-        # sees a child already reaped as still alive (a false "did not stop; killing it").
+        # Wait on the sentinel; reap only under the lock, which the stopping side takes first:
+        # two threads reaping one child race, and the loser sees a child already reaped as
+        # still alive (a false "did not stop; killing it").
         multiprocessing.connection.wait([process.sentinel])
         with reaping:
             if stopping.is_set():
                 return
+            process.join(timeout=5)
             code = process.exitcode
         # code 0: it was told to stop (a SIGTERM to the whole group, as systemd sends);
         # anything else is a crash. Either way the server must not go on without it.
-        report = log.warning if code == 0 else log.critical
-        report("%s exited (code %s); stopping the server", name, code)
+        if code == 0:
+            log.warning("%s stopped; stopping the server", name)
+        else:
+            how = f"signal {-code}" if code is not None and code < 0 else f"status {code}"
+            log.critical("%s exited with %s; stopping the server", name, how)
+            died.append(f"{name} exited with {how}")
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name=f"{name}-watch", daemon=True).start()
     try:
-        yield
+        yield died
     finally:
         with reaping:
             stopping.set()
@@ -184,13 +226,27 @@ def companion(config: Config, target: Callable[[str, int], None], name: str) -> 
             process.join()
 
 
-def serve(config: Config, with_monitor: bool = False) -> None:
-    """Serve until stopped, the signing roles (and the monitor) beside the server."""
+def serve(config: Config, with_monitor: bool = False, with_api: bool = False) -> None:
+    """Serve until stopped, the signing roles (and the monitor, and the issuance API on its
+    own listener: the demo) beside the server."""
     ensure_listen_address_free(config)
-    register_issuers(config)
+    ensure_companion_addresses_free(config, with_monitor)
+    # The server and the workers it forks read only public material (R25); the keys of the
+    # signing roles are checked, and later used, in processes of their own.
+    register_public(config)
+    if config.responder.run_signer:
+        check_signing_keys(config)
+    deaths: list[list[str]] = []
     with ExitStack() as roles:
         if config.responder.run_signer:
-            roles.enter_context(companion(config, signing_roles_process, "signing roles"))
+            deaths.append(
+                roles.enter_context(companion(config, signing_roles_process, "signing roles"))
+            )
         if with_monitor:
-            roles.enter_context(companion(config, monitor_process, "monitor"))
+            deaths.append(roles.enter_context(companion(config, monitor_process, "monitor")))
+        if with_api:
+            deaths.append(roles.enter_context(companion(config, api_process, "issuance API")))
         run_server(config)
+    died = [reason for reasons in deaths for reason in reasons]
+    if died:
+        raise CompanionDied("; ".join(died) + "; the server stopped with it (see the log above)")

@@ -47,7 +47,7 @@ class Signer:
                 issuer_ids[m.name],
                 m.certificate.public_bytes(Encoding.DER),
                 m.responder_certificate.public_bytes(Encoding.DER),
-                m.config.responder_key,
+                m.key_path,
             )
             for m in issuers
         ]

@@ -54,6 +54,7 @@ class CertificateRecord:
     kind: str  # "cert" or "precert"
     not_after: int
     crl_partition: int = 0
+    not_before: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +70,19 @@ class CertificateRow:
     due_at: int | None
     priority: Priority
     crl_partition: int = 0
+    not_before: int | None = None  # None: recorded before schema v7, not checked
 
 
 # The certificate columns every engine selects, in CertificateRow's order.
 CERTIFICATE_COLUMNS = (
     "issuer_id, serial, kind, not_after, revoked, revoked_at, reason, version, due_at, priority, "
-    "crl_partition"
+    "crl_partition, not_before"
 )
 
 
 def certificate_from_row(row: Sequence[Any]) -> CertificateRow:
     """A CertificateRow from a row of CERTIFICATE_COLUMNS, whichever engine read it."""
-    issuer_id, serial, kind, not_after, revoked, at, reason, version, due, prio, part = row
+    issuer_id, serial, kind, not_after, revoked, at, reason, version, due, prio, part, nb = row
     return CertificateRow(
         issuer_id,
         int(serial, 16),
@@ -93,6 +95,7 @@ def certificate_from_row(row: Sequence[Any]) -> CertificateRow:
         due,
         Priority(prio),
         part,
+        nb,
     )
 
 
@@ -171,6 +174,79 @@ class PurgeBacklog:
 class AddResult:
     added: int
     existing: int
+    # (issuer_id, serial, "added" | "upgraded" | "known") for each record, in input order
+    outcomes: tuple[tuple[int, int, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditContext:
+    """Who asks for a change, for the audit log (R23): an API client's configured name
+    ("api:<name>") or an operator ("cli:<user>"), and the request it came in (or None)."""
+
+    actor: str
+    request_id: str | None = None
+
+
+UNATTRIBUTED = AuditContext("unattributed")
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationRequest:
+    """One revocation to apply, already parsed and checked against what ingest can check."""
+
+    issuer_id: int
+    serial: int
+    time: int
+    reason: int
+    time_given: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeOutcome:
+    """A revocation applied (changed) or found already in place (an identical repeat)."""
+
+    row: CertificateRow
+    changed: bool
+    before: CertificateRow | None = None
+
+
+class BatchRefused(StoreError):
+    """A revocation of a batch was refused inside the write transaction (the row changed since
+    it was checked): nothing of the batch was written. index is its place in the batch."""
+
+    def __init__(self, index: int, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.index = index
+        self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One stored audit entry; hash = sha256 over every other field and prev_hash."""
+
+    seq: int
+    at: int
+    actor: str
+    action: str  # "record", "upgrade", "revoke", "refused"
+    issuer_id: int | None
+    serial: str | None
+    request_id: str | None
+    before: str | None  # JSON text of the state before, or None
+    after: str | None
+    detail: str | None
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponseInfo:
+    """What the API reports of a certificate's stored responses (one row, both CertID hashes)."""
+
+    version: int
+    this_update: int
+    next_update: int
+    der_sha1: bytes
+    der_sha256: bytes
 
 
 # The role interfaces: each role depends on the narrow one it needs, so a newcomer sees what a
@@ -190,17 +266,68 @@ class CertificateReads(Protocol):
     def certificate(self, issuer_id: int, serial: int) -> CertificateRow | None: ...
 
 
-class IngestStore(IssuerRegistry, CertificateReads, Protocol):
-    """What ingest writes: issuance and revocation, each in one transaction."""
+class AuditLog(Protocol):
+    """The audit log (R23, store/audit.py): appended in the transaction of each change."""
 
-    def add_certificates(self, records: Sequence[CertificateRecord], now: int) -> AddResult:
+    def audit_refusal(self, context: AuditContext, detail: str, now: int) -> None:
+        """Append a refused request (nothing else is written)."""
+        ...
+
+    def audit_entries(self, after_seq: int, since: int, limit: int) -> list[AuditRecord]:
+        """Entries with seq > after_seq and at >= since, in chain order."""
+        ...
+
+    def audit_for(self, issuer_id: int, serial: int) -> list[AuditRecord]: ...
+
+    def audit_head(self) -> tuple[int, str]:
+        """The last sequence number and hash the chain ends with."""
+        ...
+
+
+class IngestStore(IssuerRegistry, CertificateReads, AuditLog, Protocol):
+    """What ingest writes: issuance and revocation, each in one transaction with its audit
+    entries."""
+
+    def add_certificates(
+        self, records: Sequence[CertificateRecord], now: int, audit: AuditContext = UNATTRIBUTED
+    ) -> AddResult:
         """Record certificates in one transaction; re-adding is harmless; precert -> cert upgrades."""
         ...
 
     def revoke(
-        self, issuer_id: int, serial: int, time: int, reason: int, time_given: bool, now: int
+        self,
+        issuer_id: int,
+        serial: int,
+        time: int,
+        reason: int,
+        time_given: bool,
+        now: int,
+        audit: AuditContext = UNATTRIBUTED,
     ) -> CertificateRow:
         """Apply a revocation atomically; raises UnknownCertificate or RevocationRefused."""
+        ...
+
+    def revoke_many(
+        self,
+        requests: Sequence[RevocationRequest],
+        now: int,
+        audit: AuditContext = UNATTRIBUTED,
+        repeat_ok: bool = False,
+    ) -> list[RevokeOutcome]:
+        """Apply every revocation in one transaction, or none (BatchRefused). repeat_ok: an
+        identical repeat of a revocation in place is an unchanged outcome, not a refusal."""
+        ...
+
+    def certificates_many(
+        self, issuer_id: int, serials: Sequence[int]
+    ) -> dict[int, CertificateRow]:
+        """The recorded rows among serials (absent ones are unknown)."""
+        ...
+
+    def response_info(self, issuer_id: int, serial: int) -> StoredResponseInfo | None: ...
+
+    def response_versions(self, issuer_id: int, serials: Sequence[int]) -> dict[int, int]:
+        """The stored response's certificate version per serial (absent: none signed yet)."""
         ...
 
 
@@ -288,6 +415,13 @@ class PurgeQueue(Protocol):
     ) -> list[PendingPurge]: ...
 
     def record_purges(self, cache: str, pass_: int, ids: Sequence[int], now: int) -> None: ...
+
+    def ready_purge_ids(
+        self, cache: str, pass_: int, issuer_id: int, ready_before: int
+    ) -> list[int]:
+        """The issuer's purges ready at or before ready_before and not yet delivered to
+        (cache, pass): what an issuer-wide purge sent after this read covers."""
+        ...
 
     def settle_purges(self, targets: Sequence[tuple[str, int]], now: int) -> int:
         """Settle purges delivered to every (cache, pass) target; returns how many."""

@@ -20,11 +20,15 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.store.audit import Change, recorded, upgraded_change
 from certstatus.store.base import (
+    UNATTRIBUTED,
     AddResult,
+    AuditContext,
     CertificateRecord,
     DueCertificate,
     NotAcknowledged,
@@ -97,9 +101,19 @@ class PostgresStore(SqlStore):
         self._pool = self._new_pool()
         self._revive_lock = threading.Lock()
         self._checking = threading.Lock()
+        self._refused: str | None = None  # what the server said when a direct connect failed
         self.loop_reader = LoopReader(url, self._connect_kwargs, name, timeout)
         if not read_only:
             self._migrate()
+
+    @property
+    def where(self) -> str:
+        """host:port/dbname of the URL, never its password: for messages."""
+        try:
+            info = conninfo_to_dict(self.url)
+        except psycopg.Error:
+            return "?"
+        return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
     def _new_pool(self) -> ConnectionPool:
         return ConnectionPool(
@@ -173,7 +187,10 @@ class PostgresStore(SqlStore):
         except PoolTimeout as exc:
             revived = self._revive(pool)
             if revived is None:
-                raise StoreError(f"database {self.name} unavailable: {exc}") from None
+                why = self._refused or str(exc)
+                raise StoreError(
+                    f"database {self.name} ({self.where}) unavailable: {why}"
+                ) from None
             try:
                 return revived, revived.getconn()
             except psycopg.Error as again:
@@ -196,8 +213,10 @@ class PostgresStore(SqlStore):
                 return None  # no failed connection attempt: busy or slow, not an outage
             try:
                 psycopg.connect(self.url, **self._connect_kwargs).close()
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                self._refused = _first_line(exc)
                 return None
+            self._refused = None
             self._pool = self._new_pool()
         log.info("database %s answers again; its connection pool was replaced", self.name)
         failed.close(timeout=0)
@@ -273,16 +292,18 @@ class PostgresStore(SqlStore):
                     db.execute(sql.encode())
                     db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
-    def add_certificates(self, records: Sequence[CertificateRecord], now: int) -> AddResult:
+    def add_certificates(
+        self, records: Sequence[CertificateRecord], now: int, audit: AuditContext = UNATTRIBUTED
+    ) -> AddResult:
         if not records:
             return AddResult(0, 0)
         with self._writing() as db:
-            cur = db.execute(
+            inserted = db.execute(
                 "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
-                "priority, due_at, crl_partition) "
-                "SELECT i, s, k, n, %s, %s, %s, p FROM unnest(%s::bigint[], %s::text[], "
-                "%s::text[], %s::bigint[], %s::int[]) AS v(i, s, k, n, p) "
-                "ON CONFLICT DO NOTHING",
+                "priority, due_at, crl_partition, not_before) "
+                "SELECT i, s, k, n, %s, %s, %s, p, b FROM unnest(%s::bigint[], %s::text[], "
+                "%s::text[], %s::bigint[], %s::int[], %s::bigint[]) AS v(i, s, k, n, p, b) "
+                "ON CONFLICT DO NOTHING RETURNING issuer_id, serial",
                 (
                     now,
                     Priority.NEW,
@@ -292,23 +313,52 @@ class PostgresStore(SqlStore):
                     [r.kind for r in records],
                     [r.not_after for r in records],
                     [r.crl_partition for r in records],
+                    [r.not_before for r in records],
                 ),
-            )
-            added = cur.rowcount
-            finals = [r for r in records if r.kind == "cert"]
+            ).fetchall()
+            added = {(int(i), s) for i, s in inserted}
+            finals = [
+                r
+                for r in records
+                if r.kind == "cert" and (r.issuer_id, serial_key(r.serial)) not in added
+            ]
+            upgraded: set[tuple[int, str]] = set()
             if finals:
-                db.execute(
-                    "UPDATE certificates c SET kind = 'cert' FROM unnest(%s::bigint[], %s::text[]) "
-                    "AS v(i, s) WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert'",
-                    ([r.issuer_id for r in finals], [serial_key(r.serial) for r in finals]),
-                )
+                rows = db.execute(
+                    "UPDATE certificates c SET kind = 'cert', "
+                    "not_before = coalesce(c.not_before, v.b) "
+                    "FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(i, s, b) "
+                    "WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert' "
+                    "RETURNING c.issuer_id, c.serial",
+                    (
+                        [r.issuer_id for r in finals],
+                        [serial_key(r.serial) for r in finals],
+                        [r.not_before for r in finals],
+                    ),
+                ).fetchall()
+                upgraded = {(int(i), s) for i, s in rows}
             partitions = sorted({(r.issuer_id, r.crl_partition) for r in records})
             db.execute(  # the partitions the CRL builder must publish
                 "INSERT INTO crl_state (issuer_id, crl_partition) SELECT * FROM "
                 "unnest(%s::bigint[], %s::int[]) ON CONFLICT DO NOTHING",
                 ([i for i, _ in partitions], [p for _, p in partitions]),
             )
-        return AddResult(added, len(records) - added)
+            outcomes: list[tuple[int, int, str]] = []
+            changes: list[Change] = []
+            seen: set[tuple[int, str]] = set()
+            for r in records:
+                key = (r.issuer_id, serial_key(r.serial))
+                if key in added and key not in seen:
+                    outcomes.append((r.issuer_id, r.serial, "added"))
+                    changes.append(recorded(r))
+                elif key in upgraded and key not in seen:
+                    outcomes.append((r.issuer_id, r.serial, "upgraded"))
+                    changes.append(upgraded_change(r))
+                else:
+                    outcomes.append((r.issuer_id, r.serial, "known"))
+                seen.add(key)
+            self._append_audit(db, changes, audit, now)
+        return AddResult(len(added), len(records) - len(added), tuple(outcomes))
 
     # signing
 
@@ -500,6 +550,13 @@ def _cancel(conn: psycopg.Connection[Any]) -> None:
         conn.cancel_safe(timeout=2)
     except (psycopg.Error, OSError) as exc:
         log.warning("cancelling a commit's wait for its standby failed: %s", exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    """libpq's message without its hint lines ("Is the server running on that host..."):
+    errors reach an operator as one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def wait_for_server(url: str, timeout: float = 30.0) -> None:

@@ -34,6 +34,11 @@ RECORD = (
     "INSERT INTO purge_deliveries (purge_id, cache, pass, delivered_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING"
 )
+ISSUER_READY = (  # what an issuer-wide purge sent next will cover
+    "SELECT p.id FROM purges p WHERE p.settled_at IS NULL AND p.ready_at <= ? "
+    "AND p.issuer_id = ? AND NOT EXISTS (SELECT 1 FROM purge_deliveries d "
+    "WHERE d.purge_id = p.id AND d.cache = ? AND d.pass = ?)"
+)
 PRUNE_DELIVERIES = (
     "DELETE FROM purge_deliveries WHERE purge_id IN (SELECT id FROM purges WHERE settled_at < ?)"
 )

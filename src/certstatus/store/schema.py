@@ -268,7 +268,64 @@ _INGESTED = "CREATE INDEX certificates_ingested ON certificates (ingested_at, is
 SQLITE_MIGRATIONS.append((6, _INGESTED))
 POSTGRES_MIGRATIONS.append((6, _INGESTED))
 
-# v7: sites drained by the operator (`certstatus site drain`): data, so that it replicates to
+# v7: the issuance API (issue 12). certificates.not_before, recorded at ingest, lets a
+# revocation time before it be refused (NULL on rows recorded earlier: unchecked). The audit log
+# (R23): one row per recorded certificate, revocation and refused request, appended in the
+# transaction of the change, each row's hash covering the one before (store/audit.py);
+# audit_head holds the last sequence number and hash, and its row lock serialises appenders on
+# PostgreSQL so the chain has one order.
+_AUDIT_COLUMNS = """
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            issuer_id {int},
+            serial TEXT,
+            request_id TEXT,
+            before TEXT,
+            after TEXT,
+            detail TEXT,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+"""
+SQLITE_MIGRATIONS.append(
+    (
+        7,
+        f"""
+        ALTER TABLE certificates ADD COLUMN not_before INTEGER;
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            at INTEGER NOT NULL,
+            {_AUDIT_COLUMNS.format(int="INTEGER")}
+        );
+        CREATE INDEX audit_certificate ON audit (issuer_id, serial) WHERE serial IS NOT NULL;
+        CREATE INDEX audit_at ON audit (at);
+        CREATE TABLE audit_head (
+            id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL
+        );
+        INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{"0" * 64}');
+        """,
+    )
+)
+POSTGRES_MIGRATIONS.append(
+    (
+        7,
+        f"""
+        ALTER TABLE certificates ADD COLUMN not_before BIGINT;
+        CREATE TABLE audit (
+            seq BIGINT PRIMARY KEY,
+            at BIGINT NOT NULL,
+            {_AUDIT_COLUMNS.format(int="BIGINT")}
+        );
+        CREATE INDEX audit_certificate ON audit (issuer_id, serial) WHERE serial IS NOT NULL;
+        CREATE INDEX audit_at ON audit (at);
+        CREATE TABLE audit_head (
+            id SMALLINT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL
+        );
+        INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{"0" * 64}');
+        """,
+    )
+)
+
+# v8: sites drained by the operator (`certstatus site drain`): data, so that it replicates to
 # every responder (even one that reads only replicas) and survives restarts.
 _SITE_DRAINS = """
 CREATE TABLE site_drains (
@@ -277,5 +334,5 @@ CREATE TABLE site_drains (
     note TEXT NOT NULL DEFAULT ''
 );
 """
-SQLITE_MIGRATIONS.append((7, _SITE_DRAINS))
-POSTGRES_MIGRATIONS.append((7, _SITE_DRAINS))
+SQLITE_MIGRATIONS.append((8, _SITE_DRAINS))
+POSTGRES_MIGRATIONS.append((8, _SITE_DRAINS))

@@ -15,16 +15,29 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from certstatus.status import RevocationState, RevokedEntry, revocation_transition
+from certstatus.status import (
+    RevocationRefused,
+    RevocationState,
+    RevokedEntry,
+    revocation_transition,
+)
+from certstatus.store import audit as audit_chain
 from certstatus.store import monitoring, purgequeue
 from certstatus.store.base import (
     CERTIFICATE_COLUMNS,
+    UNATTRIBUTED,
+    AuditContext,
+    AuditRecord,
+    BatchRefused,
     CertificateRow,
     IssuerRecord,
     PendingPurge,
     Priority,
     PurgeBacklog,
+    RevocationRequest,
+    RevokeOutcome,
     StoredCrl,
+    StoredResponseInfo,
     StoreError,
     UnknownCertificate,
     certificate_from_row,
@@ -55,6 +68,25 @@ class Connection(Protocol):
 _CRL_COLUMNS = (
     "issuer_id, crl_partition, crl_number, this_update, next_update, next_build_at, entries, der"
 )
+
+
+def is_repeat(current: CertificateRow, request: RevocationRequest) -> bool:
+    """The revocation asked is the one in place (a retried batch whose answer was lost)."""
+    return (
+        current.revoked
+        and current.reason == request.reason
+        and (not request.time_given or request.time == current.revoked_at)
+    )
+
+
+def outcome_change(request: RevocationRequest, outcome: RevokeOutcome) -> audit_chain.Change:
+    return audit_chain.Change(
+        "revoke",
+        request.issuer_id,
+        serial_key(request.serial),
+        audit_chain.state(outcome.before),
+        audit_chain.state(outcome.row),
+    )
 
 
 class SqlStore(ABC):
@@ -118,45 +150,179 @@ class SqlStore(ABC):
         return None if row is None else certificate_from_row(row)
 
     def revoke(
-        self, issuer_id: int, serial: int, time: int, reason: int, time_given: bool, now: int
+        self,
+        issuer_id: int,
+        serial: int,
+        time: int,
+        reason: int,
+        time_given: bool,
+        now: int,
+        audit: AuditContext = UNATTRIBUTED,
     ) -> CertificateRow:
-        """The row is read and rewritten in one transaction (under a row lock on PostgreSQL),
-        with the partition's CRL marked due and the certificate's purge enqueued."""
-        key = serial_key(serial)
+        request = RevocationRequest(issuer_id, serial, time, reason, time_given)
+        try:
+            return self.revoke_many([request], now, audit)[0].row
+        except BatchRefused as exc:
+            raise exc.cause from None
+
+    def revoke_many(
+        self,
+        requests: Sequence[RevocationRequest],
+        now: int,
+        audit: AuditContext = UNATTRIBUTED,
+        repeat_ok: bool = False,
+    ) -> list[RevokeOutcome]:
+        """Each row is read and rewritten in one transaction for the whole batch (under row
+        locks on PostgreSQL), with the partition's CRL marked due, the certificate's purge
+        enqueued and an audit entry appended; any refusal rolls the whole batch back."""
+        outcomes: list[RevokeOutcome] = []
+        changes: list[audit_chain.Change] = []
         with self._writing() as db:
+            for index, request in enumerate(requests):
+                try:
+                    outcome = self._revoke_one(db, request, now, repeat_ok)
+                except (UnknownCertificate, RevocationRefused) as exc:
+                    raise BatchRefused(index, exc) from None
+                outcomes.append(outcome)
+                if outcome.changed:
+                    changes.append(outcome_change(request, outcome))
+            self._append_audit(db, changes, audit, now)
+        return outcomes
+
+    def _revoke_one(
+        self, db: Connection, request: RevocationRequest, now: int, repeat_ok: bool
+    ) -> RevokeOutcome:
+        issuer_id, key = request.issuer_id, serial_key(request.serial)
+        row = db.execute(
+            self._sql(
+                f"SELECT {CERTIFICATE_COLUMNS} FROM certificates "
+                f"WHERE issuer_id = ? AND serial = ?{self.LOCK_ROW}"
+            ),
+            (issuer_id, key),
+        ).fetchone()
+        if row is None:
+            raise UnknownCertificate(f"serial {key} is not known for this issuer")
+        current = certificate_from_row(row)
+        try:
+            state = revocation_transition(
+                RevocationState(current.revoked, current.revoked_at, current.reason),
+                request.time,
+                request.reason,
+                request.time_given,
+            )
+        except RevocationRefused:
+            if repeat_ok and is_repeat(current, request):
+                return RevokeOutcome(current, False)
+            raise
+        found = db.execute(
+            self._sql(
+                "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ?, "
+                "version = version + 1, priority = ?, due_at = ?, revoked_recorded_at = ? "
+                f"WHERE issuer_id = ? AND serial = ? RETURNING {CERTIFICATE_COLUMNS}"
+            ),
+            (state.time, state.reason, Priority.REVOKED, now, now, issuer_id, key),
+        ).fetchone()
+        revoked = certificate_from_row(found)
+        db.execute(self._sql(purgequeue.ENQUEUE_OCSP), (issuer_id, key, revoked.version, now))
+        # the partition's CRL is now due (after the debounce window); the oldest revocation
+        # not yet on a published CRL decides when
+        db.execute(
+            self._sql(
+                "INSERT INTO crl_state (issuer_id, crl_partition, dirty_since) "
+                "VALUES (?, ?, ?) ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
+                "dirty_since = coalesce(crl_state.dirty_since, excluded.dirty_since)"
+            ),
+            (issuer_id, revoked.crl_partition, now),
+        )
+        return RevokeOutcome(revoked, True, current)
+
+    # the audit log (store/audit.py)
+
+    def _append_audit(
+        self, db: Connection, changes: Sequence[audit_chain.Change], context: AuditContext, now: int
+    ) -> None:
+        """Continue the chain inside the caller's transaction (the head row locked on
+        PostgreSQL, so concurrent appenders queue and the chain has the commit order)."""
+        if not changes:
+            return
+        head = db.execute(self._sql(audit_chain.HEAD + self.LOCK_ROW)).fetchone()
+        rows = audit_chain.chain((int(head[0]), head[1]), changes, context, now)
+        self._executemany(db, self._sql(audit_chain.INSERT), rows)
+        db.execute(self._sql(audit_chain.SET_HEAD), (rows[-1][0], rows[-1][-1]))
+
+    def audit_refusal(self, context: AuditContext, detail: str, now: int) -> None:
+        with self._writing() as db:
+            self._append_audit(db, [audit_chain.Change("refused", detail=detail)], context, now)
+
+    def audit_entries(self, after_seq: int, since: int, limit: int) -> list[AuditRecord]:
+        with self._reading() as db:
+            rows = db.execute(self._sql(audit_chain.ENTRIES), (after_seq, since, limit)).fetchall()
+        return [audit_chain.record_from_row(row) for row in rows]
+
+    def audit_for(self, issuer_id: int, serial: int) -> list[AuditRecord]:
+        with self._reading() as db:
+            rows = db.execute(
+                self._sql(audit_chain.FOR_CERTIFICATE), (issuer_id, serial_key(serial))
+            ).fetchall()
+        return [audit_chain.record_from_row(row) for row in rows]
+
+    def audit_head(self) -> tuple[int, str]:
+        with self._reading() as db:
+            seq, digest = db.execute(audit_chain.HEAD).fetchone()
+        return int(seq), str(digest)
+
+    # reads for the API
+
+    def certificates_many(
+        self, issuer_id: int, serials: Sequence[int]
+    ) -> dict[int, CertificateRow]:
+        """In chunks of 500, under SQLite's limit on a statement's parameters."""
+        found: dict[int, CertificateRow] = {}
+        keys = sorted({serial_key(s) for s in serials})
+        with self._reading() as db:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                rows = db.execute(
+                    self._sql(
+                        f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE issuer_id = ? "
+                        f"AND serial IN ({','.join('?' * len(chunk))})"
+                    ),
+                    (issuer_id, *chunk),
+                ).fetchall()
+                for row in rows:
+                    certificate = certificate_from_row(row)
+                    found[certificate.serial] = certificate
+        return found
+
+    def response_info(self, issuer_id: int, serial: int) -> StoredResponseInfo | None:
+        with self._reading() as db:
             row = db.execute(
                 self._sql(
-                    "SELECT revoked, revoked_at, reason FROM certificates "
-                    f"WHERE issuer_id = ? AND serial = ?{self.LOCK_ROW}"
+                    "SELECT version, this_update, next_update, der_sha1, der_sha256 "
+                    "FROM responses WHERE issuer_id = ? AND serial = ?"
                 ),
-                (issuer_id, key),
+                (issuer_id, serial_key(serial)),
             ).fetchone()
-            if row is None:
-                raise UnknownCertificate(f"serial {key} is not known for this issuer")
-            state = revocation_transition(
-                RevocationState(bool(row[0]), row[1], row[2]), time, reason, time_given
-            )
-            found = db.execute(
-                self._sql(
-                    "UPDATE certificates SET revoked = 1, revoked_at = ?, reason = ?, "
-                    "version = version + 1, priority = ?, due_at = ?, revoked_recorded_at = ? "
-                    f"WHERE issuer_id = ? AND serial = ? RETURNING {CERTIFICATE_COLUMNS}"
-                ),
-                (state.time, state.reason, Priority.REVOKED, now, now, issuer_id, key),
-            ).fetchone()
-            revoked = certificate_from_row(found)
-            db.execute(self._sql(purgequeue.ENQUEUE_OCSP), (issuer_id, key, revoked.version, now))
-            # the partition's CRL is now due (after the debounce window); the oldest revocation
-            # not yet on a published CRL decides when
-            db.execute(
-                self._sql(
-                    "INSERT INTO crl_state (issuer_id, crl_partition, dirty_since) "
-                    "VALUES (?, ?, ?) ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
-                    "dirty_since = coalesce(crl_state.dirty_since, excluded.dirty_since)"
-                ),
-                (issuer_id, revoked.crl_partition, now),
-            )
-        return revoked
+        if row is None:
+            return None
+        version, this_update, next_update, sha1, sha256 = row
+        return StoredResponseInfo(version, this_update, next_update, bytes(sha1), bytes(sha256))
+
+    def response_versions(self, issuer_id: int, serials: Sequence[int]) -> dict[int, int]:
+        found: dict[int, int] = {}
+        keys = sorted({serial_key(s) for s in serials})
+        with self._reading() as db:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                rows = db.execute(
+                    self._sql(
+                        "SELECT serial, version FROM responses WHERE issuer_id = ? "
+                        f"AND serial IN ({','.join('?' * len(chunk))})"
+                    ),
+                    (issuer_id, *chunk),
+                ).fetchall()
+                found.update((int(s, 16), int(v)) for s, v in rows)
+        return found
 
     def due_count(self, now: int) -> dict[Priority, int]:
         """One statement per priority: each is a range of the due index, whatever N is."""
@@ -378,6 +544,15 @@ class SqlStore(ABC):
             self._executemany(
                 db, self._sql(purgequeue.RECORD), [(i, cache, pass_, now) for i in ids]
             )
+
+    def ready_purge_ids(
+        self, cache: str, pass_: int, issuer_id: int, ready_before: int
+    ) -> list[int]:
+        with self._reading() as db:
+            rows = db.execute(
+                self._sql(purgequeue.ISSUER_READY), (ready_before, issuer_id, cache, pass_)
+            ).fetchall()
+        return [int(i) for (i,) in rows]
 
     def settle_purges(self, targets: Sequence[tuple[str, int]], now: int) -> int:
         sql, params = purgequeue.settle(targets)

@@ -15,9 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from certstatus.files import create_private
 from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.store.audit import Change, recorded, upgraded_change
 from certstatus.store.base import (
+    UNATTRIBUTED,
     AddResult,
+    AuditContext,
     CertificateRecord,
     DueCertificate,
     Priority,
@@ -42,6 +46,10 @@ class SqliteStore(SqlStore):
         self.path = path
         if not path.parent.exists():
             raise StoreError(f"database: directory {path.parent} does not exist")
+        try:  # 0600 from the start: SQLite gives its -wal and -shm files this file's mode
+            create_private(path)
+        except OSError as exc:
+            raise StoreError(f"database: cannot create {path}: {exc.strerror}") from None
         self._local = threading.local()
         with self._writing() as db:
             self._migrate(db)
@@ -110,39 +118,55 @@ class SqliteStore(SqlStore):
                 db.execute(statement)
             db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
 
-    def add_certificates(self, records: Sequence[CertificateRecord], now: int) -> AddResult:
-        added = 0
+    def add_certificates(
+        self, records: Sequence[CertificateRecord], now: int, audit: AuditContext = UNATTRIBUTED
+    ) -> AddResult:
+        outcomes: list[tuple[int, int, str]] = []
+        changes: list[Change] = []
         with self._writing() as db:
             for r in records:
+                key = serial_key(r.serial)
                 cur = db.execute(
                     "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
-                    "priority, due_at, crl_partition) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    "priority, due_at, crl_partition, not_before) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (
                         r.issuer_id,
-                        serial_key(r.serial),
+                        key,
                         r.kind,
                         r.not_after,
                         now,
                         Priority.NEW,
                         now,
                         r.crl_partition,
+                        r.not_before,
                     ),
                 )
                 if cur.rowcount:
-                    added += 1
-                elif r.kind == "cert":
-                    db.execute(
-                        "UPDATE certificates SET kind = 'cert' "
+                    outcomes.append((r.issuer_id, r.serial, "added"))
+                    changes.append(recorded(r))
+                    continue
+                upgraded = 0
+                if r.kind == "cert":
+                    upgraded = db.execute(
+                        "UPDATE certificates SET kind = 'cert', "
+                        "not_before = coalesce(not_before, ?) "
                         "WHERE issuer_id = ? AND serial = ? AND kind = 'precert'",
-                        (r.issuer_id, serial_key(r.serial)),
-                    )
+                        (r.not_before, r.issuer_id, key),
+                    ).rowcount
+                if upgraded:
+                    outcomes.append((r.issuer_id, r.serial, "upgraded"))
+                    changes.append(upgraded_change(r))
+                else:
+                    outcomes.append((r.issuer_id, r.serial, "known"))
             db.executemany(  # the partitions the CRL builder must publish
                 "INSERT INTO crl_state (issuer_id, crl_partition) VALUES (?, ?) "
                 "ON CONFLICT DO NOTHING",
                 {(r.issuer_id, r.crl_partition) for r in records},
             )
-        return AddResult(added, len(records) - added)
+            self._append_audit(db, changes, audit, now)
+        added = sum(1 for *_, outcome in outcomes if outcome == "added")
+        return AddResult(added, len(records) - added, tuple(outcomes))
 
     def claim_due(self, now: int, limit: int, lease: int) -> list[DueCertificate]:
         claimed: list[DueCertificate] = []

@@ -1,0 +1,210 @@
+"""The audit log's chain (R23): who changed which certificate's status, when, from what to what.
+
+Each entry is appended in the transaction that makes the change it describes, so a committed
+change always has its entry and a rolled-back one never does. Entries form a hash chain: an
+entry's hash is SHA-256 over its own fields and the previous entry's hash, and audit_head holds
+the last sequence number and hash. An UPDATE of any field, a deleted or reordered entry, or a
+truncated tail therefore breaks the chain at a place `certstatus audit verify` names.
+
+What a chain cannot show by itself is a rewrite of everything after a point by someone who can
+write the database: anchor it by keeping the head `audit verify` prints (or the last line of
+`audit export`) outside the database, e.g. in the CA's own log.
+
+On PostgreSQL the head row is read FOR UPDATE: appenders queue on it, so the chain has one
+order, the commit order; on SQLite the write transaction already holds the whole database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from certstatus.store.base import AuditContext, AuditRecord
+
+GENESIS = "0" * 64
+COLUMNS = (
+    "seq, at, actor, action, issuer_id, serial, request_id, before, after, detail, prev_hash, hash"
+)
+INSERT = f"INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
+SET_HEAD = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
+ENTRIES = f"SELECT {COLUMNS} FROM audit WHERE seq > ? AND at >= ? ORDER BY seq LIMIT ?"
+FOR_CERTIFICATE = f"SELECT {COLUMNS} FROM audit WHERE issuer_id = ? AND serial = ? ORDER BY seq"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An entry to append: what happened to which certificate (or which request was refused)."""
+
+    action: str
+    issuer_id: int | None = None
+    serial: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    detail: str | None = None
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def entry_hash(fields: Sequence[Any], prev_hash: str) -> str:
+    """SHA-256 of the entry's fields (seq .. detail) and the previous hash, as canonical JSON:
+    one spelling per entry, whichever engine stored it."""
+    payload = json.dumps([*fields, prev_hash], separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def chain(
+    head: tuple[int, str], changes: Iterable[Change], context: AuditContext, now: int
+) -> list[tuple[Any, ...]]:
+    """The rows (INSERT's parameters) continuing the chain from head."""
+    seq, prev = head
+    rows = []
+    for change in changes:
+        seq += 1
+        fields = (
+            seq,
+            now,
+            context.actor,
+            change.action,
+            change.issuer_id,
+            change.serial,
+            context.request_id,
+            _json(change.before),
+            _json(change.after),
+            change.detail,
+        )
+        digest = entry_hash(fields, prev)
+        rows.append((*fields, prev, digest))
+        prev = digest
+    return rows
+
+
+def record_from_row(row: Sequence[Any]) -> AuditRecord:
+    seq, at, actor, action, issuer, serial, request, before, after, detail, prev, digest = row
+    return AuditRecord(
+        int(seq),
+        int(at),
+        actor,
+        action,
+        None if issuer is None else int(issuer),
+        serial,
+        request,
+        before,
+        after,
+        detail,
+        prev,
+        digest,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Broken:
+    """The first entry where the chain does not hold, and why."""
+
+    seq: int
+    problem: str
+
+
+def verify(records: Iterable[AuditRecord], head: tuple[int, str]) -> tuple[int, Broken | None]:
+    """Walk the chain in seq order: (entries checked, the first break or None).
+
+    Checked: sequence numbers run 1, 2, 3 ... without a gap (a deleted or reordered entry),
+    each prev_hash is the hash before it, each hash is recomputed from the fields (an UPDATE),
+    and the last entry is the head (a deleted tail)."""
+    expected_seq, prev = 1, GENESIS
+    count = 0
+    for record in records:
+        if record.seq != expected_seq:
+            return count, Broken(
+                expected_seq, f"entry {expected_seq} is missing (next stored is {record.seq})"
+            )
+        if record.prev_hash != prev:
+            return count, Broken(record.seq, "prev_hash does not match the entry before it")
+        fields = (
+            record.seq,
+            record.at,
+            record.actor,
+            record.action,
+            record.issuer_id,
+            record.serial,
+            record.request_id,
+            record.before,
+            record.after,
+            record.detail,
+        )
+        if entry_hash(fields, prev) != record.hash:
+            return count, Broken(record.seq, "its content does not match its hash (modified)")
+        prev = record.hash
+        expected_seq += 1
+        count += 1
+    head_seq, head_hash = head
+    if head_seq != expected_seq - 1 or head_hash != prev:
+        return count, Broken(
+            expected_seq, f"the chain ends at entry {expected_seq - 1} but the head says {head_seq}"
+        )
+    return count, None
+
+
+def state(row: Any) -> dict[str, Any]:
+    """A certificate's status for an entry's before/after: what a change moved."""
+    if row is None:
+        return {"status": "unknown"}
+    if not row.revoked:
+        return {"status": "good", "kind": row.kind}
+    return {"status": "revoked", "reason": row.reason, "time": row.revoked_at, "kind": row.kind}
+
+
+def recorded(record: Any) -> Change:
+    """The entry for a newly recorded (pre)certificate (a store.base.CertificateRecord)."""
+    return Change(
+        "record",
+        record.issuer_id,
+        format(record.serial, "x"),
+        {"status": "unknown"},
+        {"status": "good", "kind": record.kind},
+    )
+
+
+def upgraded_change(record: Any) -> Change:
+    """The entry for a precertificate whose final certificate arrived."""
+    return Change(
+        "upgrade",
+        record.issuer_id,
+        format(record.serial, "x"),
+        {"status": "good", "kind": "precert"},
+        {"status": "good", "kind": "cert"},
+    )
+
+
+def all_entries(store: Any, since: int = 0, page: int = 5000) -> Iterator[AuditRecord]:
+    """Every entry with at >= since, in chain order, a page at a time (flat memory)."""
+    after = 0
+    while True:
+        batch = store.audit_entries(after, since, page)
+        yield from batch
+        if len(batch) < page:
+            return
+        after = batch[-1].seq
+
+
+def as_json(record: AuditRecord) -> dict[str, Any]:
+    """An entry for `audit export` and the API: before/after as objects, times as numbers."""
+    return {
+        "seq": record.seq,
+        "at": record.at,
+        "actor": record.actor,
+        "action": record.action,
+        "issuer_id": record.issuer_id,
+        "serial": record.serial,
+        "request_id": record.request_id,
+        "before": None if record.before is None else json.loads(record.before),
+        "after": None if record.after is None else json.loads(record.after),
+        "detail": record.detail,
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }
