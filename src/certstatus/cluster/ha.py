@@ -533,10 +533,12 @@ class HaCluster(Cluster):
         return []
 
     def leader(self) -> Node | None:
-        """The node that holds the leader lock and runs as primary, or None."""
+        """The node that holds the leader lock and whose Patroni confirms it runs as primary,
+        or None. The DCS alone still names a leader that died, until its lease runs out."""
         for member in self.members():
             if member.get("role") == "leader" and member.get("state") == "running":
-                return self.node(member["name"])
+                node = self.node(member["name"])
+                return node if self.api(node, "/primary", timeout=1)[0] == 200 else None
         return None
 
     def wait_leader(
@@ -577,12 +579,19 @@ class HaCluster(Cluster):
         raise ClusterError(f"cluster not complete within {timeout:.0f}s: {members}")
 
     def wait_rejoined(self, node: Node, timeout: float) -> None:
-        """Until `node` streams from the current leader as a standby (after pg_rewind if its
-        timeline diverged). Patroni reports a returning node "running" as soon as its
-        PostgreSQL starts, so the leader's own view of its standbys decides."""
+        """Until `node` runs as a standby in Patroni's view and streams from the current leader
+        in the leader's (after pg_rewind if its timeline diverged). Neither alone will do:
+        Patroni says "running" as soon as PostgreSQL starts, and while Patroni clones a node,
+        pg_basebackup's own WAL stream shows under the node's name on the leader."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._streaming(node):
+            running = any(
+                m.get("name") == node.name
+                and m.get("role") in ("replica", "sync_standby")
+                and m.get("state") in ("running", "streaming")
+                for m in self.members()
+            )
+            if running and self._streaming(node):
                 return
             time.sleep(0.3)
         raise ClusterError(f"{node.name} did not rejoin as a standby within {timeout:.0f}s")
@@ -641,7 +650,14 @@ class HaCluster(Cluster):
     def rebuild(self, node: Node) -> None:
         """Stop the node, remove its data, start its Patroni: it clones the leader again."""
         leader = self.leader()
-        if leader is not None and leader.name == node.name:
+        if leader is None:
+            # a rebuild clones the leader; and wiping the synchronous standby while the leader
+            # is down would leave no node Patroni may promote without losing acknowledged writes
+            raise ClusterError(
+                "no leader right now: a rebuild clones the leader; wait for the failover "
+                "(`certstatus cluster status`)"
+            )
+        if leader.name == node.name:
             raise ClusterError(f"{node.name} leads; only a standby can be rebuilt")
         self.stop(node)
         self._remove_data(node)
