@@ -12,6 +12,10 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   need_apt+=(postgresql)
 fi
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+# the HA cluster (cluster up --ha, tests/test_ha.py): Patroni with its etcd client, and etcd
+[ -x /usr/bin/patroni ] || need_apt+=(patroni)
+/usr/bin/python3 -c 'import etcd' >/dev/null 2>&1 || need_apt+=(python3-etcd)
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 # the cache tier: Varnish and its xkey module (surrogate-key purges)
 command -v varnishd >/dev/null 2>&1 || need_apt+=(varnish)
 ls /usr/lib/*/varnish/vmods/libvmod_xkey.so >/dev/null 2>&1 || need_apt+=(varnish-modules)

@@ -525,6 +525,10 @@ class MonitorTarget:
         default="origin",
         metadata=key(read=_one_of("origin", "cdn"), help="origin: also probed on /readyz"),
     )
+    site: str | None = field(
+        default=None,
+        metadata=key(read=_SITE, help="the site of an origin responder (`certstatus site status`)"),
+    )
 
 
 @dataclass(frozen=True)
@@ -974,7 +978,7 @@ class Config:
         if self.monitor.targets:
             return self.monitor.targets
         r = self.responder
-        return (MonitorTarget("origin", f"http://{r.listen_host}:{r.listen_port}/"),)
+        return (MonitorTarget("origin", f"http://{r.listen_host}:{r.listen_port}/", site=r.site),)
 
     @property
     def purge_recheck(self) -> int | None:

@@ -159,9 +159,10 @@ def _register() -> None:
     from certstatus.cli.records import add, revoke, stats
     from certstatus.cli.respondercert import responder_cert
     from certstatus.cli.signing import serve, sign, signer
+    from certstatus.cli.site import site
 
     commands = (check_config, add, revoke, stats, sign, signer, serve, crl, monitor)
-    for command in (*commands, api, audit, responder_cert, cache, cluster, drill, demo):
+    for command in (*commands, api, audit, responder_cert, cache, cluster, drill, demo, site):
         main.add_command(command)
 
 

@@ -52,19 +52,64 @@ def cluster() -> None:
     "shared_buffers_mb",
     "shared_buffers of every node in MB; size it to the responses table to benchmark.",
 )
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="Run every node under Patroni with etcd: automatic failover (see README).",
+)
+@click.option(
+    "--sync",
+    type=click.Choice(["strict", "degrade", "off"]),
+    default="strict",
+    show_default=True,
+    help="With --ha: acknowledge writes once on a synchronous standby; without one, "
+    "strict makes writes wait (and fail after the store's timeout), degrade goes asynchronous.",
+)
+@click.option("--ttl", type=click.IntRange(4, 300), default=10, show_default=True)
+@click.option("--loop-wait", type=click.IntRange(1, 60), default=2, show_default=True)
+@click.option("--retry-timeout", type=click.IntRange(1, 120), default=4, show_default=True)
 def cluster_up(
-    directory: Path, replicas: int, sites: str | None, keep_wal_mb: int, shared_buffers_mb: int
+    directory: Path,
+    replicas: int,
+    sites: str | None,
+    keep_wal_mb: int,
+    shared_buffers_mb: int,
+    ha: bool,
+    sync: str,
+    ttl: int,
+    loop_wait: int,
+    retry_timeout: int,
 ) -> None:
-    """Start a primary and hot-standby replicas on loopback; write certstatus.toml in --dir."""
+    """Start a primary and hot-standby replicas on loopback; write certstatus.toml in --dir.
+
+    With --ha, the first node (on the first site) leads at first and --replicas/--sites count
+    its standbys; Patroni's leader lease is --ttl seconds (loop_wait + 2 * retry_timeout must
+    not exceed it)."""
     from certstatus.cluster.local import Cluster, parse_sites
     from certstatus.cluster.setup import write_deployment
 
     with user_errors(_cluster_error()):
         count = len(parse_sites(sites, replicas)) if sites else replicas
-        started = Cluster.up(directory, count, sites, keep_wal_mb, shared_buffers_mb)
+        started: Cluster
+        if ha:
+            from certstatus.cluster.ha import HaCluster, Timings
+
+            started = HaCluster.up_ha(
+                directory,
+                count,
+                sites,
+                Timings(ttl, loop_wait, retry_timeout),
+                sync,
+                keep_wal_mb,
+                shared_buffers_mb,
+            )
+        else:
+            started = Cluster.up(directory, count, sites, keep_wal_mb, shared_buffers_mb)
         config = write_deployment(started)
     for node in started.nodes:
         click.echo(f"{node.name:>8} {node.role:<8} {node.site or '-':<4} {node.url}")
+    if ha:
+        click.echo(f"writers: {started.writer_url}")
     click.echo(f"config: {config}")
     click.echo(f"next: certstatus serve --config {config}")
 
@@ -80,9 +125,13 @@ def cluster_status(directory: Path, as_json: bool) -> None:
     from certstatus.cluster.local import Cluster
 
     with user_errors(_cluster_error()):
-        rows = Cluster.load(directory).status()
+        loaded = Cluster.load(directory)
+        rows = loaded.status()
     if as_json:
         click.echo(json.dumps(rows, default=str))
+        return
+    if rows and "timeline" in rows[0]:  # under Patroni
+        _ha_table(rows)
         return
     table = Table(
         "node", "role", "site", "port", "up", "staleness s", "link", "slot", "safe WAL bytes"
@@ -102,6 +151,32 @@ def cluster_status(directory: Path, as_json: bool) -> None:
     # into a pipe or a file, rich would squeeze the table into 80 columns and cut every value
     wide = None if sys.stdout.isatty() else 200
     Console(markup=False, highlight=False, width=wide).print(table)
+
+
+def _ha_table(rows: list[dict[str, Any]]) -> None:
+    """Patroni's view: who leads, on which timeline, and each node's state and lag."""
+    from rich.console import Console
+    from rich.table import Table
+
+    leaders = [r for r in rows if r["role"] == "leader"]
+    if leaders:
+        click.echo(f"leader: {leaders[0]['name']} (timeline {leaders[0]['timeline']})")
+    else:
+        click.echo("leader: none (a failover may be under way)")
+    table = Table("node", "role", "state", "timeline", "lag", "site", "port", "staleness s", "link")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["role"],
+            r["state"],
+            str(r["timeline"] if r["timeline"] is not None else "-"),
+            str(r["lag"] if r["lag"] is not None else "-"),
+            r["site"] or "-",
+            str(r["port"]),
+            _staleness_cell(r),
+            r.get("link", "-"),
+        )
+    Console(markup=False, highlight=False).print(table)
 
 
 def _staleness_cell(row: dict[str, Any]) -> str:
@@ -128,7 +203,11 @@ def cluster_down(directory: Path) -> None:
 @click.argument("action", type=click.Choice(list(FAULTS)))
 @click.argument("milliseconds", type=int, required=False)
 def cluster_fault(directory: Path, node: str, action: str, milliseconds: int | None) -> None:
-    """Inject a real fault into NODE (delay-link takes MILLISECONDS)."""
+    """Inject a real fault into NODE (delay-link takes MILLISECONDS).
+
+    Under --ha, NODE may be "leader" (whoever leads now); kill-leader SIGKILLs its Patroni and
+    PostgreSQL, isolate-leader cuts it from etcd and its standbys, kill SIGKILLs any node,
+    start brings a stopped or killed node back, heal-link ends an isolation."""
     from certstatus.cluster.faults import apply_fault
     from certstatus.cluster.local import Cluster
 

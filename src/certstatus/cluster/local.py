@@ -67,6 +67,11 @@ class Node:
     site: str | None = None
     proxy_port: int | None = None
     proxy_pid: int | None = None
+    # under Patroni (cluster/ha.py): its REST API, its link to etcd, its Patroni process
+    api_port: int | None = None
+    dcs_port: int | None = None
+    dcs_proxy_pid: int | None = None
+    patroni_pid: int | None = None
 
     @property
     def url(self) -> str:
@@ -108,6 +113,16 @@ class Cluster:
     def replicas(self) -> list[Node]:
         return [n for n in self.nodes if n.role == "replica"]
 
+    @property
+    def writer_url(self) -> str:
+        """Where writers connect: the primary (under Patroni, whichever node leads)."""
+        return self.primary.url
+
+    @property
+    def read_nodes(self) -> list[Node]:
+        """The nodes responders read as replicas (under Patroni, every node: roles move)."""
+        return self.replicas
+
     def node(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:
@@ -126,12 +141,17 @@ class Cluster:
 
     @classmethod
     def load(cls, directory: Path) -> Cluster:
+        """The cluster in `directory`: a plain one, or one under Patroni (cluster/ha.py)."""
         try:
             state = json.loads((directory / STATE_FILE).read_text())
         except FileNotFoundError:
             raise ClusterError(
                 f"no cluster in {directory} (run `certstatus cluster up --dir {directory}` first)"
             ) from None
+        if "ha" in state:
+            from certstatus.cluster.ha import HaCluster
+
+            return HaCluster.from_state(directory, state)
         return cls(
             directory.resolve(),
             Path(state["bin"]),
@@ -271,30 +291,36 @@ class Cluster:
 
     def _start_proxy(self, node: Node) -> None:
         assert node.proxy_port is not None
-        log = (self.dir / f"link-{node.name}.log").open("ab")
+        node.proxy_pid = self._spawn_proxy(
+            node.proxy_port, self.primary.port, self.control(node), f"link-{node.name}.log"
+        )
+        self.save()
+
+    def _spawn_proxy(self, listen: int, target: int, control: Path, log_name: str) -> int:
+        """A link proxy (cluster/proxy.py) from `listen` to `target`, once it accepts."""
+        log = (self.dir / log_name).open("ab")
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "certstatus.cluster.proxy",
-                str(node.proxy_port),
-                str(self.primary.port),
-                str(self.control(node)),
+                str(listen),
+                str(target),
+                str(control),
             ],
             stdout=log,
             stderr=log,
             start_new_session=True,
         )
-        node.proxy_pid = process.pid
-        self.save()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", node.proxy_port), timeout=0.2).close()
-                return
+                socket.create_connection(("127.0.0.1", listen), timeout=0.2).close()
+                return process.pid
             except OSError:
                 time.sleep(0.05)
-        raise ClusterError(f"link proxy for {node.name} did not start")
+        _terminate(process.pid)
+        raise ClusterError(f"link proxy {log_name} did not start")
 
     def start(self, node: Node) -> None:
         self._as_postgres(

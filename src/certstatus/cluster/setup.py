@@ -23,10 +23,11 @@ def write_deployment(
         write_pem(directory / "responder.pem", responder)
         write_key(directory / "responder.key", key)
     listen = listen or f"127.0.0.1:{free_port()}"
-    sites = [n.site for n in cluster.replicas if n.site]
+    sites = [n.site for n in cluster.read_nodes if n.site]
     lines = [
-        "# written by `certstatus cluster up`: the primary for writes, replicas for reads",
-        f'database = "{cluster.primary.url}"',
+        "# written by `certstatus cluster up`: the primary for writes (under --ha, every node:"
+        " libpq keeps the leader), replicas for reads",
+        f'database = "{cluster.writer_url}"',
         "",
         "[responder]",
         f'listen = "{listen}"',
@@ -38,7 +39,7 @@ def write_deployment(
         "workers = 2",
         "",
     ]
-    for node in cluster.replicas:
+    for node in cluster.read_nodes:
         lines += [
             "[[replicas]]",
             f'name = "{node.name}"',
@@ -58,5 +59,5 @@ def write_deployment(
     ]
     path = directory / "certstatus.toml"
     path.write_text("\n".join(lines))
-    PostgresStore(cluster.primary.url).close()  # apply the schema; replicas replay it
+    PostgresStore(cluster.writer_url).close()  # apply the schema; replicas replay it
     return path

@@ -48,6 +48,8 @@ class Ledger:
     ingested_at: dict[int, float] = field(default_factory=dict)
     good_at: dict[int, float] = field(default_factory=dict)
     revoked_at: dict[int, float] = field(default_factory=dict)
+    # the client's own log of acknowledgements: revocations that returned without an error
+    revoke_acked_at: dict[int, float] = field(default_factory=dict)
     ingested: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -107,6 +109,7 @@ class Traffic:
         self._rng = random.Random(7)
         self._threads: list[threading.Thread] = []
         self.unknown_serial = 0x0DD0_0DD0_0DD0
+        self.refused: Counter[str] = Counter()  # the CA's writes that failed, by error
 
     def start(self) -> None:
         targets = [self._ingest, self._watch_primary]
@@ -141,10 +144,15 @@ class Traffic:
                     self.ledger.ingested_at[serial] = time.monotonic()
                 if serial % 5 == 0:
                     victim = self._rng.choice(self.ledger.ingested[:-1] or [serial])
-                    if victim not in self.ledger.revoked_at:
+                    if (
+                        victim not in self.ledger.revoked_at
+                        and victim not in self.ledger.revoke_acked_at
+                    ):
                         self.ingest.revoke("demo", victim, "keyCompromise", int(time.time()))
-            except Exception:  # primary down: the CA's own writes fail; keep trying
-                pass
+                        with self.ledger.lock:
+                            self.ledger.revoke_acked_at.setdefault(victim, time.monotonic())
+            except Exception as exc:  # primary down: the CA's own writes fail; keep trying
+                self.refused[type(exc).__name__] += 1
             self.stop.wait(0.1)
 
     def _watch_primary(self) -> None:

@@ -79,14 +79,17 @@ class EmbeddedReads(ResponseReads, Protocol):
 
     def ping(self) -> None: ...
 
+    def drained_sites(self) -> dict[str, tuple[int, str]]: ...
+
     def close(self) -> None: ...
 
 
 class EmbeddedSource:
     """One in-process database (SQLite): every read is made in place."""
 
-    def __init__(self, store: EmbeddedReads) -> None:
+    def __init__(self, store: EmbeddedReads, site: str | None = None) -> None:
         self.store = store
+        self.site = site
 
     async def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm
@@ -101,9 +104,16 @@ class EmbeddedSource:
 
     def ready(self) -> str | None:
         try:
-            self.store.ping()
+            if self.site is None:  # no site to be drained: readiness is the database answering
+                self.store.ping()
+                return None
+            drained = self.store.drained_sites()
         except StoreError as exc:
             return str(exc)
+        if self.site is not None and self.site in drained:
+            return (
+                f"site {self.site} drained by the operator (`certstatus site restore {self.site}`)"
+            )
         return None
 
     def describe(self) -> list[dict[str, Any]]:
@@ -169,7 +179,7 @@ def open_response_source(config: Config) -> ResponseSource:
     if not config.is_postgres:
         from certstatus.store import open_store
 
-        return EmbeddedSource(open_store(config.database, config.base_dir))
+        return EmbeddedSource(open_store(config.database, config.base_dir), config.responder.site)
     from certstatus.store.postgres import PostgresStore
     from certstatus.store.replicaset import ReplicaSet, Source
 
@@ -200,7 +210,7 @@ def open_response_source(config: Config) -> ResponseSource:
         for rep in ordered
     ]
     replica_set = ReplicaSet(
-        primary, replicas, r.max_staleness, r.primary_fallback, r.fallback_concurrency
+        primary, replicas, r.max_staleness, r.primary_fallback, r.fallback_concurrency, site=r.site
     )
     for source in [primary, *replicas]:
         replica_set.sample(source)

@@ -19,6 +19,12 @@ class UnknownCertificate(StoreError):
     pass
 
 
+class NotAcknowledged(StoreError):
+    """A write committed on the leader that no synchronous standby confirmed in time: it may be
+    lost if the leader is lost, so it is not acknowledged (R26). Retrying it is safe (recording
+    and revoking are idempotent)."""
+
+
 class Priority(IntEnum):
     """Signing order: a serial nobody can verify yet comes first, then a revocation, then refresh."""
 
@@ -472,7 +478,32 @@ class ReplicationReads(Heartbeat, Protocol):
     def wal_keep_bytes(self) -> int | None: ...
 
 
-class Store(IngestStore, SigningQueue, ResponseReads, CrlState, PurgeQueue, MonitorReads, Protocol):
+class SiteDrains(Protocol):
+    """Sites the operator drained (`certstatus site drain`): every responder of a drained site
+    fails /readyz. Kept in the database, so it reaches responders that read only replicas
+    and survives restarts."""
+
+    def drain_site(self, site: str, note: str, now: int) -> None: ...
+
+    def restore_site(self, site: str) -> bool:
+        """False when the site was not drained."""
+        ...
+
+    def drained_sites(self) -> dict[str, tuple[int, str]]:
+        """site -> (drained at, note)."""
+        ...
+
+
+class Store(
+    IngestStore,
+    SigningQueue,
+    ResponseReads,
+    CrlState,
+    PurgeQueue,
+    MonitorReads,
+    SiteDrains,
+    Protocol,
+):
     """Every role's interface: for code that really needs everything (tools, the signing
     roles' metrics); a role takes the narrow interface above instead."""
 

@@ -14,6 +14,7 @@ import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -30,6 +31,7 @@ from certstatus.store.base import (
     AuditContext,
     CertificateRecord,
     DueCertificate,
+    NotAcknowledged,
     Priority,
     SignedResponse,
     StoredResponse,
@@ -58,6 +60,10 @@ def _pg(sql: str) -> str:
 
 
 _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+# PostgreSQL's warning when a commit stopped waiting for its synchronous standby (here: the
+# statement_timeout ran out): the commit is local only and the server still reports success
+_SYNC_WAIT_CANCELLED = "canceling wait for synchronous replication"
+_READ_ONLY = "25006"  # read_only_sql_transaction: a connection to a node that was demoted
 
 
 class PostgresStore(SqlStore):
@@ -83,8 +89,18 @@ class PostgresStore(SqlStore):
             "autocommit": True,
             "options": f"-c statement_timeout={int(timeout * 1000)}",
         }
+        # per pooled connection: the sync-wait warnings its current transaction received
+        self._unreplicated: weakref.WeakKeyDictionary[psycopg.Connection[Any], list[str]] = (
+            weakref.WeakKeyDictionary()
+        )
+        # the server the writer connections reach (its port and start time): when it changes,
+        # a failover (or a restart) may have lost claims' signed responses (see claim_due)
+        self._leader_lock = threading.Lock()
+        self._leader: tuple[Any, ...] | None = None
+        self._leader_changed = False
         self._pool = self._new_pool()
         self._revive_lock = threading.Lock()
+        self._checking = threading.Lock()
         self._refused: str | None = None  # what the server said when a direct connect failed
         self.loop_reader = LoopReader(url, self._connect_kwargs, name, timeout)
         if not read_only:
@@ -106,9 +122,30 @@ class PostgresStore(SqlStore):
             max_size=self.max_connections,
             timeout=self.timeout,
             kwargs=self._connect_kwargs,
+            configure=self._configure,
             open=True,
             name=self.name,
         )
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Each new connection reports the warning of a commit that gave up waiting for its
+        synchronous standby (see _writing)."""
+        warnings: list[str] = []
+        self._unreplicated[conn] = warnings
+        if not self.read_only:
+            server = conn.execute(
+                "SELECT inet_server_port(), pg_postmaster_start_time()::text"
+            ).fetchone()
+            with self._leader_lock:
+                if self._leader is not None and server != self._leader:
+                    self._leader_changed = True
+                self._leader = server
+
+        def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+            if _SYNC_WAIT_CANCELLED in (diagnostic.message_primary or ""):
+                warnings.append(diagnostic.message_detail or diagnostic.message_primary or "")
+
+        conn.add_notice_handler(notice)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -119,9 +156,29 @@ class PostgresStore(SqlStore):
             with conn:  # the pool's own connection() does the same: commit, or roll back
                 yield conn
         except psycopg.Error as exc:
+            self._after_failure(pool, conn, exc)
             raise StoreError(f"database {self.name} unavailable: {exc}") from None
         finally:
             pool.putconn(conn)
+
+    def _after_failure(
+        self, pool: ConnectionPool, conn: psycopg.Connection[Any], exc: psycopg.Error
+    ) -> None:
+        """After a failover the pool may hold connections to a node that died or was demoted:
+        this one is closed if it reached a read-only node (the pool then discards it, and the
+        multi-host URL finds the new leader), and idle ones that are broken are dropped now
+        rather than one failed call each."""
+        if getattr(exc, "sqlstate", None) == _READ_ONLY or conn.broken:
+            conn.close()
+            if self._checking.acquire(blocking=False):  # one sweep at a time
+
+                def sweep() -> None:
+                    try:
+                        pool.check()
+                    finally:
+                        self._checking.release()
+
+                threading.Thread(target=sweep, name=f"pool-check-{self.name}", daemon=True).start()
 
     def _checkout(self) -> tuple[ConnectionPool, psycopg.Connection[Any]]:
         pool = self._pool
@@ -167,10 +224,43 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _writing(self, durable: bool = True) -> Iterator[psycopg.Connection[Any]]:
-        """A transaction on one pooled connection (durable is SQLite's concern: here every
-        commit waits for the WAL flush, as the server is configured)."""
-        with self._connection() as conn, conn.transaction():
-            yield conn
+        """A transaction on one pooled connection.
+
+        durable (recorded certificates, revocations, issuers, CRL numbers and CRLs): the commit
+        waits as the server is configured; under Patroni's synchronous mode, until a synchronous
+        standby has the WAL (R26), so a change acknowledged survives the leader's loss. That
+        wait is bounded by the store's timeout: then PostgreSQL keeps the commit on the leader
+        and only warns, and here the warning fails the write with NotAcknowledged instead of
+        letting it pass as acknowledged.
+
+        Not durable (claims, signed responses, the heartbeat, purge bookkeeping): committed
+        with synchronous_commit = local, flushed on the leader without waiting for a standby;
+        losing one in a failover only makes a row due again (it is re-signed)."""
+        with self._connection() as conn:
+            warnings = self._unreplicated.setdefault(conn, [])
+            warnings.clear()
+            bound = None
+            try:
+                with conn.transaction():
+                    if not durable:
+                        conn.execute("SET LOCAL synchronous_commit = local")
+                    yield conn
+                    # the commit follows; statement_timeout does not cover its wait for the
+                    # standby (PostgreSQL disarms it before committing), so a cancel request
+                    # bounds it, and the warning it causes is caught below
+                    if durable:
+                        bound = threading.Timer(self.timeout, _cancel, (conn,))
+                        bound.start()
+            finally:
+                if bound is not None:
+                    bound.cancel()
+                    bound.join()
+            if warnings and durable:
+                raise NotAcknowledged(
+                    f"database {self.name}: not acknowledged: no synchronous standby confirmed "
+                    f"the write within {self.timeout:g}s (committed on the leader only, and it "
+                    "could be lost with it); retry it, and check `certstatus cluster status`"
+                )
 
     def _reading(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         return self._connection()
@@ -276,7 +366,9 @@ class PostgresStore(SqlStore):
         """Several signers on several hosts claim disjoint rows: SKIP LOCKED passes over rows
         another signer is claiming, and the lease hides claimed rows until it runs out."""
         claimed: list[DueCertificate] = []
-        with self._writing() as db:
+        with self._writing(durable=False) as db:
+            if self._leader_changed:
+                self._release_claims(db, now)
             for priority in Priority:
                 if len(claimed) >= limit:
                     break
@@ -300,7 +392,7 @@ class PostgresStore(SqlStore):
         after their lease; a row whose status changed meanwhile is already due."""
         if not claimed:
             return
-        with self._writing() as db:
+        with self._writing(durable=False) as db:  # claim bookkeeping: redone if lost
             db.execute(
                 "UPDATE certificates c SET due_at = %s FROM unnest(%s::bigint[], %s::text[], "
                 "%s::bigint[]) AS v(issuer_id, serial, version) WHERE c.issuer_id = v.issuer_id "
@@ -314,13 +406,30 @@ class PostgresStore(SqlStore):
                 ),
             )
 
+    def _release_claims(self, db: psycopg.Connection[Any], now: int) -> None:
+        """After the writer reached a new leader: new and revoked rows claimed but never signed
+        there are due again now rather than when their lease ends (5 minutes by default).
+
+        A claim and its signed response are committed asynchronously: a failover can keep the
+        claim and lose the response (or lose the signer's batch in flight), which would leave a
+        revocation acknowledged before the failover unsigned for a whole lease. Rows of
+        another signer still working are signed twice at worst (the version guard keeps one).
+        Refreshes keep their lease: their current response stays valid meanwhile."""
+        with self._leader_lock:
+            self._leader_changed = False
+        released = db.execute(
+            "UPDATE certificates SET due_at = %s WHERE priority < %s AND due_at > %s",
+            (now, Priority.REFRESH, now),
+        ).rowcount
+        log.info("writer reached a new server: %d claimed, unsigned rows due again", released)
+
     def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
         """One statement: update the certificate rows whose version is still the claimed one
         (taking their row locks, so a concurrent revocation either waits or wins), and store
         responses for exactly those rows."""
         if not responses:
             return 0
-        with self._writing() as db:
+        with self._writing(durable=False) as db:
             cur = db.execute(
                 "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], "
                 "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[]) AS "
@@ -367,6 +476,21 @@ class PostgresStore(SqlStore):
         with self._connection() as db:
             return read_responses(db, self.name, keys)
 
+    def recorded(self, keys: Sequence[ResponseKey]) -> list[bool]:
+        """Whether each key's certificate is recorded (signed or not): one query per issuer."""
+        by_issuer: dict[int, list[str]] = {}
+        for issuer_id, serial, _ in keys:
+            by_issuer.setdefault(issuer_id, []).append(serial_key(serial))
+        found: set[tuple[int, str]] = set()
+        with self._connection() as db:
+            for issuer_id, serials in by_issuer.items():
+                rows = db.execute(
+                    "SELECT serial FROM certificates WHERE issuer_id = %s AND serial = ANY(%s)",
+                    (issuer_id, serials),
+                ).fetchall()
+                found.update((issuer_id, s) for (s,) in rows)
+        return [(i, serial_key(s)) in found for i, s, _ in keys]
+
     def replication(self) -> list[dict[str, Any]]:
         """Each replication slot as the primary sees it, with its standby's lag in bytes."""
         with self._connection() as db:
@@ -403,9 +527,9 @@ class PostgresStore(SqlStore):
         return float(row[0])
 
     def beat(self) -> None:
-        """Write the heartbeat with synchronous_commit on: it is the replicas' clock."""
-        with self._writing() as db:
-            db.execute("SET LOCAL synchronous_commit = on")
+        """Write the heartbeat, flushed on the leader but never waiting for a synchronous
+        standby: it is every replica's clock, and one slow standby must not stop it."""
+        with self._writing(durable=False) as db:
             db.execute(f"UPDATE heartbeat SET at_ms = {_NOW_MS} WHERE id = 1")
 
     def heartbeat_age(self) -> float | None:
@@ -422,9 +546,29 @@ class PostgresStore(SqlStore):
             return None
         return max(0.0, row[0] / 1000.0)
 
+    def sample_state(self) -> tuple[float | None, frozenset[str]]:
+        """The heartbeat's age (as heartbeat_age) and the drained sites, in one round trip:
+        what a responder samples from each source ten times a second."""
+        with self._connection() as db:
+            row = db.execute(
+                f"SELECT {_NOW_MS} - at_ms, at_ms, ARRAY(SELECT site FROM site_drains) "
+                "FROM heartbeat WHERE id = 1"
+            ).fetchone()
+        assert row is not None
+        age = None if row[1] == 0 else max(0.0, row[0] / 1000.0)
+        return age, frozenset(row[2])
+
     def close(self) -> None:
         self.loop_reader.close()
         self._pool.close()
+
+
+def _cancel(conn: psycopg.Connection[Any]) -> None:
+    """Ask the server to stop what the connection runs (a commit waiting for its standby)."""
+    try:
+        conn.cancel_safe(timeout=2)
+    except (psycopg.Error, OSError) as exc:
+        log.warning("cancelling a commit's wait for its standby failed: %s", exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -46,6 +46,7 @@ class Source:
     store: PostgresStore
     staleness: float | None = None  # seconds; None while unreachable
     answers: int = 0
+    drained: frozenset[str] = frozenset()  # the sites drained, as this source has them
 
     def describe(self, max_staleness: float) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class ReplicaSet:
     _stop: threading.Event = field(default_factory=threading.Event)
     fallbacks: int = 0
     observer: Any = None  # responder/metrics.py's ResponderMetrics, told of samples and fallbacks
+    site: str | None = None  # this responder's site: drained when the operator drains it
 
     def __post_init__(self) -> None:
         self._slots = threading.BoundedSemaphore(self.fallback_concurrency)
@@ -109,7 +111,7 @@ class ReplicaSet:
         """A replica's staleness is its heartbeat's age. The primary is the truth: reachable
         means staleness 0 (its own heartbeat age tells whether the writer lives)."""
         try:
-            age = source.store.heartbeat_age()
+            age, source.drained = source.store.sample_state()
             if source.role == "primary":
                 source.staleness = 0.0
             else:  # a replica that never replayed a heartbeat is reachable but not fresh
@@ -124,21 +126,33 @@ class ReplicaSet:
 
     @property
     def ready(self) -> bool:
-        """True while some source can answer authoritatively."""
-        primary_ok = self.fallback and self.primary.staleness is not None
-        return primary_ok or bool(self.fresh_replicas())
+        """True while some source can answer authoritatively and the site is not drained."""
+        return self.not_ready() is None
 
     def not_ready(self) -> str | None:
-        """Why this node should be drained (no source can answer authoritatively), or None."""
-        if self.ready:
-            return None
-        return (
-            f"no fresh source: every replica is staler than {self.max_staleness}s "
-            "and the primary is not usable"
-        )
+        """Why this node should be drained (no source can answer authoritatively, or the
+        operator drained its site), or None."""
+        primary_ok = self.fallback and self.primary.staleness is not None
+        fresh = self.fresh_replicas()
+        if not (primary_ok or fresh):
+            return (
+                f"no fresh source: every replica is staler than {self.max_staleness}s "
+                "and the primary is not usable"
+            )
+        # the drain as the source answers would be read from has it: fresh, so at most
+        # max_staleness behind the primary
+        view = fresh[0] if fresh else self.primary
+        if self.site is not None and self.site in view.drained:
+            return (
+                f"site {self.site} drained by the operator (`certstatus site restore {self.site}`)"
+            )
+        return None
 
     def _settle(
-        self, keys: Sequence[K], read: Read[K, R]
+        self,
+        keys: Sequence[K],
+        read: Read[K, R],
+        recorded: Callable[[PostgresStore, list[K]], list[bool]] | None = None,
     ) -> list[R | NoAuthoritativeSource | None]:
         """The replica rules, written once for every read (a single lookup is a batch of one),
         one round trip per source asked:
@@ -181,6 +195,8 @@ class ReplicaSet:
                     for _ in todo:
                         self.observer.fallback()
                 if ask(self.primary):
+                    if todo and recorded is not None:
+                        self._unsigned_yet(keys, todo, results, recorded)
                     return results  # authoritative: what the primary lacks is not signed
             finally:
                 self._slots.release()
@@ -198,11 +214,32 @@ class ReplicaSet:
                 results[i] = refused
         return results
 
+    def _unsigned_yet(
+        self,
+        keys: Sequence[K],
+        todo: list[int],
+        results: list[Any],
+        recorded: Callable[[PostgresStore, list[K]], list[bool]],
+    ) -> None:
+        """Misses on the primary whose certificate is recorded there get tryLater, not
+        "unauthorized": recorded but not signed yet, above all after a failover, which may lose
+        a signed response (signatures are acknowledged asynchronously) but never an
+        acknowledged certificate (R26). Only a serial the primary has never heard of is
+        unauthorized; if the primary cannot tell, tryLater too."""
+        try:
+            known = recorded(self.primary.store, [keys[i] for i in todo])
+        except StoreError:
+            known = [True] * len(todo)
+        pending = NoAuthoritativeSource("recorded, not signed yet")
+        for i, is_known in zip(todo, known, strict=True):
+            if is_known:
+                results[i] = pending
+
     def responses(
         self, keys: Sequence[ResponseKey]
     ) -> list[StoredResponse | NoAuthoritativeSource | None]:
         """Many lookups under the rules; a NoAuthoritativeSource where none could answer."""
-        return self._settle(keys, PostgresStore.responses)
+        return self._settle(keys, PostgresStore.responses, PostgresStore.recorded)
 
     def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1

@@ -324,3 +324,15 @@ POSTGRES_MIGRATIONS.append(
         """,
     )
 )
+
+# v8: sites drained by the operator (`certstatus site drain`): data, so that it replicates to
+# every responder (even one that reads only replicas) and survives restarts.
+_SITE_DRAINS = """
+CREATE TABLE site_drains (
+    site TEXT PRIMARY KEY,
+    drained_at BIGINT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+"""
+SQLITE_MIGRATIONS.append((8, _SITE_DRAINS))
+POSTGRES_MIGRATIONS.append((8, _SITE_DRAINS))

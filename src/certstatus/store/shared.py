@@ -502,6 +502,28 @@ class SqlStore(ABC):
             (count,) = db.execute("SELECT count(*) FROM crl_rejections").fetchone()
         return int(count)
 
+    # sites drained by the operator (base.SiteDrains)
+
+    def drain_site(self, site: str, note: str, now: int) -> None:
+        with self._writing() as db:
+            db.execute(
+                self._sql(
+                    "INSERT INTO site_drains (site, drained_at, note) VALUES (?, ?, ?) "
+                    "ON CONFLICT (site) DO UPDATE SET note = excluded.note"
+                ),
+                (site, now, note),
+            )
+
+    def restore_site(self, site: str) -> bool:
+        with self._writing() as db:
+            cur = db.execute(self._sql("DELETE FROM site_drains WHERE site = ?"), (site,))
+            return bool(cur.rowcount)
+
+    def drained_sites(self) -> dict[str, tuple[int, str]]:
+        with self._reading() as db:
+            rows = db.execute("SELECT site, drained_at, note FROM site_drains").fetchall()
+        return {str(site): (int(at), str(note)) for site, at, note in rows}
+
     # the purge queue (store/purgequeue.py)
 
     def mark_purges_ready(self, now: int) -> int:
