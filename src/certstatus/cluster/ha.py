@@ -43,7 +43,6 @@ from certstatus.cluster.local import (
     Cluster,
     ClusterError,
     Node,
-    _heartbeat_state,
     _terminate,
     parse_sites,
     postgres_bin,
@@ -686,19 +685,7 @@ class HaCluster(Cluster):
                 "host": "127.0.0.1",
                 "port": node.port,
             }
-            try:
-                age = self.query(
-                    node,
-                    "SELECT floor(extract(epoch FROM clock_timestamp()) * "
-                    "1000)::bigint - at_ms, at_ms FROM heartbeat WHERE id = 1",
-                    timeout=2,
-                )
-                row["up"] = True
-                row["heartbeat"], row["staleness_s"] = _heartbeat_state(age)
-            except psycopg.Error as exc:
-                row["up"] = "heartbeat" in str(exc)
-                row["heartbeat"] = "no schema" if row["up"] else "unreachable"
-                row["staleness_s"] = None
+            row.update(self.heartbeat_fields(node))
             try:
                 row["link"] = json.loads(self.control(node).read_text())["mode"]
             except (OSError, ValueError, KeyError):

@@ -492,6 +492,26 @@ class Cluster:
         active, wal_status, safe = rows[0]
         return {"active": active, "wal_status": wal_status, "safe_wal_size": safe}
 
+    def heartbeat_fields(self, node: Node) -> dict[str, Any]:
+        """up, heartbeat ("ok", "none", "no schema", "unreachable") and staleness_s of a node,
+        from the heartbeat it holds (its replayed copy on a standby)."""
+        try:
+            age = self.query(
+                node,
+                "SELECT floor(extract(epoch FROM clock_timestamp()) * "
+                "1000)::bigint - at_ms, at_ms FROM heartbeat WHERE id = 1",
+                timeout=2,
+            )
+        except psycopg.Error as exc:
+            up = "heartbeat" in str(exc)  # up, but no schema yet
+            return {
+                "up": up,
+                "heartbeat": "no schema" if up else "unreachable",
+                "staleness_s": None,
+            }
+        state, staleness = _heartbeat_state(age)
+        return {"up": True, "heartbeat": state, "staleness_s": staleness}
+
     def status(self) -> list[dict[str, Any]]:
         """Every node: role, site, address, staleness (from the replayed heartbeat), and for
         replicas the slot's wal_status and safe_wal_size as the primary sees them."""
@@ -504,19 +524,7 @@ class Cluster:
                 "host": "127.0.0.1",
                 "port": node.port,
             }
-            try:
-                age = self.query(
-                    node,
-                    "SELECT floor(extract(epoch FROM clock_timestamp()) * "
-                    "1000)::bigint - at_ms, at_ms FROM heartbeat WHERE id = 1",
-                    timeout=2,
-                )
-                row["up"] = True
-                row["heartbeat"], row["staleness_s"] = _heartbeat_state(age)
-            except psycopg.Error as exc:
-                row["up"] = "heartbeat" in str(exc)  # up, but no schema yet
-                row["heartbeat"] = "no schema" if row["up"] else "unreachable"
-                row["staleness_s"] = None
+            row.update(self.heartbeat_fields(node))
             if node.role == "replica":
                 try:
                     row.update({f"slot_{k}": v for k, v in self._slot(node).items()})
