@@ -16,7 +16,6 @@ request outside the write gap (must be 0: during the gap, tryLater is the honest
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -35,7 +34,7 @@ from certstatus.cluster.ha import HaCluster
 from certstatus.cluster.setup import write_deployment
 from certstatus.config import load_config, load_issuer_material
 from certstatus.demo.ca import DemoCA
-from certstatus.drill.runner import _ready, _wait
+from certstatus.drill.runner import _ready, _wait, tear_down
 from certstatus.drill.traffic import NON_AUTHORITATIVE, Traffic, ask
 from certstatus.ingest import Ingest
 from certstatus.ports import free_port
@@ -261,20 +260,7 @@ class FailoverDrill:
         return f"{at - t:.1f}s after {what}"
 
     def close(self, traffic: Traffic | None) -> None:
-        if traffic is not None:
-            traffic.finish()
-            with contextlib.suppress(Exception):
-                traffic.primary.close()
-        for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, 15)
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
-        self.cluster.down()
+        tear_down(traffic, self.processes, self.cluster)
 
 
 def _revoked(row: CertificateRow | None) -> bool:

@@ -64,6 +64,27 @@ class DrillReport:
         return json.dumps({**asdict(self), "passed": self.passed}, indent=2)
 
 
+def tear_down(
+    traffic: Traffic | None, processes: list[subprocess.Popen[bytes]], cluster: Cluster
+) -> None:
+    """End a drill: its traffic, then every process group it started (SIGTERM, SIGKILL after
+    20 s), then its cluster, leaving nothing behind."""
+    if traffic is not None:
+        traffic.finish()
+        with contextlib.suppress(Exception):
+            traffic.primary.close()
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 15)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+    cluster.down()
+
+
 class Drill:
     def __init__(self, name: str, directory: Path, replicas: int) -> None:
         self.name = name
@@ -154,20 +175,7 @@ class Drill:
             self.report.reused[node.name] = bool(answered)
 
     def close(self, traffic: Traffic | None) -> None:
-        if traffic is not None:
-            traffic.finish()
-            with contextlib.suppress(Exception):
-                traffic.primary.close()
-        for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, 15)
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
-        self.cluster.down()
+        tear_down(traffic, self.processes, self.cluster)
 
 
 def _status(url: str) -> int:

@@ -39,7 +39,7 @@ async def _chunks(protocol: Any) -> AsyncIterator[bytes]:
     granian ends every body with one empty chunk. A body whose framing breaks (a chunk size
     that is not hex, a chunk longer than its size) is not reported as an error: the stream
     yields an empty chunk where the fault is and then its final empty chunk (measured with
-    granian 2.8; tests/test_protocol_edges.py holds it). So a chunk after an empty one means
+    granian 2.8; tests/test_front.py holds it). So a chunk after an empty one means
     the framing was broken, and the request is answered 400, not decoded as if cut short."""
     ended = False
     async for chunk in protocol:
