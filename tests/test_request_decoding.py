@@ -233,3 +233,124 @@ def test_oid_text_reads_back_what_oid_writes(arcs: list[int], first: int) -> Non
     dotted = ".".join(str(a) for a in (first, second, *arcs[1:]))
     encoded = der.oid(dotted)
     assert der.oid_text(encoded[2:] if encoded[1] < 0x80 else encoded[3:]) == dotted
+
+
+# The plain shape read by hand (ocsp/plain.py), held to cryptography's parser -----------------
+
+
+def _agrees_with_the_full_parser(data: bytes) -> None:
+    """Whatever the hand reader returns, cryptography's path returns the same; when it steps
+    aside (None), decode_request gives exactly the full path's answer or error."""
+    from certstatus.ocsp.plain import read_plain_request
+    from certstatus.ocsp.request import decode_request_fully
+
+    plain = read_plain_request(data)
+    if plain is not None:
+        assert decode_request_fully(data) == CertRequest(*plain)
+    try:
+        expected: object = decode_request_fully(data)
+    except MalformedRequest:
+        expected = MalformedRequest
+    try:
+        got: object = decode_request(data)
+    except MalformedRequest:
+        got = MalformedRequest
+    assert got == expected
+
+
+def _without_null_parameters(data: bytes) -> bytes:
+    """The same request with its AlgorithmIdentifier's NULL parameters left out (allowed)."""
+    from certstatus import der
+
+    for body, oid in ((b"\x2b\x0e\x03\x02\x1a", "1.3.14.3.2.26"),):
+        old = der.sequence(der.oid(oid), der.tlv(der.NULL, b""))
+        assert body in old
+        if old in data:
+            new = der.sequence(der.oid(oid))
+            shrink = len(old) - len(new)
+            # every enclosing SEQUENCE is short-form here: shrink each length byte on the way
+            head = bytearray(data[: data.index(old)])
+            for offset in (1, 3, 5, 7, 9):
+                head[offset] -= shrink
+            return bytes(head) + new + data[data.index(old) + len(old) :]
+    raise AssertionError("no SHA-1 AlgorithmIdentifier")
+
+
+def test_the_requests_clients_send_are_read_by_hand() -> None:
+    """The fast path is taken for what OpenSSL, browsers and our own tools send, nonce or not;
+    otherwise it would be measured but never used."""
+    from certstatus.ocsp.plain import read_plain_request
+
+    for data in (
+        request_der(12345),
+        request_der(2**158 + 3, hashes.SHA256()),
+        request_der(0),
+        request_der(128),
+        request_der(77, nonce=b"x" * 32),
+        with_extension(critical=False),
+        _without_null_parameters(request_der(99)),
+    ):
+        assert read_plain_request(data) is not None, data.hex()
+        _agrees_with_the_full_parser(data)
+    for unusual in (
+        with_extension(critical=True),
+        with_extension(critical=True, nonce=True),
+        with_single_extension(critical=False),
+        request_der(9)[:-2] + b"\x00" * 3,
+    ):
+        assert read_plain_request(unusual) is None, unusual.hex()
+        _agrees_with_the_full_parser(unusual)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    serial=st.integers(min_value=0, max_value=(1 << 159) - 1),
+    sha256=st.booleans(),
+    nonce=st.one_of(st.none(), st.binary(min_size=1, max_size=40)),
+)
+def test_hand_reading_agrees_with_cryptography_on_valid_requests(
+    serial: int, sha256: bool, nonce: bytes | None
+) -> None:
+    data = request_der(serial, hashes.SHA256() if sha256 else hashes.SHA1(), nonce)
+    from certstatus.ocsp.plain import read_plain_request
+
+    assert read_plain_request(data) is not None
+    _agrees_with_the_full_parser(data)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    base=st.sampled_from(
+        [
+            request_der(1),
+            request_der(0x7F),
+            request_der(0x80),
+            request_der(2**64 + 1, hashes.SHA256()),
+            request_der(5, nonce=b"n" * 16),
+            with_extension(critical=False),
+            with_extension(critical=True),
+        ]
+    ),
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from(["set", "insert", "delete"]), st.integers(0, 200), st.integers(0, 255)
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_hand_reading_agrees_with_cryptography_on_damaged_requests(
+    base: bytes, edits: list[tuple[str, int, int]]
+) -> None:
+    """Bytes changed, inserted or removed anywhere (lengths, tags, the OID, the serial's sign
+    and padding): the hand reader either steps aside or agrees with cryptography."""
+    data = bytearray(base)
+    for kind, position, value in edits:
+        position %= len(data) + (kind == "insert")
+        if kind == "set" and data:
+            data[position % len(data)] = value
+        elif kind == "insert":
+            data.insert(position, value)
+        elif data:
+            del data[position % len(data)]
+    _agrees_with_the_full_parser(bytes(data))

@@ -15,6 +15,7 @@ from cryptography.x509 import ocsp
 
 from certstatus import der
 from certstatus.ocsp.certid import HashAlgorithm, IssuerKey
+from certstatus.ocsp.plain import read_plain_request
 
 # The largest request the decoder reads. It is also the upper bound of [responder] max_post_body
 # (config.py refuses more), so the only cap a client meets is the configured one, answered 413.
@@ -67,7 +68,21 @@ def decode_get_path(raw_path: str) -> bytes:
 
 
 def decode_request(request_der: bytes) -> CertRequest:
-    """Parse an OCSPRequest holding exactly one Request; nonces and other extensions are ignored (R9)."""
+    """Parse an OCSPRequest holding exactly one Request; nonces and other extensions are ignored (R9).
+
+    The shape nearly every client sends is read by hand (ocsp/plain.py); anything else, and
+    every malformed request, goes through cryptography's parser (decode_request_fully)."""
+    if not request_der or len(request_der) > MAX_POST_BODY:
+        raise MalformedRequest("request empty or too large")
+    plain = read_plain_request(request_der)
+    if plain is not None:
+        return CertRequest(*plain)
+    return decode_request_fully(request_der)
+
+
+def decode_request_fully(request_der: bytes) -> CertRequest:
+    """decode_request with cryptography's parser for every request: the oracle the hand-read
+    plain shape is tested against."""
     if not request_der or len(request_der) > MAX_POST_BODY:
         raise MalformedRequest("request empty or too large")
     try:
