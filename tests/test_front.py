@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from benchmarks.connflood import FRONT_CONFIG, attacker, haproxy_front, probe, raise_nofile
 from cryptography import x509
+from cryptography.x509 import ocsp
 
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import encode_request, get_path
@@ -181,3 +182,32 @@ def test_responder_header_limits_are_the_documented_ones(live) -> None:
     assert status(exchange(deployment.port, head + fields + b"\r\n")) == 431
     assert status(exchange(deployment.port, head + b"X-A: " + b"a" * 65_536 + b"\r\n\r\n")) == 200
     assert status(exchange(deployment.port, head + b"X-A: " + b"a" * 131_072 + b"\r\n\r\n")) == 431
+
+
+def test_posts_of_declared_length_straight_to_granian_r14(live) -> None:
+    """A body with a Content-Length the responder accepts is read in one call (rsgi.py):
+    answered as the same request by GET; one declared longer than max_post_body is refused
+    413 before it is read; one that stops short of its length is 408 after the request
+    timeout, never an answer to the part that came."""
+    deployment, _, _ = live
+    store = deployment.store()
+    good, _ = deployment.good_and_revoked(store)
+    store.close()
+    request = encode_request(
+        issuer_keys(deployment.ca.certificate)[HashAlgorithm.SHA1], good.serial_number
+    )
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request\r\n"
+    answer = exchange(
+        deployment.port,
+        head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(request) + request,
+    )
+    assert status(answer) == 200 and b"max-age=" in answer, answer[:300]
+    ocsp_body = answer.split(b"\r\n\r\n", 1)[1]
+    assert ocsp.load_der_ocsp_response(ocsp_body).serial_number == good.serial_number
+    too_long = head + b"Content-Length: 10001\r\nConnection: close\r\n\r\n" + b"\x30" * 100
+    assert status(exchange(deployment.port, too_long)) == 413
+    short = head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(request) + request[:20]
+    started = time.monotonic()
+    answer = exchange(deployment.port, short, wait=15)
+    assert status(answer) == 408 and b"no-store" in answer, answer[:300]
+    assert time.monotonic() - started < 12

@@ -110,9 +110,11 @@ class OcspApp:
         path: str,
         if_none_match: str | None = None,
         body: AsyncIterator[bytes] | None = None,
+        declared_length: int | None = None,
     ) -> Answer | None:
         """The answer to one request, whatever server interface carried it; None when the
-        client left before its body arrived (nobody to answer)."""
+        client left before its body arrived (nobody to answer). A body whose declared
+        Content-Length is over the limit is refused before any of it is read."""
         endpoint = self._endpoints.get(path)
         if endpoint is not None:
             return await endpoint()
@@ -124,6 +126,8 @@ class OcspApp:
                 lambda: decode_request(decode_get_path(path)), if_none_match
             )
         elif method == "POST":
+            if declared_length is not None and declared_length > self.max_post_body:
+                return _TOO_LARGE
             posted = await self._read_body(body or _empty())
             if not isinstance(posted, bytes):
                 return posted
@@ -143,11 +147,13 @@ class OcspApp:
             return
         raw = scope.get("raw_path")
         match = [v.decode("latin-1") for n, v in scope["headers"] if n == b"if-none-match"]
+        lengths = [v for n, v in scope["headers"] if n == b"content-length"]
         answer = await self.handle(
             scope["method"],
             raw.decode("latin-1") if raw else scope["path"],
             ", ".join(match) if match else None,
             _asgi_body(receive),
+            declared_length(lengths[0].decode("latin-1") if len(lengths) == 1 else None),
         )
         if answer is None:
             return
@@ -170,7 +176,7 @@ class OcspApp:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > self.max_post_body:
-                        return Answer(413, h.NO_STORE_TEXT, b"request body too large\n")
+                        return _TOO_LARGE
                     received.append(chunk)
         except TimeoutError:
             return Answer(408, h.NO_STORE_TEXT, b"request body too slow\n")
@@ -299,6 +305,7 @@ class Answer:
 
 _UNAUTHORIZED = Answer(200, h.NO_STORE, ocsp_response.UNAUTHORIZED)
 _TRY_LATER = Answer(200, h.NO_STORE, ocsp_response.TRY_LATER)
+_TOO_LARGE = Answer(413, h.NO_STORE_TEXT, b"request body too large\n")
 
 
 class ClientGone(Exception):
@@ -307,6 +314,14 @@ class ClientGone(Exception):
 
 class BrokenBody(Exception):
     """The request body's HTTP framing was invalid (e.g. a bad chunk size): HTTP 400."""
+
+
+def declared_length(header: str | None) -> int | None:
+    """A Content-Length that is a plain decimal number, else None (the server refuses a bad one
+    before the app sees it; None keeps the body read chunk by chunk under the limit)."""
+    if header is None or not (header.isascii() and header.isdigit()):
+        return None
+    return int(header)
 
 
 async def _empty() -> AsyncIterator[bytes]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from certstatus.responder.app import BrokenBody, OcspApp
+from certstatus.responder.app import BrokenBody, OcspApp, declared_length
 
 
 class RsgiResponder:
@@ -22,15 +22,29 @@ class RsgiResponder:
         if scope.proto != "http":
             return
         method = scope.method
-        body = _chunks(protocol) if method == "POST" else None
-        answer = await self.app.handle(method, scope.path, scope.headers.get("if-none-match"), body)
+        headers = scope.headers
+        body = length = None
+        if method == "POST":
+            # a body of declared length is read in one call (one declared over the limit is
+            # refused 413 before any of it is read); a chunked one chunk by chunk, never past
+            # the limit
+            length = declared_length(headers.get("content-length"))
+            whole = length is not None and headers.get("transfer-encoding") is None
+            body = _whole(protocol) if whole else _chunks(protocol)
+        answer = await self.app.handle(
+            method, scope.path, headers.get("if-none-match"), body, length
+        )
         if answer is None:
             return
         if method == "HEAD":  # the GET's headers, Content-Length included, and no body
-            headers = [*answer.headers, ("content-length", str(len(answer.body)))]
-            protocol.response_empty(answer.status, headers)
+            with_length = [*answer.headers, ("content-length", str(len(answer.body)))]
+            protocol.response_empty(answer.status, with_length)
         else:  # the server adds Content-Length
             protocol.response_bytes(answer.status, answer.headers, answer.body)
+
+
+async def _whole(protocol: Any) -> AsyncIterator[bytes]:
+    yield bytes(await protocol())
 
 
 async def _chunks(protocol: Any) -> AsyncIterator[bytes]:
