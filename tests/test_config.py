@@ -291,6 +291,7 @@ def test_every_default_written_out_reads_back_as_the_default(tmp_path: Path) -> 
         "monitor",
         "api",
         "purge",  # recheck_after's default is unset; the coalescing keys have defaults
+        "housekeeping",
     }
     for table in tables:
         assert getattr(full, table) == getattr(bare, table), table

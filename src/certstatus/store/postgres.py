@@ -265,10 +265,13 @@ class PostgresStore(SqlStore):
     def _reading(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         return self._connection()
 
-    def _executemany(self, db: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def _executemany(self, db: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         assert isinstance(db, psycopg.Connection)  # the one _writing() gave
+        if not rows:
+            return 0
         with db.cursor() as cursor:
             cursor.executemany(sql, rows)
+            return cursor.rowcount
 
     def _sql(self, statement: str) -> str:
         return _pg(statement)
