@@ -99,6 +99,17 @@ responder_key = "responder.key"
             "required",
         ),
         ('database = "x.db"\n' + GOOD_ISSUER + GOOD_ISSUER, "issuers[1].name", "used by"),
+        (
+            'database = "x.db"\n[crl]\nperiod = "3d"\n[housekeeping]\nretention = "2d"\n'
+            + GOOD_ISSUER,
+            "housekeeping.retention",
+            "R18",
+        ),
+        (
+            'database = "x.db"\n[housekeeping]\nbatch_size = 5\n' + GOOD_ISSUER,
+            "housekeeping.batch_size",
+            "between 100 and 100000",
+        ),
         ("database = \n", "config", "not valid TOML"),
     ],
 )

@@ -1,0 +1,150 @@
+"""Expiry housekeeping (issue 15 item 7), on both engines.
+
+Certificates past notAfter leave the freshness indexes at once (retired) and the database after
+the retention, in bounded batches; never while their last response is still valid, never a
+revocation the published CRL still lists or listed less than a CRL period ago (R18), and never
+an audit row (R23). The signer signs at the real time (PostgreSQL refuses a skewed clock, F10);
+housekeeping and the CRL builder are then run at later times through an injected clock.
+"""
+
+from __future__ import annotations
+
+import time
+
+from cryptography import x509
+
+from certstatus.housekeeping import Housekeeping
+from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.store.base import CertificateRecord
+from certstatus.store.expiry import ExpiryBatch
+
+DAY = 86400
+KEY_COMPROMISE = 1
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Batches:
+    """The store, with every housekeeping batch (one transaction each) noted as it returns."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.retire: list[ExpiryBatch] = []
+        self.prune: list[ExpiryBatch] = []
+
+    def retire_expired(self, now: int, limit: int) -> ExpiryBatch:
+        done = self.store.retire_expired(now, limit)
+        self.retire.append(done)
+        return done
+
+    def prune_expired(self, *args: int | tuple) -> ExpiryBatch:
+        done = self.store.prune_expired(*args)
+        self.prune.append(done)
+        return done
+
+
+def listed(store, issuer_id: int) -> set[int]:
+    crl = store.current_crl(issuer_id, 0)
+    assert crl is not None
+    return {entry.serial_number for entry in x509.load_der_x509_crl(crl.der)}
+
+
+def test_housekeeping_retires_then_prunes_in_batches_keeping_what_rules_keep(engine) -> None:
+    store = engine.store()
+    t0 = int(time.time())
+    issuer_id = engine.ingest(store).issuer_id("demo")
+    short = [0x5000 + i for i in range(25)]  # expire a day from now
+    long = [0x9000 + i for i in range(3)]  # 90 days
+    records = [CertificateRecord(issuer_id, s, "cert", t0 + DAY) for s in short]
+    records += [CertificateRecord(issuer_id, s, "cert", t0 + 90 * DAY) for s in long]
+    store.add_certificates(records, t0)
+    revoked = short[:2]
+    for serial in revoked:
+        store.revoke(issuer_id, serial, t0, KEY_COMPROMISE, False, t0)
+    with engine.signer(store) as signer:
+        signer.sign_due()
+    next_update = store.response_info(issuer_id, short[0]).next_update
+    assert t0 + 6 * DAY < next_update < t0 + 8 * DAY  # outlives notAfter (t0 + 1d)
+    crl_clock = Clock(t0)
+    crls = engine.crl_service(store, clock=crl_clock)
+    crls.build_due()
+    assert listed(store, issuer_id) == set(revoked)
+    audit_before = store.audit_head()[0]
+    assert audit_before >= len(records) + len(revoked)
+
+    clock = Clock(t0 + DAY + 1)
+    batches = Batches(store)
+    keeper = Housekeeping(batches, retention=2 * DAY, crl_period=DAY, batch=4, clock=clock)
+
+    # expired, within retention: retired in bounded batches (25 rows: 7 transactions of <= 4),
+    # nothing pruned, and every expired serial still answered
+    done = keeper.step()
+    assert (done.retired, done.pruned) == (25, 0)
+    assert done.retire_batches == len(batches.retire) == 7
+    assert all(b.scanned <= 4 for b in batches.retire)
+    for serial in short:
+        assert store.response(issuer_id, serial, HashAlgorithm.SHA1) is not None
+
+    # past the retention, but the last responses are still valid: nothing goes
+    clock.now = t0 + 3 * DAY + 10
+    assert keeper.step().pruned == 0
+    assert store.certificate(issuer_id, short[-1]) is not None
+
+    # the responses have expired: the 23 unrevoked short ones go, in batches of at most 4; the
+    # revoked ones stay, since the published CRL still lists them (R18); audit rows all stay
+    clock.now = next_update + 10
+    batches.prune.clear()
+    done = keeper.step()
+    assert done.pruned == 23
+    assert done.prune_batches == len(batches.prune) >= 7
+    assert all(b.scanned <= 4 and b.changed <= 4 for b in batches.prune)
+    for serial in short[2:]:
+        assert store.certificate(issuer_id, serial) is None
+        assert store.response(issuer_id, serial, HashAlgorithm.SHA1) is None
+    for serial in revoked + long:
+        assert store.certificate(issuer_id, serial) is not None
+    assert listed(store, issuer_id) == set(revoked)
+    assert store.audit_head()[0] == audit_before
+    assert store.audit_for(issuer_id, short[5])  # the pruned certificate's history remains
+
+    # a CRL built now drops them (one period past notAfter, R18), but it is new: a cache may
+    # still hold the previous one, which lists them; they stay a period more
+    crl_clock.now = clock.now
+    assert [r.published for r in crls.build_due(force=True)] == [True]
+    assert listed(store, issuer_id) == set()
+    clock.now += 60
+    assert keeper.step().pruned == 0
+    for serial in revoked:
+        assert store.certificate(issuer_id, serial) is not None
+
+    clock.now += DAY
+    assert keeper.step().pruned == 2
+    for serial in revoked:
+        assert store.certificate(issuer_id, serial) is None
+    for serial in long:  # unexpired: untouched, still answered
+        assert store.response(issuer_id, serial, HashAlgorithm.SHA1) is not None
+    assert store.audit_head()[0] == audit_before
+
+
+def test_a_revoked_certificate_stays_while_the_crl_lists_it(engine) -> None:
+    """R18 from the other side: a CRL builder that stopped (its last CRL still lists the
+    entry) holds the row back however long ago the certificate expired."""
+    store = engine.store()
+    t0 = int(time.time())
+    issuer_id = engine.ingest(store).issuer_id("demo")
+    store.add_certificates([CertificateRecord(issuer_id, 0x7001, "cert", t0 + DAY)], t0)
+    store.revoke(issuer_id, 0x7001, t0, KEY_COMPROMISE, False, t0)
+    with engine.signer(store) as signer:
+        signer.sign_due()
+    engine.crl_service(store, clock=Clock(t0)).build_due()
+    keeper = Housekeeping(store, retention=2 * DAY, crl_period=DAY, clock=Clock(t0 + 60 * DAY))
+    done = keeper.step()
+    assert (done.retired, done.pruned) == (1, 0)
+    assert store.certificate(issuer_id, 0x7001) is not None
+    assert listed(store, issuer_id) == {0x7001}
