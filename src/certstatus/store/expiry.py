@@ -35,11 +35,17 @@ NEXT_EXPIRED = (
     "WHERE (not_after, issuer_id, serial) > (?, ?, ?) AND not_after <= ? "
     "ORDER BY not_after, issuer_id, serial LIMIT ?"
 )
+# UPDATE ... FROM, so both engines walk the key range and look each response up by its key
+# (SQLite scans responses for "(issuer_id, serial) IN (subquery)"). The range is also given on
+# not_after alone: PostgreSQL estimates a row comparison coarsely (a fixed fraction of the
+# table), and with that estimate it would hash-join the whole of responses.
+# parameters: the key after, the last key, the first and the last not_after
 RETIRE = (
-    "UPDATE responses SET retired = 1 WHERE retired = 0 AND (issuer_id, serial) IN ("
-    "SELECT issuer_id, serial FROM certificates "
-    "WHERE (not_after, issuer_id, serial) > (?, ?, ?) "
-    "AND (not_after, issuer_id, serial) <= (?, ?, ?))"
+    "UPDATE responses SET retired = 1 FROM certificates c WHERE responses.retired = 0 "
+    "AND c.issuer_id = responses.issuer_id AND c.serial = responses.serial "
+    "AND (c.not_after, c.issuer_id, c.serial) > (?, ?, ?) "
+    "AND (c.not_after, c.issuer_id, c.serial) <= (?, ?, ?) "
+    "AND c.not_after BETWEEN ? AND ?"
 )
 # a revoked certificate is kept while its partition's published CRL lists it (this_update -
 # period <= not_after) or was published less than a period ago; parameters: period, now - period

@@ -582,7 +582,9 @@ class SqlStore(ABC):
             if not keys:
                 return expiry.ExpiryBatch(0, 0, None)
             last = (int(keys[-1][0]), int(keys[-1][1]), str(keys[-1][2]))
-            changed = db.execute(self._sql(expiry.RETIRE), (*after, *last)).rowcount
+            changed = db.execute(
+                self._sql(expiry.RETIRE), (*after, *last, int(keys[0][0]), last[0])
+            ).rowcount
             db.execute(self._sql(expiry.SET_CURSOR), last)
         return expiry.ExpiryBatch(len(keys), changed, last)
 
