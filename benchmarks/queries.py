@@ -11,6 +11,9 @@ written straight in SQL (narrow DER blobs of 100 bytes, not a real 800: the plan
 walks are what is measured, and a narrower table only flatters the old full scans):
 
   .venv/bin/python -m benchmarks.queries --engine sqlite|postgres --certs 100000 1000000
+
+--write-cost ROWS measures instead what v9's three indexes cost the write path (ingest and
+storing signed responses), with and without them, in alternating rounds.
 """
 
 from __future__ import annotations
@@ -32,13 +35,25 @@ RETENTION = 10 * DAY
 CRL_PERIOD = DAY
 PARTITIONS = 4
 
-# The statements v9 replaced, kept to measure against (store/monitoring.py has today's).
-BEFORE = {
-    "freshness": [
-        "SELECT min(due_at) FROM certificates WHERE due_at IS NOT NULL AND due_at <= ?",
-        "SELECT min(r.this_update), min(r.next_update) FROM responses r JOIN certificates c "
-        "ON c.issuer_id = r.issuer_id AND c.serial = r.serial WHERE c.not_after > ?",
+# The statements v9 replaced, kept to measure against (store/monitoring.py has today's), each
+# with its parameters for a time `now`.
+_OLD_SAMPLE = (
+    "SELECT issuer_id, serial FROM certificates WHERE serial >= ? AND not_after > ? "
+    "ORDER BY issuer_id, serial LIMIT ?"
+)
+BEFORE: dict[str, list[tuple[str, Callable[[int], tuple[Any, ...]]]]] = {
+    "metrics.freshness": [
+        (
+            "SELECT min(due_at) FROM certificates WHERE due_at IS NOT NULL AND due_at <= ?",
+            lambda now: (now,),
+        ),
+        (
+            "SELECT min(r.this_update), min(r.next_update) FROM responses r JOIN certificates c "
+            "ON c.issuer_id = r.issuer_id AND c.serial = r.serial WHERE c.not_after > ?",
+            lambda now: (now,),
+        ),
     ],
+    "watchdog.sample_certificates": [(_OLD_SAMPLE, lambda now: ("8", now, 20))],
 }
 
 
@@ -94,12 +109,14 @@ def before_times(store: Store, now: int, repeat: int = 3) -> dict[str, float]:
     found = {}
     for name, statements in BEFORE.items():
 
-        def run(statements: list[str] = statements) -> None:
+        def run(
+            statements: list[tuple[str, Callable[[int], tuple[Any, ...]]]] = statements,
+        ) -> None:
             with store._reading() as db:  # type: ignore[attr-defined]
-                for sql in statements:
-                    db.execute(store._sql(sql), (now,)).fetchone()  # type: ignore[attr-defined]
+                for sql, parameters in statements:
+                    db.execute(store._sql(sql), parameters(now)).fetchall()  # type: ignore[attr-defined]
 
-        found[f"metrics.{name}"] = _best(run, repeat)
+        found[name] = _best(run, repeat)
     return found
 
 
@@ -229,6 +246,75 @@ def _measure(engine: str, n: int, directory: Path, postgres_url: str | None) -> 
         store.close()
 
 
+V9_INDEXES = ("certificates_expiry", "responses_this_update", "responses_next_update")
+
+
+def write_cost(store: Store, count: int, drop_v9: bool) -> dict[str, float]:
+    """Rows per second of ingest (add_certificates, 10 000 a call) and of storing signed
+    responses (store_signed, 256 a call, as the signer does; twice: insert, then a refresh that
+    rewrites them), with v9's indexes or without them: what the indexes cost the write path."""
+    import os
+
+    from benchmarks.common import bulk_records
+    from certstatus.store.base import SignedResponse
+
+    if drop_v9:
+        with store._writing() as db:  # type: ignore[attr-defined]
+            for index in V9_INDEXES:
+                db.execute(f"DROP INDEX {index}")
+    issuer = store.ensure_issuer("bench", b"bench issuer (not a certificate)")
+    records = bulk_records(issuer, count)
+    now = int(time.time())
+    started = time.perf_counter()
+    for start in range(0, count, 10_000):
+        store.add_certificates(records[start : start + 10_000], now)
+    rates = {"ingest_per_s": count / (time.perf_counter() - started)}
+    der = os.urandom(800)
+    for label, shift in (("store_insert_per_s", 0), ("store_refresh_per_s", 3 * DAY)):
+        responses = [
+            SignedResponse(
+                issuer,
+                r.serial,
+                1,
+                der,
+                der,
+                now + shift,
+                now + shift + 7 * DAY,
+                now + shift + 3 * DAY,
+            )
+            for r in records
+        ]
+        started = time.perf_counter()
+        for start in range(0, count, 256):
+            store.store_signed(responses[start : start + 256], now)
+        rates[label] = count / (time.perf_counter() - started)
+    return rates
+
+
+def _write_costs(engine: str, count: int, directory: Path, admin: str | None) -> None:
+    from certstatus.store import open_store
+
+    found = {}
+    for rounds in range(2):  # alternate, so drift on a shared machine hits both alike
+        for drop in (False, True):
+            name = f"w{rounds}{int(drop)}"
+            url = str(directory / f"{name}.db")
+            if admin is not None:
+                url = _postgres_database(admin, name)
+            store = open_store(url)
+            try:
+                rates = write_cost(store, count, drop)
+            finally:
+                store.close()
+            for key, value in rates.items():
+                found.setdefault((key, drop), []).append(value)
+    print(f"{engine} write path, {count} rows, best of 2 alternating rounds:")
+    for key in ("ingest_per_s", "store_insert_per_s", "store_refresh_per_s"):
+        with_v9, without = max(found[(key, False)]), max(found[(key, True)])
+        print(f"  {key:22s} v9 {with_v9:9.0f}/s   without v9 indexes {without:9.0f}/s   "
+              f"ratio {with_v9 / without:.2f}")  # fmt: skip
+
+
 def _postgres_database(admin_url: str, name: str) -> str:
     import psycopg
 
@@ -243,6 +329,9 @@ def main() -> None:
     parser.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--certs", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--json", action="store_true", help="one JSON object per N")
+    parser.add_argument(
+        "--write-cost", type=int, metavar="ROWS", help="instead: what v9's indexes cost writes"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         directory = Path(tmp)
@@ -253,6 +342,12 @@ def main() -> None:
             directory.chmod(0o755)  # the postgres user must reach the cluster inside
             cluster = Cluster.up(directory / "cluster", replicas=0, shared_buffers_mb=256)
         try:
+            if args.write_cost:
+                admin = None
+                if cluster is not None:
+                    admin = cluster.primary.url.rsplit("/", 1)[0] + "/postgres"
+                _write_costs(args.engine, args.write_cost, directory, admin)
+                return
             for n in args.certs:
                 url = None
                 if cluster is not None:
