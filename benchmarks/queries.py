@@ -170,10 +170,12 @@ def _dialect(store: Store) -> dict[str, str]:
         return {
             "hex": "printf('%x', 1000000000 + i)",
             "blob": "zeroblob(100)",
+            "sqlite": "",
             "series": "(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s "
             "WHERE i < {count} - 1) SELECT i FROM s) AS s",
         }
     return {
+        "postgres": "",
         "hex": "to_hex(1000000000 + i)",
         "blob": "decode(repeat('00', 100), 'hex')",
         "series": "generate_series(0::bigint, {count} - 1) AS s(i)",
@@ -188,6 +190,8 @@ def populate(store: Store, n: int, now: int) -> int:
     purge_rows = d["series"].format(count=n)
     fields = {"issuer": issuer, "hex": d["hex"], "i": "i", "n": n, "now": now}
     with store._writing() as db:  # type: ignore[attr-defined]
+        if "postgres" in d:
+            db.execute("SET LOCAL statement_timeout = 0")  # a million rows take a while
         db.execute(_CERTIFICATES.format(**fields, partitions=PARTITIONS, rows=rows))
         db.execute(
             _RESPONSES.format(
@@ -222,7 +226,16 @@ def populate(store: Store, n: int, now: int) -> int:
 
 
 def analyze(store: Store) -> None:
-    """Fresh planner statistics, as autovacuum (PostgreSQL) or `PRAGMA optimize` would keep."""
+    """Fresh planner statistics and (PostgreSQL) a visibility map, as autovacuum or SQLite's
+    ANALYZE would keep them."""
+    from certstatus.store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        with store._connection() as conn:  # autocommit: VACUUM runs outside a transaction
+            conn.execute("SET statement_timeout = 0")
+            conn.execute("VACUUM ANALYZE")
+            conn.execute("RESET statement_timeout")
+        return
     with store._reading() as db:  # type: ignore[attr-defined]
         db.execute("ANALYZE")
 
