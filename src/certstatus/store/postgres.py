@@ -70,6 +70,7 @@ class PostgresStore(SqlStore):
     """One PostgreSQL server. read_only: a hot standby (no migrations, no writes)."""
 
     LOCK_ROW = " FOR UPDATE"
+    LOCK_FREE_ROWS = " FOR UPDATE SKIP LOCKED"
 
     def __init__(
         self,

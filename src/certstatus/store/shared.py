@@ -95,6 +95,9 @@ class SqlStore(ABC):
     # appended to the revocation's read: a row lock where the engine has them (PostgreSQL);
     # SQLite's write transaction already holds the whole database
     LOCK_ROW = ""
+    # the same, passing over rows another transaction holds (housekeeping: never waits on a
+    # revocation, so never deadlocks with one; what it passes over goes on a later pass)
+    LOCK_FREE_ROWS = ""
 
     @abstractmethod
     def _reading(self) -> AbstractContextManager[Connection]:
@@ -598,12 +601,13 @@ class SqlStore(ABC):
     ) -> expiry.ExpiryBatch:
         """Delete, in one transaction, what store/expiry.py allows among the next `limit`
         certificates expired before expired_before (after the key `after`). The rows read
-        are locked first (PostgreSQL), so a revocation or a signature racing the deletion
-        either lands before it, and is seen, or finds no row."""
+        are locked first (PostgreSQL; rows another transaction holds are passed over), so a
+        revocation or a signature racing the deletion either lands before it, and is seen, or
+        finds no row."""
         with self._writing() as db:
             db.execute(self._sql(expiry.CURSOR + self.LOCK_ROW)).fetchone()  # one at a time
             rows = db.execute(
-                self._sql(expiry.NEXT_EXPIRED + self.LOCK_ROW),
+                self._sql(expiry.NEXT_EXPIRED + self.LOCK_FREE_ROWS),
                 (*after, expired_before, limit),
             ).fetchall()
             if not rows:
