@@ -711,11 +711,11 @@ class HousekeepingConfig:
         ),
     )
     batch_size: int = field(
-        default=10_000,
+        default=2000,
         metadata=key(
             read=_typed(int, "a number of certificates"),
             bound=_between(100, 100_000, "must be between 100 and 100000"),
-            help="certificates per transaction",
+            help="certificates per transaction (on SQLite, each holds the write lock)",
         ),
     )
     every: int = field(
