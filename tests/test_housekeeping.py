@@ -16,7 +16,7 @@ from cryptography import x509
 
 from certstatus.housekeeping import Housekeeping
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store.base import CertificateRecord
+from certstatus.store.base import CertificateRecord, SignedResponse
 from certstatus.store.expiry import ExpiryBatch
 
 DAY = 86400
@@ -176,3 +176,37 @@ def test_a_row_locked_by_a_revocation_is_passed_over_not_waited_for(engine) -> N
         holder.rollback()
     assert keeper.step().pruned == 1
     assert store.certificate(issuer_id, 0x7101) is None
+
+
+def test_freshness_counts_unexpired_certificates_only_retired_or_not(engine) -> None:
+    """F4's metrics keep their meaning under v9: an expired certificate's response is left out
+    whether housekeeping has retired it yet or not (the query checks notAfter as before)."""
+    store = engine.store()
+    now = int(time.time())
+    issuer_id = engine.ingest(store).issuer_id("demo")
+    live, expired, other = 0x7201, 0x7202, 0x7203
+    store.add_certificates(
+        [
+            CertificateRecord(issuer_id, live, "cert", now + 90 * DAY),
+            CertificateRecord(issuer_id, expired, "cert", now - 10),
+            CertificateRecord(issuer_id, other, "cert", now + 90 * DAY),
+        ],
+        now,
+    )
+    der = b"\x30\x00"
+    store.store_signed(
+        [  # the expired one's response is both the oldest and the soonest to lapse
+            SignedResponse(issuer_id, live, 1, der, der, now - 100, now + 1000, now + 500),
+            SignedResponse(issuer_id, expired, 1, der, der, now - 5000, now + 50, now + 20),
+            SignedResponse(issuer_id, other, 1, der, der, now - 50, now + 2000, now + 900),
+        ],
+        now,
+    )
+    before = store.freshness(now)
+    assert (before.oldest_this_update, before.soonest_next_update) == (now - 100, now + 1000)
+    assert store.retire_expired(now, 100).changed == 1
+    after = store.freshness(now)
+    assert (after.oldest_this_update, after.soonest_next_update) == (now - 100, now + 1000)
+    # an hour on, the live ones are still counted, the expired one still not
+    later = store.freshness(now + 3600)
+    assert (later.oldest_this_update, later.soonest_next_update) == (now - 100, now + 1000)
