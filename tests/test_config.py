@@ -99,6 +99,17 @@ responder_key = "responder.key"
             "required",
         ),
         ('database = "x.db"\n' + GOOD_ISSUER + GOOD_ISSUER, "issuers[1].name", "used by"),
+        (
+            'database = "x.db"\n[crl]\nperiod = "3d"\n[housekeeping]\nretention = "2d"\n'
+            + GOOD_ISSUER,
+            "housekeeping.retention",
+            "R18",
+        ),
+        (
+            'database = "x.db"\n[housekeeping]\nbatch_size = 5\n' + GOOD_ISSUER,
+            "housekeeping.batch_size",
+            "between 100 and 100000",
+        ),
         ("database = \n", "config", "not valid TOML"),
     ],
 )
@@ -291,6 +302,7 @@ def test_every_default_written_out_reads_back_as_the_default(tmp_path: Path) -> 
         "monitor",
         "api",
         "purge",  # recheck_after's default is unset; the coalescing keys have defaults
+        "housekeeping",
     }
     for table in tables:
         assert getattr(full, table) == getattr(bare, table), table

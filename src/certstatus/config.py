@@ -698,6 +698,36 @@ class PurgeConfig:
     )
 
 
+@dataclass(frozen=True)
+class HousekeepingConfig:
+    """[housekeeping]: expired certificates leave the database (housekeeping/service.py)."""
+
+    retention: int = field(
+        default=10 * 86400,
+        metadata=key(
+            read=_duration,
+            bound=_at_least(86400, "must be at least 1d"),
+            help="rows are kept this long past notAfter (at least [crl] period, R18)",
+        ),
+    )
+    batch_size: int = field(
+        default=2000,
+        metadata=key(
+            read=_typed(int, "a number of certificates"),
+            bound=_between(100, 100_000, "must be between 100 and 100000"),
+            help="certificates per transaction (on SQLite, each holds the write lock)",
+        ),
+    )
+    every: int = field(
+        default=300,
+        metadata=key(
+            read=_duration,
+            bound=_between(10, 86400, "must be between 10s and 1d"),
+            help="time between passes",
+        ),
+    )
+
+
 API_PERMISSIONS = ("record", "revoke", "read")
 _SPKI = re.compile(r"^[0-9a-f]{64}$")
 
@@ -936,6 +966,9 @@ class Config:
         default_factory=list, metadata=table_of(CacheConfig, many=list, unique="cache")
     )
     purge: PurgeConfig = field(default_factory=PurgeConfig, metadata=table_of(PurgeConfig))
+    housekeeping: HousekeepingConfig = field(
+        default_factory=HousekeepingConfig, metadata=table_of(HousekeepingConfig)
+    )
     monitor: MonitorConfig = field(default_factory=MonitorConfig, metadata=table_of(MonitorConfig))
     api: ApiConfig = field(default_factory=ApiConfig, metadata=table_of(ApiConfig))
     pkcs11: Pkcs11Config = field(default_factory=Pkcs11Config, metadata=table_of(Pkcs11Config))
@@ -944,6 +977,14 @@ class Config:
         found = []
         if self.replicas and not self.is_postgres:
             found.append(("replicas", "replicas need a PostgreSQL primary in database"))
+        if self.housekeeping.retention < self.crl.period:
+            found.append(
+                (
+                    "housekeeping.retention",
+                    "must be at least crl.period: a revoked entry stays on the CRL one period "
+                    "past notAfter (R18)",
+                )
+            )
         in_token = [
             f"issuers[{index}].{name}"
             for index, issuer in enumerate(self.issuers)

@@ -31,6 +31,7 @@ from certstatus.config import (
     load_issuer_material,
 )
 from certstatus.crlbuilder import CrlService
+from certstatus.housekeeping import Housekeeping
 from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.purger import PurgeService
 from certstatus.signer import Signer
@@ -150,8 +151,8 @@ def background_signer(
     config: Config, materials: list[IssuerMaterial], ids: dict[str, int]
 ) -> Iterator[Signer]:
     """The signing roles for the life of the block: the OCSP signer thread (driving its own
-    process pool), the purger (status changes out of the caches) and, when an issuer
-    publishes CRLs, the CRL builder thread."""
+    process pool), the purger (status changes out of the caches), expiry housekeeping and,
+    when an issuer publishes CRLs, the CRL builder thread."""
     store = open_store(config.database, config.base_dir)
     stop = threading.Event()
     signer = Signer(store, materials, ids, config.signing)
@@ -172,6 +173,16 @@ def background_signer(
         coalesce_window=config.purge.coalesce_window,
     )
     threads.append(threading.Thread(target=purger.run, args=(stop,), name="purger", daemon=True))
+    housekeeping = Housekeeping(
+        store,
+        config.housekeeping.retention,
+        config.crl.period,
+        config.housekeeping.batch_size,
+        config.housekeeping.every,
+    )
+    threads.append(
+        threading.Thread(target=housekeeping.run, args=(stop,), name="housekeeping", daemon=True)
+    )
     metrics_server = None
     watch = MaterialWatch(config)
     collector = None

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import RevokedEntry
+from certstatus.store.expiry import ExpiryBatch, ExpiryKey
 
 
 class StoreError(RuntimeError):
@@ -494,6 +495,20 @@ class SiteDrains(Protocol):
         ...
 
 
+class Expiry(Protocol):
+    """Expiry housekeeping (store/expiry.py): one batch, one transaction, per call."""
+
+    def retire_expired(self, now: int, limit: int) -> ExpiryBatch:
+        """Flag the responses of the next certificates expired by now (persisted key)."""
+        ...
+
+    def prune_expired(
+        self, after: ExpiryKey, expired_before: int, crl_period: int, now: int, limit: int
+    ) -> ExpiryBatch:
+        """Delete what may go among the next certificates expired before expired_before."""
+        ...
+
+
 class Store(
     IngestStore,
     SigningQueue,
@@ -502,6 +517,7 @@ class Store(
     PurgeQueue,
     MonitorReads,
     SiteDrains,
+    Expiry,
     Protocol,
 ):
     """Every role's interface: for code that really needs everything (tools, the signing

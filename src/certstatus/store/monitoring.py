@@ -9,7 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from certstatus.store.base import CERTIFICATE_COLUMNS, CertificateRow, certificate_from_row
+from certstatus.store.base import (
+    CERTIFICATE_COLUMNS,
+    CertificateRow,
+    Priority,
+    certificate_from_row,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +32,32 @@ class NewCertificate:
     ingested_at: int
 
 
-OLDEST_DUE = "SELECT min(due_at) FROM certificates WHERE due_at IS NOT NULL AND due_at <= ?"
-RESPONSE_AGES = (
-    "SELECT min(r.this_update), min(r.next_update) FROM responses r JOIN certificates c "
-    "ON c.issuer_id = r.issuer_id AND c.serial = r.serial WHERE c.not_after > ?"
+# The longest wait over the three priorities: the minimum of each priority's first entry in
+# the due index (priority, due_at), three index probes however many rows are stored. One
+# min(due_at) over all priorities would read the whole index (every unexpired certificate
+# waits there for its refresh).
+OLDEST_DUE = (
+    "SELECT min(first) FROM ("
+    + " UNION ALL ".join(
+        f"SELECT (SELECT min(due_at) FROM certificates WHERE priority = {int(p)} "
+        "AND due_at IS NOT NULL AND due_at <= ?) AS first"
+        for p in Priority
+    )
+    + ") AS firsts"
 )
+OLDEST_DUE_PARAMETERS = len(Priority)
+# The oldest thisUpdate and the soonest nextUpdate among unexpired certificates' responses:
+# the first entries of the partial indexes over responses not retired (schema v9), each checked
+# against its certificate's notAfter. Housekeeping retires the responses of expired
+# certificates, so only those expired since its last pass (or signed after it) are passed over
+# (CROSS JOIN: SQLite keeps responses as the outer loop; PostgreSQL plans it the same).
+_FIRST_RESPONSE = (
+    "SELECT r.{column} FROM responses r CROSS JOIN certificates c "
+    "WHERE r.retired = 0 AND c.issuer_id = r.issuer_id AND c.serial = r.serial "
+    "AND c.not_after > ? ORDER BY r.{column} LIMIT 1"
+)
+OLDEST_THIS_UPDATE = _FIRST_RESPONSE.format(column="this_update")
+SOONEST_NEXT_UPDATE = _FIRST_RESPONSE.format(column="next_update")
 # pages in (ingested_at, issuer_id, serial) order, so a second holding more rows than a page
 # (a bulk import) is read through rather than re-read forever
 NEW_CERTIFICATES = (
@@ -39,10 +65,12 @@ NEW_CERTIFICATES = (
     "WHERE (ingested_at, issuer_id, serial) > (?, ?, ?) "
     "ORDER BY ingested_at, issuer_id, serial LIMIT ?"
 )
-# a cheap, roughly uniform sample: the certificates after a random point of the key order
+# a cheap, roughly uniform sample: the certificates after a random point of the key order,
+# asked of each issuer in turn (a range of the primary key; without issuer_id the condition on
+# serial alone would read the key from its start)
 SAMPLE = (
-    f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial >= ? AND not_after > ? "
-    "ORDER BY issuer_id, serial LIMIT ?"
+    f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE issuer_id = ? AND serial >= ? "
+    "AND not_after > ? ORDER BY serial LIMIT ?"
 )
 
 

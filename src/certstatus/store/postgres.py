@@ -70,6 +70,7 @@ class PostgresStore(SqlStore):
     """One PostgreSQL server. read_only: a hot standby (no migrations, no writes)."""
 
     LOCK_ROW = " FOR UPDATE"
+    LOCK_FREE_ROWS = " FOR UPDATE SKIP LOCKED"
 
     def __init__(
         self,
@@ -265,10 +266,13 @@ class PostgresStore(SqlStore):
     def _reading(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         return self._connection()
 
-    def _executemany(self, db: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def _executemany(self, db: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         assert isinstance(db, psycopg.Connection)  # the one _writing() gave
+        if not rows:
+            return 0
         with db.cursor() as cursor:
             cursor.executemany(sql, rows)
+            return cursor.rowcount
 
     def _sql(self, statement: str) -> str:
         return _pg(statement)

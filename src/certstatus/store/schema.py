@@ -336,3 +336,58 @@ CREATE TABLE site_drains (
 """
 SQLITE_MIGRATIONS.append((8, _SITE_DRAINS))
 POSTGRES_MIGRATIONS.append((8, _SITE_DRAINS))
+
+# v9: periodic queries that cost what is due, not what is stored (issue 15), and expiry
+# housekeeping. certificates_expiry orders certificates by notAfter (with the key, so batches
+# page by keyset): housekeeping finds expired rows there. responses.retired marks the response
+# of an expired certificate (set by housekeeping, never cleared); the two partial indexes hold
+# only the other responses, so the freshness metrics (oldest thisUpdate, soonest nextUpdate)
+# read the first entries of an index instead of joining every response with its certificate.
+# housekeeping holds how far retiring has gone, as a (not_after, issuer_id, serial) key.
+# certificates_revoked becomes covering (every column the CRL builder and the gate read), so a
+# CRL's entries are one range of a small index rather than a table lookup per entry (SQLite
+# wants the revoked column itself in it to cover the query's "revoked = 1").
+_START = -(2**62)  # before every notAfter: retiring starts at the beginning
+_V9_INDEXES = """
+        CREATE INDEX certificates_expiry ON certificates (not_after, issuer_id, serial);
+        CREATE INDEX responses_this_update ON responses (this_update) WHERE retired = 0;
+        CREATE INDEX responses_next_update ON responses (next_update) WHERE retired = 0;
+"""
+SQLITE_MIGRATIONS.append(
+    (
+        9,
+        f"""
+        ALTER TABLE responses ADD COLUMN retired INTEGER NOT NULL DEFAULT 0;
+        {_V9_INDEXES}
+        DROP INDEX certificates_revoked;
+        CREATE INDEX certificates_revoked ON certificates (issuer_id, crl_partition, not_after,
+            revoked_at, reason, revoked_recorded_at, revoked) WHERE revoked = 1;
+        CREATE TABLE housekeeping (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            retired_not_after INTEGER NOT NULL,
+            retired_issuer INTEGER NOT NULL,
+            retired_serial TEXT NOT NULL
+        );
+        INSERT INTO housekeeping VALUES (1, {_START}, -1, '');
+        """,
+    )
+)
+POSTGRES_MIGRATIONS.append(
+    (
+        9,
+        f"""
+        ALTER TABLE responses ADD COLUMN retired SMALLINT NOT NULL DEFAULT 0;
+        {_V9_INDEXES}
+        DROP INDEX certificates_revoked;
+        CREATE INDEX certificates_revoked ON certificates (issuer_id, crl_partition, not_after)
+            INCLUDE (serial, revoked_at, reason, revoked_recorded_at) WHERE revoked = 1;
+        CREATE TABLE housekeeping (
+            id SMALLINT PRIMARY KEY CHECK (id = 1),
+            retired_not_after BIGINT NOT NULL,
+            retired_issuer BIGINT NOT NULL,
+            retired_serial TEXT NOT NULL
+        );
+        INSERT INTO housekeeping VALUES (1, {_START}, -1, '');
+        """,
+    )
+)

@@ -22,7 +22,7 @@ from certstatus.status import (
     revocation_transition,
 )
 from certstatus.store import audit as audit_chain
-from certstatus.store import monitoring, purgequeue
+from certstatus.store import expiry, monitoring, purgequeue
 from certstatus.store.base import (
     CERTIFICATE_COLUMNS,
     UNATTRIBUTED,
@@ -95,6 +95,9 @@ class SqlStore(ABC):
     # appended to the revocation's read: a row lock where the engine has them (PostgreSQL);
     # SQLite's write transaction already holds the whole database
     LOCK_ROW = ""
+    # the same, passing over rows another transaction holds (housekeeping: never waits on a
+    # revocation, so never deadlocks with one; what it passes over goes on a later pass)
+    LOCK_FREE_ROWS = ""
 
     @abstractmethod
     def _reading(self) -> AbstractContextManager[Connection]:
@@ -106,7 +109,8 @@ class SqlStore(ABC):
         again (claims, signatures, purge bookkeeping), so SQLite may skip its fsync."""
 
     @abstractmethod
-    def _executemany(self, db: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    def _executemany(self, db: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Rows changed in all."""
 
     def _sql(self, statement: str) -> str:
         """A shared statement in this engine's placeholder style ('?' as written)."""
@@ -568,13 +572,64 @@ class SqlStore(ABC):
         with self._reading() as db:
             return PurgeBacklog(*db.execute(purgequeue.BACKLOG).fetchone())
 
+    # expiry housekeeping (store/expiry.py)
+
+    def retire_expired(self, now: int, limit: int) -> expiry.ExpiryBatch:
+        """Flag the responses of up to `limit` certificates expired by now, from the key the
+        last batch reached (kept in the database, locked, so housekeepers on several hosts
+        take turns)."""
+        with self._writing(durable=False) as db:
+            cursor = db.execute(self._sql(expiry.CURSOR + self.LOCK_ROW)).fetchone()
+            after = (int(cursor[0]), int(cursor[1]), str(cursor[2]))
+            keys = db.execute(self._sql(expiry.NEXT_EXPIRED), (*after, now, limit)).fetchall()
+            if not keys:
+                return expiry.ExpiryBatch(0, 0, None)
+            last = (int(keys[-1][0]), int(keys[-1][1]), str(keys[-1][2]))
+            changed = db.execute(
+                self._sql(expiry.RETIRE), (*after, *last, int(keys[0][0]), last[0])
+            ).rowcount
+            db.execute(self._sql(expiry.SET_CURSOR), last)
+        return expiry.ExpiryBatch(len(keys), changed, last)
+
+    def prune_expired(
+        self,
+        after: expiry.ExpiryKey,
+        expired_before: int,
+        crl_period: int,
+        now: int,
+        limit: int,
+    ) -> expiry.ExpiryBatch:
+        """Delete, in one transaction, what store/expiry.py allows among the next `limit`
+        certificates expired before expired_before (after the key `after`). The rows read
+        are locked first (PostgreSQL; rows another transaction holds are passed over), so a
+        revocation or a signature racing the deletion either lands before it, and is seen, or
+        finds no row."""
+        with self._writing() as db:
+            db.execute(self._sql(expiry.CURSOR + self.LOCK_ROW)).fetchone()  # one at a time
+            rows = db.execute(
+                self._sql(expiry.NEXT_EXPIRED + self.LOCK_FREE_ROWS),
+                (*after, expired_before, limit),
+            ).fetchall()
+            if not rows:
+                return expiry.ExpiryBatch(0, 0, None)
+            keys = [(int(n), int(i), str(s)) for n, i, s in rows]
+            responses, certificates = expiry.prune_parameters(keys, now, crl_period)
+            self._executemany(db, self._sql(expiry.PRUNE_RESPONSE), responses)
+            pruned = self._executemany(db, self._sql(expiry.PRUNE_CERTIFICATE), certificates)
+        return expiry.ExpiryBatch(len(keys), pruned, keys[-1])
+
     # monitoring (store/monitoring.py)
 
     def freshness(self, now: int) -> Freshness:
         with self._reading() as db:
-            (due,) = db.execute(self._sql(monitoring.OLDEST_DUE), (now,)).fetchone()
-            oldest, soonest = db.execute(self._sql(monitoring.RESPONSE_AGES), (now,)).fetchone()
-        return Freshness(due, oldest, soonest)
+            (due,) = db.execute(
+                self._sql(monitoring.OLDEST_DUE), (now,) * monitoring.OLDEST_DUE_PARAMETERS
+            ).fetchone()
+            oldest = db.execute(self._sql(monitoring.OLDEST_THIS_UPDATE), (now,)).fetchone()
+            soonest = db.execute(self._sql(monitoring.SOONEST_NEXT_UPDATE), (now,)).fetchone()
+        return Freshness(
+            due, None if oldest is None else oldest[0], None if soonest is None else soonest[0]
+        )
 
     def new_certificates(self, after: tuple[int, int, str], limit: int) -> list[NewCertificate]:
         with self._reading() as db:
@@ -582,6 +637,15 @@ class SqlStore(ABC):
         return [monitoring.new_from_row(row) for row in rows]
 
     def sample_certificates(self, start: str, now: int, limit: int) -> list[CertificateRow]:
+        """In (issuer_id, serial) order, one range of the key per issuer (issuers are few)."""
+        found: list[CertificateRow] = []
         with self._reading() as db:
-            rows = db.execute(self._sql(monitoring.SAMPLE), (start, now, limit)).fetchall()
-        return [certificate_from_row(row) for row in rows]
+            ids = [int(i) for (i,) in db.execute("SELECT id FROM issuers ORDER BY id")]
+            for issuer_id in ids:
+                if len(found) >= limit:
+                    break
+                rows = db.execute(
+                    self._sql(monitoring.SAMPLE), (issuer_id, start, now, limit - len(found))
+                ).fetchall()
+                found.extend(certificate_from_row(row) for row in rows)
+        return found

@@ -95,9 +95,9 @@ class SqliteStore(SqlStore):
     def _reading(self) -> Iterator[Connection]:
         yield self._connect()
 
-    def _executemany(self, db: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def _executemany(self, db: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         assert isinstance(db, sqlite3.Connection)  # the one _writing() gave
-        db.executemany(sql, rows)
+        return db.executemany(sql, rows).rowcount
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         db.execute(
