@@ -207,8 +207,10 @@ def wrk(
     method: str = "GET",
     connections: int = 64,
     prefix: Sequence[str] = (),
+    close: bool = False,
 ) -> dict[str, float]:
-    """One `wrk -t2` run of random requests from listing; prefix runs it elsewhere (nsenter)."""
+    """One `wrk -t2` run of random requests from listing; prefix runs it elsewhere (nsenter);
+    close asks for a connection per request."""
     out = subprocess.run(
         [
             *prefix,
@@ -222,6 +224,7 @@ def wrk(
             url,
             "--",
             str(listing),
+            *(["close"] if close else []),
         ],
         capture_output=True,
         text=True,
@@ -251,13 +254,14 @@ def measure(
     method: str,
     server_pid: int,
     prefix: Sequence[str] = (),
+    close: bool = False,
 ) -> dict[str, float]:
     """A wrk run, with the server's CPU per answer: the utime+stime its processes spent during
     the run over the requests wrk counted. On 2 shared cores req/s drifts with the neighbours;
     CPU per answer drifts less."""
     pids = process_tree(server_pid)
     before = cpu_seconds(pids)
-    result = wrk(url, samples.listing(method), duration, method, prefix=prefix)
+    result = wrk(url, samples.listing(method), duration, method, prefix=prefix, close=close)
     spent = cpu_seconds(pids) - before
     result["cpu_us_per_answer"] = round(spent / max(result["requests"], 1) * 1e6, 1)
     return result

@@ -1,5 +1,6 @@
 -- wrk script: POST a random OCSP request from the file given after `--`, one hex-encoded DER
--- request a line (RFC 6960 A.1: Content-Type application/ocsp-request).
+-- request a line (RFC 6960 A.1: Content-Type application/ocsp-request); a second argument
+-- "close" asks for a new connection per request (Connection: close).
 local bodies = {}
 local headers = {["Content-Type"] = "application/ocsp-request"}
 
@@ -12,6 +13,9 @@ function init(args)
     if #line > 0 then
       bodies[#bodies + 1] = unhex(line)
     end
+  end
+  if args[2] == "close" then
+    headers["Connection"] = "close"
   end
   math.randomseed(os.time() + math.floor(os.clock() * 1000000))
 end
