@@ -268,21 +268,30 @@ def measure(
 
 
 def paired_rounds(
-    reference_url: str, url: str, listing: Path, duration: int, rounds: int
+    reference: tuple[str, int], ours: tuple[str, int], samples: Samples, duration: int, rounds: int
 ) -> dict[str, object]:
-    """Reference and ours measured back to back, `rounds` times: on a shared, noisy machine a
-    ratio taken within one pair is steadier than two long runs minutes apart. Reports every
-    pair and the median ratio."""
-    wrk(reference_url, listing, 2)
-    wrk(url, listing, 2)
-    pairs = []
+    """The reference's GET, then our GET and POST, back to back, `rounds` times ((url, pid)
+    each): on a shared, noisy machine a ratio taken within one round is steadier than two long
+    runs minutes apart. Reports every round and the median ratios to the reference's GET."""
+    (reference_url, reference_pid), (url, pid) = reference, ours
+    measure(reference_url, samples, 2, "GET", reference_pid)
+    for method in ("GET", "POST"):
+        measure(url, samples, 2, method, pid)
+    rows: list[dict[str, object]] = []
+    ratios: dict[str, list[float]] = {"get": [], "post": []}
+    p99: dict[str, list[float]] = {"get": [], "post": []}
     for _ in range(rounds):
-        reference = wrk(reference_url, listing, duration)
-        ours = wrk(url, listing, duration)
-        ratio = round(ours["requests_per_s"] / reference["requests_per_s"], 3)
-        pairs.append({"reference": reference, "ours": ours, "ratio": ratio})
+        base = measure(reference_url, samples, duration, "GET", reference_pid)
+        row: dict[str, object] = {"reference": base}
+        for method in ("get", "post"):
+            result = measure(url, samples, duration, method.upper(), pid)
+            ratio = round(result["requests_per_s"] / base["requests_per_s"], 3)
+            row[method], row[f"{method}_ratio"] = result, ratio
+            ratios[method].append(ratio)
+            p99[method].append(result["p99_ms"])
+        rows.append(row)
     return {
-        "rounds": pairs,
-        "ratio_median": statistics.median(p["ratio"] for p in pairs),  # type: ignore[misc]
-        "ours_p99_ms_median": statistics.median(p["ours"]["p99_ms"] for p in pairs),  # type: ignore[index]
+        "rounds": rows,
+        **{f"{m}_ratio_median": statistics.median(ratios[m]) for m in ratios},
+        **{f"{m}_p99_ms_median": statistics.median(p99[m]) for m in p99},
     }

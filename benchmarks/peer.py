@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmarks.load import Samples, measure, process_tree
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
@@ -201,3 +202,26 @@ def stop_tree(server: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     server.wait(timeout=5)
+
+
+def peer_figures(
+    directory: Path, deployment: Path, index: Path, samples: Samples, duration: int
+) -> dict[str, Any]:
+    """openssl ocsp -multi 2 measured with the same samples (GET then POST, each after a 2 s
+    warm-up on its own server instance), or why it was not."""
+    figures: dict[str, Any] = {"name": "openssl ocsp -multi 2", "connection_per_request": True}
+    try:
+        with OpensslPeer(
+            directory,
+            index,
+            deployment / "issuer.pem",
+            deployment / "responder.pem",
+            deployment / "responder.key",
+            samples,
+        ) as peer:
+            for method in ("GET", "POST"):
+                peer.measure(method, 2)
+                figures[method.lower()] = peer.measure(method, duration)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        figures["skipped"] = str(exc)[-300:]
+    return figures

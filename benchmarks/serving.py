@@ -31,7 +31,7 @@ from benchmarks.load import (
     wait_ready,
     write_samples,
 )
-from benchmarks.peer import OpensslPeer, write_index
+from benchmarks.peer import peer_figures, write_index
 from certstatus.config import load_config, load_issuer_material
 from certstatus.ingest import Ingest
 from certstatus.ports import free_port
@@ -73,29 +73,6 @@ def methods(
         measure(url, samples, 2, method, pid, prefix, close)
         results[method.lower()] = measure(url, samples, duration, method, pid, prefix, close)
     return results
-
-
-def peer_figures(
-    directory: Path, deployment: Path, index: Path, samples: Samples, duration: int
-) -> dict[str, Any]:
-    """openssl ocsp -multi 2 measured with the same samples (GET then POST, each after a 2 s
-    warm-up on its own server instance), or why it was not."""
-    figures: dict[str, Any] = {"name": "openssl ocsp -multi 2", "connection_per_request": True}
-    try:
-        with OpensslPeer(
-            directory,
-            index,
-            deployment / "issuer.pem",
-            deployment / "responder.pem",
-            deployment / "responder.key",
-            samples,
-        ) as peer:
-            for method in ("GET", "POST"):
-                peer.measure(method, 2)
-                figures[method.lower()] = peer.measure(method, duration)
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
-        figures["skipped"] = str(exc)[-300:]
-    return figures
 
 
 def ratios(results: dict[str, Any], nginx_get: float, peer: dict[str, Any]) -> dict[str, Any]:
