@@ -60,12 +60,12 @@ def make_deployment(
     responder = responder_builder(
         ca,
         key,
-        now - dt.timedelta(minutes=5),  # type: ignore[arg-type]
+        now - dt.timedelta(minutes=5),
         now + dt.timedelta(days=365),
     ).sign(ca.key, hashes.SHA256())
     write_pem(directory / "issuer.pem", ca.certificate)
     write_pem(directory / "responder.pem", responder)
-    write_key(directory / "responder.key", key)  # type: ignore[arg-type]
+    write_key(directory / "responder.key", key)
     config = directory / "certstatus.toml"
     config.write_text(CONFIG.format(port=port, workers=workers, server=server, signers=signers))
     return config

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -269,7 +270,7 @@ def measure(
 
 def paired_rounds(
     reference: tuple[str, int], ours: tuple[str, int], samples: Samples, duration: int, rounds: int
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """The reference's GET, then our GET and POST, back to back, `rounds` times ((url, pid)
     each): on a shared, noisy machine a ratio taken within one round is steadier than two long
     runs minutes apart. Reports every round and the median ratios to the reference's GET."""
@@ -277,12 +278,12 @@ def paired_rounds(
     measure(reference_url, samples, 2, "GET", reference_pid)
     for method in ("GET", "POST"):
         measure(url, samples, 2, method, pid)
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     ratios: dict[str, list[float]] = {"get": [], "post": []}
     p99: dict[str, list[float]] = {"get": [], "post": []}
     for _ in range(rounds):
         base = measure(reference_url, samples, duration, "GET", reference_pid)
-        row: dict[str, object] = {"reference": base}
+        row: dict[str, Any] = {"reference": base}
         for method in ("get", "post"):
             result = measure(url, samples, duration, method.upper(), pid)
             ratio = round(result["requests_per_s"] / base["requests_per_s"], 3)

@@ -23,10 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from benchmarks.load import Samples, measure, process_tree
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import encode_request
-from certstatus.store.base import CertificateReads
+from certstatus.store.base import IngestStore
 
 # RFC 5280 reason codes as openssl's index.txt spells them (crl_reasons in apps/lib/apps.c)
 REASONS = {
@@ -52,18 +54,13 @@ def index_time(when: int) -> str:
 
 
 def write_index(
-    directory: Path, store: CertificateReads, issuer_id: int, serials: Sequence[int]
+    directory: Path, store: IngestStore, issuer_id: int, serials: Sequence[int]
 ) -> Path:
     """index.txt (and index.txt.attr) with a V or R line per recorded serial, from the store."""
-    many = getattr(store, "certificates_many", None)
     lines = []
     for start in range(0, len(serials), 5000):
         chunk = list(serials[start : start + 5000])
-        rows = (
-            many(issuer_id, chunk)
-            if many is not None
-            else {s: store.certificate(issuer_id, s) for s in chunk}
-        )
+        rows = store.certificates_many(issuer_id, chunk)
         for serial in chunk:
             row = rows.get(serial)
             if row is None:
@@ -88,8 +85,6 @@ def write_index(
 def write_peer_samples(directory: Path, issuer: Path, samples: Samples) -> Samples:
     """The same requests for openssl: GET paths in the standard base64 alphabet, percent-encoded
     (RFC 6960 A.1; openssl does not read the URL-safe one). POST bodies are the same DER."""
-    from cryptography import x509
-
     keys = issuer_keys(x509.load_pem_x509_certificate(issuer.read_bytes()))[HashAlgorithm.SHA1]
     paths = [
         "/" + urllib.parse.quote(base64.b64encode(encode_request(keys, s)).decode(), safe="")

@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import bulk_records, openssl_speed
 from benchmarks.load import (
@@ -138,12 +139,12 @@ def serving(args: argparse.Namespace) -> dict[str, object]:
             finally:
                 stop.set()
                 beat.join()
-            peer = (
+            peer: dict[str, Any] = (
                 {"skipped": "--no-peer"}
                 if args.no_peer
                 else peer_figures(directory, config_path.parent, index, samples, args.duration)
             )
-            ours = measured["rounds"][-1]  # type: ignore[index]
+            ours = measured["rounds"][-1]
             for method in ("get", "post"):
                 if method in peer:
                     measured[f"{method}_ratio_to_peer_last_round"] = round(
