@@ -1,7 +1,8 @@
 """CI smoke run of the scale benchmark (issue 15): `python -m benchmarks.scale --json` end to end on
 SQLite at a small N (real certificates through ingest, pregeneration, nginx and the responder
 under wrk), checking the report's shape and that its figures are sane. Its speed is not judged
-here: figures are measured by the benchmark itself, as ratios, on a quiet machine."""
+here: figures are measured by the benchmark itself, as ratios, on a quiet machine. Also: the
+serving benchmarks' peer (openssl ocsp) is given the store's statuses."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchmarks.peer import write_index
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certstatus.demo.ca import DemoCA
+from certstatus.store.base import CertificateRecord, RevocationRequest
+from certstatus.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CERTS = 2000
 
-pytestmark = pytest.mark.integration
 
-
+@pytest.mark.integration
 @pytest.mark.skipif(
     not (shutil.which("wrk") and shutil.which("nginx")), reason="needs wrk and nginx"
 )
@@ -76,3 +82,34 @@ def test_scale_benchmark_reports_every_figure_with_sane_values() -> None:
         assert figures["cpu_us_per_answer"] > 0, name
     for name in ("get", "post"):
         assert 0 < size[name]["ratio_to_nginx_get"] < 5, name
+
+
+def test_the_peer_index_holds_the_stores_statuses(tmp_path: Path) -> None:
+    """openssl's index.txt, written from the store, answers what certstatus answers: V for a
+    good serial, R with the time and reason for a revoked one, serials as whole upper-case hex
+    bytes (openssl looks a request's serial up in that spelling)."""
+    store = SqliteStore(tmp_path / "s.db")
+    ca = DemoCA.create()
+    issuer_id = store.ensure_issuer("ca", ca.certificate.public_bytes(Encoding.DER))
+    now = 1_780_000_000
+    good, revoked = 0xABC, 0x1_0000_0000_0000_0001
+    store.add_certificates(
+        [
+            CertificateRecord(issuer_id, s, "cert", now + 86400, 0, now - 60)
+            for s in (good, revoked)
+        ],
+        now,
+    )
+    store.revoke_many([RevocationRequest(issuer_id, revoked, now - 10, 1, True)], now)
+    index = write_index(tmp_path, store, issuer_id, [good, revoked])
+    store.close()
+
+    lines = [line.split("\t") for line in index.read_text().splitlines()]
+    assert lines[0][:4] == ["V", "260529202640Z", "", "0ABC"]
+    assert lines[1][:4] == [
+        "R",
+        "260529202640Z",
+        "260528202630Z,keyCompromise",
+        "010000000000000001",
+    ]
+    assert (tmp_path / "index.txt.attr").read_text() == "unique_subject = no\n"
