@@ -157,11 +157,14 @@ def serve(
     samples = write_samples(directory, store, issuer, issuer_id, serials, args.sample)
     port = free_port()
     served = responder_config(config, config.parent / f"serve-{port}.toml", port, workers=2)
-    with nginx(directory, samples.root) as (nginx_url, nginx_pid):
+    with (
+        nginx(directory, samples.root) as (nginx_url, nginx_pid),
+        (directory / "responder.log").open("wb") as log_file,
+    ):
         responder = subprocess.Popen(
             [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(served)],
             stdout=subprocess.DEVNULL,
-            stderr=(directory / "responder.log").open("wb"),
+            stderr=log_file,
         )
         url = f"http://127.0.0.1:{port}"
         try:
