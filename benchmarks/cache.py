@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 from benchmarks.common import bulk_records, make_deployment
-from benchmarks.serving import free_port, wait_ready, wrk
+from benchmarks.load import wait_ready, wrk
 from certstatus.cache.varnish import LocalVarnish
 from certstatus.config import load_config, load_issuer_material
 from certstatus.ingest import Ingest
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import encode_request
+from certstatus.ports import free_port
 from certstatus.signer import Signer
 from certstatus.store import open_store
 

@@ -21,12 +21,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
-from benchmarks.serving import free_port, wait_ready
+from benchmarks.load import wait_ready
 from certstatus.config import load_config, load_issuer_material
 from certstatus.demo.ca import DemoCA, write_key, write_pem
 from certstatus.ingest import Ingest
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import encode_request
+from certstatus.ports import free_port
 from certstatus.store import open_store
 
 CONFIG = """\

@@ -1,7 +1,8 @@
 """Benchmarks on a real local PostgreSQL cluster (a primary and streaming replicas):
 
-serving    wrk -t2 -c64 GETs over 100 000 certificates from a responder reading a replica,
-           against nginx serving the same bytes, in alternating pairs (--rounds; median ratio);
+serving    wrk -t2 -c64 GETs and POSTs over 100 000 certificates from a responder reading a
+           replica, against nginx's static GET of the same bytes, in alternating rounds
+           (--rounds; median ratios), then the peer `openssl ocsp -multi 2` (benchmarks/peer.py);
 latency    ingest -> response present on every replica, p50/p99, under a steady ingest load
            with the signer running;
 signing    pregeneration by 2 signer processes sharing the work through SKIP LOCKED, against
@@ -15,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import random
-import re
 import statistics
 import subprocess
 import sys
@@ -25,16 +24,24 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import bulk_records, openssl_speed
-from benchmarks.serving import NGINX_CONF, free_port, paired_rounds, same_bytes, wait_ready
+from benchmarks.load import (
+    nginx,
+    paired_rounds,
+    responder_config,
+    same_bytes,
+    wait_ready,
+    write_samples,
+)
+from benchmarks.peer import peer_figures, write_index
 from certstatus.cluster.local import Cluster
 from certstatus.cluster.setup import write_deployment
 from certstatus.config import load_config, load_issuer_material
 from certstatus.ingest import Ingest
 from certstatus.monitor.heartbeat import HeartbeatWriter
-from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
-from certstatus.ocsp.request import encode_request, get_path
+from certstatus.ports import free_port
 from certstatus.signer import Signer
 from certstatus.store.base import CertificateRecord, Priority
 from certstatus.store.postgres import PostgresStore
@@ -72,77 +79,83 @@ def _sign_all(config_path: Path, processes: int) -> None:
 
 def serving(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        directory = Path(tmp)
         # a replica that keeps its responses in memory, as a production one is sized to:
         # 100 000 certificates make a ~200 MB responses table
-        cluster, config_path = setup(Path(tmp), 1, shared_buffers_mb=args.shared_buffers)
+        cluster, config_path = setup(directory, 1, shared_buffers_mb=args.shared_buffers)
         try:
             config = load_config(config_path)
             materials = load_issuer_material(config)
             primary, issuer_id, records = load(config_path, args.certs)
             _sign_all(config_path, 2)
+            serials = [r.serial for r in records]
+            samples = write_samples(
+                directory, primary, materials[0].certificate, issuer_id, serials, args.sample
+            )
+            index = write_index(directory, primary, issuer_id, serials)
             replica = PostgresStore(cluster.replicas[0].url, read_only=True, name="replica")
-            keys = issuer_keys(materials[0].certificate)[HashAlgorithm.SHA1]
-            root = Path(tmp) / "static"
-            root.mkdir()
-            paths = []
-            sample = random.Random(3).sample(records, args.sample)
             deadline = time.monotonic() + 60
-            while replica.response(issuer_id, sample[-1].serial) is None:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("replica did not catch up")
-                time.sleep(0.2)
-            for record in sample:
-                path = get_path(encode_request(keys, record.serial))
-                stored = primary.response(issuer_id, record.serial)
-                assert stored is not None
-                (root / path.lstrip("/")).write_bytes(stored.der)
-                paths.append(path)
-            listing = Path(tmp) / "paths.txt"
-            listing.write_text("\n".join(paths) + "\n")
+            for serial in samples.serials[-50:]:
+                while replica.response(issuer_id, serial) is None:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("replica did not catch up")
+                    time.sleep(0.2)
             stop = threading.Event()
             beat = threading.Thread(target=HeartbeatWriter(primary).run, args=(stop,))
             beat.start()
-            port, nginx_port = free_port(), free_port()
-            text = re.sub(
-                r'listen = ".*"', f'listen = "127.0.0.1:{port}"', config_path.read_text(), count=1
+            port = free_port()
+            served = responder_config(
+                config_path, config_path.parent / "serve.toml", port, workers=args.workers
             )
-            text = text.replace(
-                "run_signer = true", f"run_signer = false\nworkers = {args.workers}"
-            )
-            served_config = config_path.parent / "serve.toml"
-            served_config.write_text(text)
-            (Path(tmp) / "nginx.conf").write_text(
-                NGINX_CONF.format(workers=2, dir=tmp, port=nginx_port, root=root)
-            )
-            nginx = subprocess.Popen(["nginx", "-c", str(Path(tmp) / "nginx.conf")])
-            responder = subprocess.Popen(
-                [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(served_config)],
-                stdout=subprocess.DEVNULL,
-                stderr=(Path(tmp) / "responder.log").open("wb"),
-            )
-            url, nginx_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{nginx_port}"
+            log = directory / "responder.log"
+            url = f"http://127.0.0.1:{port}"
             try:
-                wait_ready(nginx_url + paths[0])
-                try:
-                    wait_ready(url + "/readyz")
-                except TimeoutError:
-                    sys.stderr.write((Path(tmp) / "responder.log").read_text()[-3000:])
-                    raise
-                same_bytes(url, nginx_url, paths[0])
-                measured = paired_rounds(nginx_url, url, listing, args.duration, args.rounds)
-                with urllib.request.urlopen(url + "/sources") as answer:
-                    sources = json.loads(answer.read())
+                with nginx(directory, samples.root) as (nginx_url, nginx_pid):
+                    responder = subprocess.Popen(
+                        [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(served)],
+                        stdout=subprocess.DEVNULL,
+                        stderr=log.open("wb"),
+                    )
+                    try:
+                        wait_ready(nginx_url + samples.first_path)
+                        try:
+                            wait_ready(url + "/readyz")
+                        except TimeoutError:
+                            sys.stderr.write(log.read_text()[-3000:])
+                            raise
+                        same_bytes(url, nginx_url, samples.first_path)
+                        measured = paired_rounds(
+                            (nginx_url, nginx_pid),
+                            (url, responder.pid),
+                            samples,
+                            args.duration,
+                            args.rounds,
+                        )
+                        with urllib.request.urlopen(url + "/sources") as answer:
+                            sources = json.loads(answer.read())
+                    finally:
+                        responder.terminate()
+                        responder.wait(timeout=20)
             finally:
-                responder.terminate()
-                nginx.terminate()
-                responder.wait(timeout=20)
-                nginx.wait(timeout=10)
                 stop.set()
                 beat.join()
+            peer: dict[str, Any] = (
+                {"skipped": "--no-peer"}
+                if args.no_peer
+                else peer_figures(directory, config_path.parent, index, samples, args.duration)
+            )
+            ours = measured["rounds"][-1]
+            for method in ("get", "post"):
+                if method in peer:
+                    measured[f"{method}_ratio_to_peer_last_round"] = round(
+                        ours[method]["requests_per_s"] / peer[method]["requests_per_s"], 3
+                    )
             return {
                 "certificates": args.certs,
-                "reference": "nginx serving the same bytes",
+                "reference": "nginx serving the same bytes (static GET, for both methods)",
                 **measured,
+                "peer": peer,
+                "peer_cfssl": "skipped: not installable offline",
                 "answers_by_source": {s["name"]: s["answers"] for s in sources},
             }
         finally:
@@ -244,6 +257,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--rate", type=float, default=10.0, help="ingests per second")
     parser.add_argument("--workers", type=int, default=2, help="responder processes")
+    parser.add_argument("--no-peer", action="store_true", help="serving: skip openssl ocsp")
     args = parser.parse_args()
     run = {"serving": serving, "latency": latency, "signing": signing}[args.benchmark]
     print(json.dumps(run(args), indent=2))

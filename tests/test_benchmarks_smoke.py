@@ -1,0 +1,115 @@
+"""CI smoke run of the scale benchmark (issue 15): `python -m benchmarks.scale --json` end to end on
+SQLite at a small N (real certificates through ingest, pregeneration, nginx and the responder
+under wrk), checking the report's shape and that its figures are sane. Its speed is not judged
+here: figures are measured by the benchmark itself, as ratios, on a quiet machine. Also: the
+serving benchmarks' peer (openssl ocsp) is given the store's statuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarks.peer import write_index
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certstatus.demo.ca import DemoCA
+from certstatus.store.base import CertificateRecord, RevocationRequest
+from certstatus.store.sqlite import SqliteStore
+
+ROOT = Path(__file__).resolve().parents[1]
+CERTS = 2000
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(
+    not (shutil.which("wrk") and shutil.which("nginx")), reason="needs wrk and nginx"
+)
+def test_scale_benchmark_reports_every_figure_with_sane_values() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.scale",
+            "--certs",
+            str(CERTS),
+            "--engine",
+            "sqlite",
+            "--json",
+            "--duration",
+            "1",
+            "--sample",
+            "500",
+            "--openssl-seconds",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout)  # one JSON object, nothing else on stdout
+
+    assert report["engine"] == "sqlite" and report["sizes"] == [CERTS]
+    assert report["ingest_per_s"] > 0
+    assert report["pregen_per_s"] > 0
+    assert report["openssl_speed_sign_per_s"] > 0
+    # pregeneration signs with the same primitive on the same cores: it cannot beat openssl
+    # by much, and a ratio of 0 would mean nothing was timed
+    assert 0 < report["pregen_openssl_ratio"] < 1.5
+    # two P-256 responses (~0.8 KB each) plus the row and indexes; a small file has overhead,
+    # but more than 8 KiB per certificate would be a regression worth a look
+    assert 1500 < report["bytes_per_cert"] < 8192
+
+    size = report["per_size"][str(CERTS)]
+    assert size["ingested"] == CERTS
+    assert size["pregen_responses"] in (CERTS, 2 * CERTS)  # SHA-1 only, or both CertIDs
+    assert size["responder_rss_mb"] > 10
+    assert size["queries_ms"], "the periodic queries were not timed"
+    assert all(ms >= 0 for ms in size["queries_ms"].values())
+    for name in ("nginx_get", "get", "post"):
+        figures = size[name]
+        assert figures["requests_per_s"] > 0, name
+        assert figures["non_2xx"] == 0, name  # every sampled serial answered 200
+        assert figures["cpu_us_per_answer"] > 0, name
+    for name in ("get", "post"):
+        assert 0 < size[name]["ratio_to_nginx_get"] < 5, name
+
+
+def test_the_peer_index_holds_the_stores_statuses(tmp_path: Path) -> None:
+    """openssl's index.txt, written from the store, answers what certstatus answers: V for a
+    good serial, R with the time and reason for a revoked one, serials as whole upper-case hex
+    bytes (openssl looks a request's serial up in that spelling)."""
+    store = SqliteStore(tmp_path / "s.db")
+    ca = DemoCA.create()
+    issuer_id = store.ensure_issuer("ca", ca.certificate.public_bytes(Encoding.DER))
+    now = 1_780_000_000
+    good, revoked = 0xABC, 0x1_0000_0000_0000_0001
+    store.add_certificates(
+        [
+            CertificateRecord(issuer_id, s, "cert", now + 86400, 0, now - 60)
+            for s in (good, revoked)
+        ],
+        now,
+    )
+    store.revoke_many([RevocationRequest(issuer_id, revoked, now - 10, 1, True)], now)
+    index = write_index(tmp_path, store, issuer_id, [good, revoked])
+    store.close()
+
+    lines = [line.split("\t") for line in index.read_text().splitlines()]
+    assert lines[0][:4] == ["V", "260529202640Z", "", "0ABC"]
+    assert lines[1][:4] == [
+        "R",
+        "260529202640Z",
+        "260528202630Z,keyCompromise",
+        "010000000000000001",
+    ]
+    assert (tmp_path / "index.txt.attr").read_text() == "unique_subject = no\n"
