@@ -156,15 +156,31 @@ def measure_ingest(config_path: Path, n: int, certificates: Path | None = None) 
 def measure_pregeneration(config_path: Path, n: int, processes: int = 2) -> float:
     """Responses/s (two per certificate) of Signer.sign_due over n fresh certificates recorded
     in the config's database: claim, sign, store, end to end."""
+    record_fresh(config_path, n)
+    return time_signing(config_path, n, processes)
+
+
+def record_fresh(config_path: Path, n: int) -> None:
+    """n certificates due for their first responses (records only: no X.509 to check)."""
+    config = load_config(config_path)
+    store = open_store(config.database, config.base_dir)
+    try:
+        issuer_id = Ingest(store, load_issuer_certificates(config)).issuer_id("bench")
+        now = int(time.time())
+        records = bulk_records(issuer_id, n, seed=7)
+        for start in range(0, n, 10_000):
+            store.add_certificates(records[start : start + 10_000], now)
+    finally:
+        store.close()
+
+
+def time_signing(config_path: Path, n: int, processes: int = 2) -> float:
+    """Responses/s of one Signer.sign_due pass that must sign n due certificates."""
     config = load_config(config_path)
     materials = load_issuer_material(config)
     store = open_store(config.database, config.base_dir)
     try:
         issuer_id = Ingest(store, materials).issuer_id("bench")
-        now = int(time.time())
-        records = bulk_records(issuer_id, n, seed=7)
-        for start in range(0, n, 10_000):
-            store.add_certificates(records[start : start + 10_000], now)
         with Signer(
             store, materials, {"bench": issuer_id}, config.signing, processes=processes
         ) as signer:

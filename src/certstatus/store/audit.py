@@ -81,6 +81,14 @@ def _spell(value: Any, strings: _Spelling) -> str:
     return json.dumps(value, ensure_ascii=True)
 
 
+def _spell_serial(serial: str | None, strings: _Spelling) -> str:
+    """A serial is lowercase hex (serial_key), which JSON spells as itself in quotes: no
+    json.dumps per serial, and no cache entry either (each serial appears once)."""
+    if serial is not None and serial.isascii() and serial.isalnum():
+        return f'"{serial}"'
+    return _spell(serial, strings)
+
+
 def chain(
     head: tuple[int, str], changes: Iterable[Change], context: AuditContext, now: int
 ) -> list[tuple[Any, ...]]:
@@ -106,7 +114,7 @@ def chain(
                 ",",
                 _spell(change.issuer_id, strings),
                 ",",
-                _spell(change.serial, strings),
+                _spell_serial(change.serial, strings),
                 ",",
                 request,
                 ",",

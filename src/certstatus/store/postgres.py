@@ -313,8 +313,8 @@ class PostgresStore(SqlStore):
                 inserted = db.execute(
                     "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
                     "priority, due_at, crl_partition, not_before) "
-                    "SELECT i, s, k, n, %s, %s, %s, p, b FROM unnest(%s::bigint[], %s::text[], "
-                    "%s::text[], %s::bigint[], %s::int[], %s::bigint[]) AS v(i, s, k, n, p, b) "
+                    "SELECT i, s, k, n, %s, %s, %s, p, b FROM unnest(%b::bigint[], %b::text[], "
+                    "%b::text[], %b::bigint[], %b::int[], %b::bigint[]) AS v(i, s, k, n, p, b) "
                     "ON CONFLICT DO NOTHING RETURNING issuer_id, serial",
                     (
                         now,
@@ -338,7 +338,7 @@ class PostgresStore(SqlStore):
                     for i, s in db.execute(
                         "UPDATE certificates c SET kind = 'cert', "
                         "not_before = coalesce(c.not_before, v.b) "
-                        "FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(i, s, b) "
+                        "FROM unnest(%b::bigint[], %b::text[], %b::bigint[]) AS v(i, s, b) "
                         "WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert' "
                         "RETURNING c.issuer_id, c.serial",
                         (
@@ -351,7 +351,7 @@ class PostgresStore(SqlStore):
             partitions = sorted({(r.issuer_id, r.crl_partition) for r in records})
             db.execute(  # the partitions the CRL builder must publish
                 "INSERT INTO crl_state (issuer_id, crl_partition) SELECT * FROM "
-                "unnest(%s::bigint[], %s::int[]) ON CONFLICT DO NOTHING",
+                "unnest(%b::bigint[], %b::int[]) ON CONFLICT DO NOTHING",
                 ([i for i, _ in partitions], [p for _, p in partitions]),
             )
             # before the batch, as this transaction saw it: absent where it inserted, a
@@ -405,8 +405,8 @@ class PostgresStore(SqlStore):
             return
         with self._writing(durable=False) as db:  # claim bookkeeping: redone if lost
             db.execute(
-                "UPDATE certificates c SET due_at = %s FROM unnest(%s::bigint[], %s::text[], "
-                "%s::bigint[]) AS v(issuer_id, serial, version) WHERE c.issuer_id = v.issuer_id "
+                "UPDATE certificates c SET due_at = %s FROM unnest(%b::bigint[], %b::text[], "
+                "%b::bigint[]) AS v(issuer_id, serial, version) WHERE c.issuer_id = v.issuer_id "
                 "AND c.serial = v.serial AND c.version = v.version AND c.due_at > %s",
                 (
                     now,
@@ -442,8 +442,8 @@ class PostgresStore(SqlStore):
             return 0
         with self._writing(durable=False) as db:
             cur = db.execute(
-                "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], "
-                "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[]) AS "
+                "WITH v AS (SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bigint[], "
+                "%b::bigint[], %b::bigint[], %b::bigint[], %b::bytea[], %b::bytea[]) AS "
                 "v(issuer_id, serial, version, this_update, next_update, refresh_at, der_sha1, "
                 "der_sha256)), kept AS (UPDATE certificates c SET priority = %s, "
                 "due_at = CASE WHEN v.refresh_at < c.not_after THEN v.refresh_at END FROM v "
