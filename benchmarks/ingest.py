@@ -248,6 +248,7 @@ def main() -> None:
     parser.add_argument("--certs", type=int, default=100_000)
     parser.add_argument("--engine", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--ca-key", choices=["p256", "rsa2048"], default="p256")
+    parser.add_argument("--ingest-certs", type=int, help="certificates to ingest (--certs)")
     parser.add_argument("--skip-pregeneration", action="store_true")
     args = parser.parse_args()
     engines = ["sqlite", "postgres"] if args.engine == "both" else [args.engine]

@@ -58,7 +58,9 @@ class IssuerCheck:
     name: str
     certificate_der: bytes
     crl: CrlLayout | None
-    _loaded: tuple[x509.Certificate, Any] | None = field(default=None, repr=False, compare=False)
+    _loaded: tuple[x509.Certificate, Any, bytes] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @classmethod
     def of(
@@ -73,10 +75,18 @@ class IssuerCheck:
     def certificate(self) -> x509.Certificate:
         return self._load()[0]
 
-    def _load(self) -> tuple[x509.Certificate, Any]:
+    @property
+    def subject_der(self) -> bytes:
+        return self._load()[2]
+
+    def _load(self) -> tuple[x509.Certificate, Any, bytes]:
         if self._loaded is None:
             certificate = x509.load_der_x509_certificate(self.certificate_der)
-            self._loaded = (certificate, certificate.public_key())
+            self._loaded = (
+                certificate,
+                certificate.public_key(),
+                certificate.subject.public_bytes(),
+            )
         return self._loaded
 
     def signed(self, certificate: x509.Certificate) -> bool:
@@ -86,7 +96,7 @@ class IssuerCheck:
         for every certificate, as verify_directly_issued_by does, costs a fifth of a P-256
         verification); any other algorithm (RSA-PSS, EdDSA) goes through cryptography's own
         verify_directly_issued_by."""
-        issuer, key = self._load()
+        issuer, key, _ = self._load()
         algorithm = certificate.signature_algorithm_oid
         try:
             if isinstance(key, ec.EllipticCurvePublicKey) and algorithm in _ECDSA:
@@ -111,30 +121,53 @@ class IssuerCheck:
         return True
 
 
-def not_a_leaf(certificate: x509.Certificate) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the checks read of a certificate's extensions, gathered in one pass over them
+    (one lookup per extension by class walks the list and raises for every absent one)."""
+
+    ca: bool = False
+    ocsp_signing: bool = False
+    precertificate: bool = False
+    distribution_points: x509.CRLDistributionPoints | None = None
+
+
+def facts(certificate: x509.Certificate) -> Facts:
+    ca = ocsp_signing = precertificate = False
+    points = None
+    for extension in certificate.extensions:
+        oid, value = extension.oid, extension.value
+        if oid == ExtensionOID.BASIC_CONSTRAINTS:
+            ca = bool(value.ca)
+        elif oid == ExtensionOID.EXTENDED_KEY_USAGE:
+            ocsp_signing = ExtendedKeyUsageOID.OCSP_SIGNING in value
+        elif oid == CT_POISON:
+            precertificate = True
+        elif oid == ExtensionOID.CRL_DISTRIBUTION_POINTS:
+            points = value
+    return Facts(ca, ocsp_signing, precertificate, points)
+
+
+def not_a_leaf(certificate: x509.Certificate, found: Facts | None = None) -> str | None:
     """Why a certificate is not a subscriber (pre)certificate to record, or None.
 
     A CA certificate (the issuer itself, an intermediate) or the delegated OCSP responder
     certificate is not a leaf: recorded, it would get signed "good" responses of its own and a
     place on the CRLs, which no relying party should ever be shown for it."""
-    try:
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-        if constraints.value.ca:
-            return "is a CA certificate, not a subscriber certificate"
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        if ExtendedKeyUsageOID.OCSP_SIGNING in usages:
-            return (
-                "is an OCSP responder certificate (EKU OCSPSigning), not a subscriber certificate"
-            )
-    except x509.ExtensionNotFound:
-        pass
+    found = found or facts(certificate)
+    if found.ca:
+        return "is a CA certificate, not a subscriber certificate"
+    if found.ocsp_signing:
+        return "is an OCSP responder certificate (EKU OCSPSigning), not a subscriber certificate"
     return None
 
 
-def crl_partition(certificate: x509.Certificate, layout: CrlLayout | None, source: str) -> int:
+def crl_partition(
+    certificate: x509.Certificate,
+    layout: CrlLayout | None,
+    source: str,
+    found: Facts | None = None,
+) -> int:
     """The CRL partition a certificate belongs to, decided once and stored (R19).
 
     The CDP written at issuance is the truth; a certificate without one takes the partition the
@@ -143,13 +176,9 @@ def crl_partition(certificate: x509.Certificate, layout: CrlLayout | None, sourc
     """
     if layout is None:
         return 0
-    try:
-        points = certificate.extensions.get_extension_for_oid(
-            ExtensionOID.CRL_DISTRIBUTION_POINTS
-        ).value
-    except x509.ExtensionNotFound:
+    points = (found or facts(certificate)).distribution_points
+    if points is None:
         return layout.partition_for_serial(certificate.serial_number)
-    assert isinstance(points, x509.CRLDistributionPoints)
     urls = [
         name.value
         for point in points
@@ -168,18 +197,26 @@ def crl_partition(certificate: x509.Certificate, layout: CrlLayout | None, sourc
 
 def is_precertificate(certificate: x509.Certificate) -> bool:
     """A precertificate carries the critical CT poison extension (RFC 6962 3.1)."""
-    return any(ext.oid == CT_POISON for ext in certificate.extensions)
+    return facts(certificate).precertificate
 
 
 def check_certificate(
     certificate: x509.Certificate, source: str, issuers: Sequence[IssuerCheck]
 ) -> CertificateRecord:
     """The record of a subscriber (pre)certificate signed by a configured issuer, or
-    IngestError naming source: not a leaf, an unknown issuer, a bad signature, a foreign CDP."""
-    refused = not_a_leaf(certificate)
+    IngestError naming source: not a leaf, an unknown issuer, a bad signature, a foreign CDP.
+
+    Issuers are matched on the issuer name's DER, which is what verify_directly_issued_by
+    compares too; an equal name spelled differently is still matched (and then refused for
+    its signature), so the refusal names the issuer it claims."""
+    found = facts(certificate)
+    refused = not_a_leaf(certificate, found)
     if refused is not None:
         raise IngestError(f"{source}: {refused}; nothing recorded")
-    candidates = [i for i in issuers if i.certificate.subject == certificate.issuer]
+    issuer_der = certificate.issuer.public_bytes()
+    candidates = [i for i in issuers if i.subject_der == issuer_der] or [
+        i for i in issuers if i.certificate.subject == certificate.issuer
+    ]
     if not candidates:
         raise IngestError(
             f"{source}: issued by {certificate.issuer.rfc4514_string()}, which is not a "
@@ -188,13 +225,12 @@ def check_certificate(
     for issuer in candidates:
         if not issuer.signed(certificate):
             continue
-        kind = "precert" if is_precertificate(certificate) else "cert"
         return CertificateRecord(
             issuer.id,
             certificate.serial_number,
-            kind,
+            "precert" if found.precertificate else "cert",
             int(certificate.not_valid_after_utc.timestamp()),
-            crl_partition(certificate, issuer.crl, source),
+            crl_partition(certificate, issuer.crl, source, found),
             int(certificate.not_valid_before_utc.timestamp()),
         )
     raise IngestError(

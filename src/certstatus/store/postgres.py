@@ -362,14 +362,17 @@ class PostgresStore(SqlStore):
         return AddResult(result.added, len(records) - result.added, result.outcomes)
 
     def _insert_audit_rows(self, db: Connection, rows: Sequence[Sequence[Any]]) -> None:
-        """A large batch of entries by COPY: one statement, instead of one per entry."""
+        """A large batch of entries by COPY: a statement per _CHUNK entries, instead of one
+        per entry."""
         if len(rows) < 64:
             super()._insert_audit_rows(db, rows)
             return
         assert isinstance(db, psycopg.Connection)  # the one _writing() gave
-        with db.cursor() as cursor, cursor.copy(f"COPY audit ({COLUMNS}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        with db.cursor() as cursor:
+            for start in range(0, len(rows), _CHUNK):  # each COPY inside the statement timeout
+                with cursor.copy(f"COPY audit ({COLUMNS}) FROM STDIN") as copy:
+                    for row in rows[start : start + _CHUNK]:
+                        copy.write_row(row)
 
     # signing
 
