@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.store import additions
+from certstatus.store import pgarrays as arrays
 from certstatus.store.audit import COLUMNS
 from certstatus.store.base import (
     UNATTRIBUTED,
@@ -313,19 +314,19 @@ class PostgresStore(SqlStore):
                 inserted = db.execute(
                     "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
                     "priority, due_at, crl_partition, not_before) "
-                    "SELECT i, s, k, n, %s, %s, %s, p, b FROM unnest(%b::bigint[], %b::text[], "
-                    "%b::text[], %b::bigint[], %b::int[], %b::bigint[]) AS v(i, s, k, n, p, b) "
+                    "SELECT i, s, k, n, %s, %s, %s, p, b FROM unnest(%s::bigint[], %s::text[], "
+                    "%s::text[], %s::bigint[], %s::int[], %s::bigint[]) AS v(i, s, k, n, p, b) "
                     "ON CONFLICT DO NOTHING RETURNING issuer_id, serial",
                     (
                         now,
                         Priority.NEW,
                         now,
-                        [r.issuer_id for r in chunk],
-                        [serial_key(r.serial) for r in chunk],
-                        [r.kind for r in chunk],
-                        [r.not_after for r in chunk],
-                        [r.crl_partition for r in chunk],
-                        [r.not_before for r in chunk],
+                        arrays.integers(r.issuer_id for r in chunk),
+                        arrays.hex_texts(serial_key(r.serial) for r in chunk),
+                        arrays.hex_texts(r.kind for r in chunk),
+                        arrays.integers(r.not_after for r in chunk),
+                        arrays.integers(r.crl_partition for r in chunk),
+                        arrays.integers(r.not_before for r in chunk),
                     ),
                 ).fetchall()
                 added.update((int(i), s) for i, s in inserted)
@@ -338,20 +339,20 @@ class PostgresStore(SqlStore):
                     for i, s in db.execute(
                         "UPDATE certificates c SET kind = 'cert', "
                         "not_before = coalesce(c.not_before, v.b) "
-                        "FROM unnest(%b::bigint[], %b::text[], %b::bigint[]) AS v(i, s, b) "
+                        "FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(i, s, b) "
                         "WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert' "
                         "RETURNING c.issuer_id, c.serial",
                         (
-                            [i for (i, _), _ in batch],
-                            [s for (_, s), _ in batch],
-                            [r.not_before for _, r in batch],
+                            arrays.integers(i for (i, _), _ in batch),
+                            arrays.hex_texts(s for (_, s), _ in batch),
+                            arrays.integers(r.not_before for _, r in batch),
                         ),
                     ).fetchall()
                 )
             partitions = sorted({(r.issuer_id, r.crl_partition) for r in records})
             db.execute(  # the partitions the CRL builder must publish
                 "INSERT INTO crl_state (issuer_id, crl_partition) SELECT * FROM "
-                "unnest(%b::bigint[], %b::int[]) ON CONFLICT DO NOTHING",
+                "unnest(%s::bigint[], %s::int[]) ON CONFLICT DO NOTHING",
                 ([i for i, _ in partitions], [p for _, p in partitions]),
             )
             # before the batch, as this transaction saw it: absent where it inserted, a
@@ -408,14 +409,14 @@ class PostgresStore(SqlStore):
             return
         with self._writing(durable=False) as db:  # claim bookkeeping: redone if lost
             db.execute(
-                "UPDATE certificates c SET due_at = %s FROM unnest(%b::bigint[], %b::text[], "
-                "%b::bigint[]) AS v(issuer_id, serial, version) WHERE c.issuer_id = v.issuer_id "
+                "UPDATE certificates c SET due_at = %s FROM unnest(%s::bigint[], %s::text[], "
+                "%s::bigint[]) AS v(issuer_id, serial, version) WHERE c.issuer_id = v.issuer_id "
                 "AND c.serial = v.serial AND c.version = v.version AND c.due_at > %s",
                 (
                     now,
-                    [c.issuer_id for c in claimed],
-                    [serial_key(c.serial) for c in claimed],
-                    [c.version for c in claimed],
+                    arrays.integers(c.issuer_id for c in claimed),
+                    arrays.hex_texts(serial_key(c.serial) for c in claimed),
+                    arrays.integers(c.version for c in claimed),
                     now,
                 ),
             )
@@ -445,8 +446,8 @@ class PostgresStore(SqlStore):
             return 0
         with self._writing(durable=False) as db:
             cur = db.execute(
-                "WITH v AS (SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bigint[], "
-                "%b::bigint[], %b::bigint[], %b::bigint[], %b::bytea[], %b::bytea[]) AS "
+                "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], "
+                "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[]) AS "
                 "v(issuer_id, serial, version, this_update, next_update, refresh_at, der_sha1, "
                 "der_sha256)), kept AS (UPDATE certificates c SET priority = %s, "
                 "due_at = CASE WHEN v.refresh_at < c.not_after THEN v.refresh_at END FROM v "
@@ -460,14 +461,14 @@ class PostgresStore(SqlStore):
                 "refresh_at = excluded.refresh_at, der_sha1 = excluded.der_sha1, "
                 "der_sha256 = excluded.der_sha256 WHERE excluded.version >= responses.version",
                 (
-                    [r.issuer_id for r in responses],
-                    [serial_key(r.serial) for r in responses],
-                    [r.version for r in responses],
-                    [r.this_update for r in responses],
-                    [r.next_update for r in responses],
-                    [r.refresh_at for r in responses],
-                    [r.der_sha1 for r in responses],
-                    [r.der_sha256 for r in responses],
+                    arrays.integers(r.issuer_id for r in responses),
+                    arrays.hex_texts(serial_key(r.serial) for r in responses),
+                    arrays.integers(r.version for r in responses),
+                    arrays.integers(r.this_update for r in responses),
+                    arrays.integers(r.next_update for r in responses),
+                    arrays.integers(r.refresh_at for r in responses),
+                    arrays.byteas(r.der_sha1 for r in responses),
+                    arrays.byteas(r.der_sha256 for r in responses),
                     Priority.REFRESH,
                 ),
             )
