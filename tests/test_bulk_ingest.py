@@ -131,3 +131,23 @@ def test_chain_spelling_matches_entry_hash_r23(context: AuditContext) -> None:
         assert row[11] == audit_chain.entry_hash(row[:10], prev)
         prev = row[11]
     assert [row[0] for row in rows] == [42, 43, 44, 45]
+
+
+def test_pem_split_agrees_with_cryptography(deployment) -> None:
+    """add splits PEM itself (the checking processes parse): the same certificates as
+    cryptography's own PEM loader, other blocks ignored, a broken block refused."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    leaves = [deployment.leaf(), deployment.leaf(precertificate=True)]
+    pem = b"".join(leaf.public_bytes(Encoding.PEM) for leaf in leaves)
+    bundle = deployment.dir / "bundle.pem"
+    bundle.write_bytes(
+        b"junk before\n" + pem + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    )
+    expected = [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(pem)]
+    assert check.certificate_ders(bundle) == expected
+    broken = deployment.dir / "broken.pem"
+    broken.write_bytes(pem.replace(b"M", b"*", 1))
+    with pytest.raises(IngestError, match=r"broken\.pem: not a PEM or DER certificate"):
+        check.certificate_ders(broken)

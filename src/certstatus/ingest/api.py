@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.config import IssuerCertificates
-from certstatus.ingest.check import Checker, IngestError, IssuerCheck
+from certstatus.ingest.check import Checker, IngestError, IssuerCheck, certificate_ders
 from certstatus.ocsp.reasons import parse_reason
 from certstatus.store.base import (
     AddResult,
@@ -140,12 +140,15 @@ class Ingest:
         return self.store.add_certificates(records, now, audit or self.audit)
 
     def add_files(self, paths: Sequence[Path], now: int) -> AddResult:
-        pairs = [
-            (cert, f"{path}" if n == 0 else f"{path}#{n + 1}")
+        """Record every certificate of the files (PEM, multi-PEM, DER), each named by its
+        file (and its place in it) in a refusal; all checked before any is written."""
+        items = [
+            (der, f"{path}" if n == 0 else f"{path}#{n + 1}")
             for path in paths
-            for n, cert in enumerate(read_certificate_file(path))
+            for n, der in enumerate(certificate_ders(path))
         ]
-        return self.add_certificates(pairs, now)
+        records = self.checker.check_ders(items)
+        return self.store.add_certificates(records, now, self.audit)
 
     def revoke(
         self,

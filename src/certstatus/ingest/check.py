@@ -9,12 +9,16 @@ first bad certificate's refusal.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import multiprocessing
 import os
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -248,16 +252,53 @@ def _init_checker(issuers: list[IssuerCheck]) -> None:
     _issuers[:] = issuers
 
 
-def _check_chunk(items: list[tuple[bytes, str]]) -> list[CertificateRecord]:
-    """In a checking process: each (DER, source) parsed and checked, in order."""
+def parse_and_check(
+    items: Sequence[tuple[bytes, str]], issuers: Sequence[IssuerCheck]
+) -> list[CertificateRecord]:
+    """Each (DER, source) parsed and checked, in order; the first bad one is refused."""
     records = []
     for data, source in items:
         try:
             certificate = x509.load_der_x509_certificate(data)
         except ValueError:
-            raise IngestError(f"{source}: not a DER certificate; nothing recorded") from None
-        records.append(check_certificate(certificate, source, _issuers))
+            raise IngestError(f"{source}: not a PEM or DER certificate; nothing recorded") from None
+        records.append(check_certificate(certificate, source, issuers))
     return records
+
+
+def _check_chunk(items: list[tuple[bytes, str]]) -> list[CertificateRecord]:
+    """In a checking process."""
+    return parse_and_check(items, _issuers)
+
+
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN (?:X509 )?CERTIFICATE-----(.*?)-----END (?:X509 )?CERTIFICATE-----", re.DOTALL
+)
+
+
+def certificate_ders(path: Path) -> list[bytes]:
+    """The DER of each certificate in a PEM file (one or more CERTIFICATE blocks; others are
+    ignored) or in a DER file, split without parsing: whoever checks them parses them, a
+    checking process for a large file. Refused with one plain line naming the file: an
+    empty file, one that holds no certificate, a block that is not base64."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read: {exc.strerror or exc}; nothing recorded") from None
+    if not data.strip():
+        raise IngestError(f"{path}: is empty; expected a PEM or DER certificate; nothing recorded")
+    if b"-----BEGIN" not in data:
+        return [data]
+    try:
+        ders = [
+            base64.b64decode(b"".join(block.split()), validate=True)
+            for block in _PEM_BLOCK.findall(data)
+        ]
+    except binascii.Error:
+        ders = []
+    if not ders or not all(ders):
+        raise IngestError(f"{path}: not a PEM or DER certificate; nothing recorded")
+    return ders
 
 
 class Checker:
@@ -277,12 +318,20 @@ class Checker:
         """Every certificate's record in input order, or the first refusal in input order."""
         if self.processes <= 1 or len(certificates) < POOL_THRESHOLD:
             return [check_certificate(c, s, self.issuers) for c, s in certificates]
+        return self._pooled([(c.public_bytes(Encoding.DER), s) for c, s in certificates])
+
+    def check_ders(self, items: Sequence[tuple[bytes, str]]) -> list[CertificateRecord]:
+        """As check, for certificates still in DER (parsed where they are checked)."""
+        if self.processes <= 1 or len(items) < POOL_THRESHOLD:
+            return parse_and_check(items, self.issuers)
+        return self._pooled(items)
+
+    def _pooled(self, items: Sequence[tuple[bytes, str]]) -> list[CertificateRecord]:
         pool = self._executor()
-        chunks = [
-            [(c.public_bytes(Encoding.DER), s) for c, s in certificates[i : i + CHUNK]]
-            for i in range(0, len(certificates), CHUNK)
+        futures = [
+            pool.submit(_check_chunk, list(items[i : i + CHUNK]))
+            for i in range(0, len(items), CHUNK)
         ]
-        futures = [pool.submit(_check_chunk, chunk) for chunk in chunks]
         records: list[CertificateRecord] = []
         try:
             for future in futures:  # in order: the first failed chunk holds the first refusal
