@@ -142,10 +142,10 @@ def measure_ingest(config_path: Path, n: int, certificates: Path | None = None) 
     config = load_config(config_path)
     store = open_store(config.database, config.base_dir)
     try:
-        ingest = Ingest(store, load_issuer_certificates(config), actor="bench")
-        started = time.perf_counter()
-        result = ingest.add_files([certificates], int(time.time()))
-        elapsed = time.perf_counter() - started
+        with Ingest(store, load_issuer_certificates(config), actor="bench") as ingest:
+            started = time.perf_counter()
+            result = ingest.add_files([certificates], int(time.time()))
+            elapsed = time.perf_counter() - started
     finally:
         store.close()
     if result.added != n:
