@@ -151,3 +151,22 @@ def test_pem_split_agrees_with_cryptography(deployment) -> None:
     broken.write_bytes(pem.replace(b"M", b"*", 1))
     with pytest.raises(IngestError, match=r"broken\.pem: not a PEM or DER certificate"):
         check.certificate_ders(broken)
+
+
+def test_a_dead_checking_process_costs_speed_not_the_answer(deployment, small_chunks) -> None:
+    """A checking process killed (OOM killer, an operator) breaks the pool: the batch is
+    checked in this process instead, and the next batch starts a new pool."""
+    import os
+    import signal
+
+    pairs = [(deployment.leaf(), f"leaf {n}") for n in range(6)]
+    ingest = deployment.ingest()
+    with check.Checker(ingest._issuers, processes=2) as checker:
+        expected = checker.check(pairs)
+        pool = checker._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        assert checker.check(pairs) == expected
+        assert checker.check(pairs) == expected
+        assert checker._pool is not None and checker._pool is not pool
