@@ -77,8 +77,8 @@ def add(
                 added, known = added + answer["added"], known + answer["known"]
             click.echo(f"added {added}, already known {known}")
             return
-        ingest = _ingest(load(config_path))
-        result = ingest.add_files(list(files), int(time.time()))
+        with _ingest(load(config_path)) as ingest:  # stops its checking processes
+            result = ingest.add_files(list(files), int(time.time()))
     click.echo(f"added {result.added}, already known {result.existing}")
 
 

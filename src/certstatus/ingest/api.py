@@ -8,34 +8,27 @@ from __future__ import annotations
 import getpass
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certstatus.config import IssuerCertificates
-from certstatus.crl.layout import CrlLayout
+from certstatus.ingest.check import Checker, IngestError, IssuerCheck, certificate_ders
 from certstatus.ocsp.reasons import parse_reason
 from certstatus.store.base import (
     AddResult,
     AuditContext,
     BatchRefused,
-    CertificateRecord,
     CertificateRow,
     IngestStore,
     RevocationRequest,
     RevokeOutcome,
 )
 
-CT_POISON = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.3")
 CLOCK_SKEW = 60
-
-
-class IngestError(ValueError):
-    """Input refused; nothing was written."""
 
 
 def read_certificate_file(path: Path) -> list[x509.Certificate]:
@@ -55,69 +48,6 @@ def read_certificate_file(path: Path) -> list[x509.Certificate]:
         return [x509.load_der_x509_certificate(data)]
     except ValueError:
         raise IngestError(f"{path}: not a PEM or DER certificate; nothing recorded") from None
-
-
-def not_a_leaf(certificate: x509.Certificate) -> str | None:
-    """Why a certificate is not a subscriber (pre)certificate to record, or None.
-
-    A CA certificate (the issuer itself, an intermediate) or the delegated OCSP responder
-    certificate is not a leaf: recorded, it would get signed "good" responses of its own and a
-    place on the CRLs, which no relying party should ever be shown for it."""
-    try:
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-        if constraints.value.ca:
-            return "is a CA certificate, not a subscriber certificate"
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        if ExtendedKeyUsageOID.OCSP_SIGNING in usages:
-            return (
-                "is an OCSP responder certificate (EKU OCSPSigning), not a subscriber certificate"
-            )
-    except x509.ExtensionNotFound:
-        pass
-    return None
-
-
-def crl_partition(certificate: x509.Certificate, layout: CrlLayout | None, source: str) -> int:
-    """The CRL partition a certificate belongs to, decided once and stored (R19).
-
-    The CDP written at issuance is the truth; a certificate without one takes the partition the
-    layout assigns to its serial. A CDP naming a URL this issuer does not publish is refused:
-    no CRL we serve could ever list that certificate.
-    """
-    if layout is None:
-        return 0
-    try:
-        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except x509.ExtensionNotFound:
-        return layout.partition_for_serial(certificate.serial_number)
-    urls = [
-        name.value
-        for point in points
-        for name in point.full_name or []
-        if isinstance(name, x509.UniformResourceIdentifier)
-    ]
-    for url in urls:
-        partition = layout.partition_from_url(url)
-        if partition is not None:
-            return partition
-    raise IngestError(
-        f"{source}: its CRL distribution point {urls} is not a URL of issuer "
-        f"{layout.issuer!r} ({layout.url_template}); fix crl_url or the CA's CDP"
-    )
-
-
-def is_precertificate(certificate: x509.Certificate) -> bool:
-    """A precertificate carries the critical CT poison extension (RFC 6962 3.1)."""
-    return any(ext.oid == CT_POISON for ext in certificate.extensions)
-
-
-@dataclass(frozen=True)
-class _KnownIssuer:
-    id: int
-    material: IssuerCertificates
 
 
 @dataclass(frozen=True)
@@ -147,15 +77,38 @@ class Ingest:
     instead."""
 
     def __init__(
-        self, store: IngestStore, issuers: Sequence[IssuerCertificates], actor: str | None = None
+        self,
+        store: IngestStore,
+        issuers: Sequence[IssuerCertificates],
+        actor: str | None = None,
+        processes: int | None = None,
     ) -> None:
+        """processes: how many processes check a large batch (None: one per core; 1: only
+        this one)."""
         self.store = store
         self.audit = AuditContext(actor or operator_actor())
+        self._materials = {m.name: m for m in issuers}
         self._issuers = [
-            _KnownIssuer(store.ensure_issuer(m.name, m.certificate.public_bytes(Encoding.DER)), m)
+            IssuerCheck.of(
+                store.ensure_issuer(m.name, m.certificate.public_bytes(Encoding.DER)),
+                m.name,
+                m.certificate,
+                m.crl,
+            )
             for m in issuers
         ]
-        self._by_name = {i.material.name: i for i in self._issuers}
+        self._by_name = {i.name: i for i in self._issuers}
+        self.checker = Checker(self._issuers, processes)
+
+    def close(self) -> None:
+        """Stop the checking processes, if a large batch started them."""
+        self.checker.close()
+
+    def __enter__(self) -> Ingest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def issuer_names(self) -> list[str]:
@@ -169,60 +122,33 @@ class Ingest:
         return issuer.id
 
     def issuer_name(self, issuer_id: int) -> str:
-        return next(i.material.name for i in self._issuers if i.id == issuer_id)
+        return next(i.name for i in self._issuers if i.id == issuer_id)
 
     def material(self, name: str) -> IssuerCertificates:
         self.issuer_id(name)
-        return self._by_name[name].material
-
-    def _record(self, certificate: x509.Certificate, source: str) -> CertificateRecord:
-        refused = not_a_leaf(certificate)
-        if refused is not None:
-            raise IngestError(f"{source}: {refused}; nothing recorded")
-        candidates = [
-            i for i in self._issuers if i.material.certificate.subject == certificate.issuer
-        ]
-        if not candidates:
-            raise IngestError(
-                f"{source}: issued by {certificate.issuer.rfc4514_string()}, which is not a "
-                "configured issuer"
-            )
-        for issuer in candidates:
-            try:
-                certificate.verify_directly_issued_by(issuer.material.certificate)
-            except Exception:
-                continue
-            kind = "precert" if is_precertificate(certificate) else "cert"
-            return CertificateRecord(
-                issuer.id,
-                certificate.serial_number,
-                kind,
-                int(certificate.not_valid_after_utc.timestamp()),
-                crl_partition(certificate, issuer.material.crl, source),
-                int(certificate.not_valid_before_utc.timestamp()),
-            )
-        raise IngestError(
-            f"{source}: signature does not verify against issuer "
-            f"{candidates[0].material.name!r}; not recorded"
-        )
+        return self._materials[name]
 
     def add_certificates(
         self,
-        certificates: Iterable[tuple[x509.Certificate, str]],
+        certificates: Sequence[tuple[x509.Certificate, str]],
         now: int,
         audit: AuditContext | None = None,
     ) -> AddResult:
-        """Record (certificate, source) pairs; every one is checked before any is written."""
-        records = [self._record(cert, source) for cert, source in certificates]
+        """Record (certificate, source) pairs; every one is checked (a large batch by a
+        process per core) before any is written, and all are written in one transaction."""
+        records = self.checker.check(certificates)
         return self.store.add_certificates(records, now, audit or self.audit)
 
     def add_files(self, paths: Sequence[Path], now: int) -> AddResult:
-        pairs = [
-            (cert, f"{path}" if n == 0 else f"{path}#{n + 1}")
+        """Record every certificate of the files (PEM, multi-PEM, DER), each named by its
+        file (and its place in it) in a refusal; all checked before any is written."""
+        items = [
+            (der, f"{path}" if n == 0 else f"{path}#{n + 1}")
             for path in paths
-            for n, cert in enumerate(read_certificate_file(path))
+            for n, der in enumerate(certificate_ders(path))
         ]
-        return self.add_certificates(pairs, now)
+        records = self.checker.check_ders(items)
+        return self.store.add_certificates(records, now, self.audit)
 
     def revoke(
         self,

@@ -24,7 +24,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store.audit import Change, recorded, upgraded_change
+from certstatus.store import additions
+from certstatus.store import pgarrays as arrays
+from certstatus.store.audit import COLUMNS
 from certstatus.store.base import (
     UNATTRIBUTED,
     AddResult,
@@ -45,6 +47,7 @@ from certstatus.store.shared import Connection, SqlStore
 
 log = logging.getLogger("certstatus.store")
 _MIGRATION_LOCK = 0x63657274  # "cert"
+_CHUNK = 10_000  # rows per statement of a batch write
 _RESPONSE_BY_ALGORITHM = {
     algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at "
     "FROM responses WHERE issuer_id = %s AND serial = %s"
@@ -299,70 +302,82 @@ class PostgresStore(SqlStore):
     def add_certificates(
         self, records: Sequence[CertificateRecord], now: int, audit: AuditContext = UNATTRIBUTED
     ) -> AddResult:
+        """Set-wise, in chunks of _CHUNK rows per statement (each well inside the statement
+        timeout): each new serial inserted once in its final state, ON CONFLICT DO NOTHING
+        RETURNING telling which were really new (a concurrent ingest may have won a serial),
+        then each stored precertificate upgraded once under its row lock; what each record
+        did is replayed from those answers (additions.py), and the audit entries copied."""
         if not records:
             return AddResult(0, 0)
+        rows = additions.first_records(records)
         with self._writing() as db:
-            inserted = db.execute(
-                "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
-                "priority, due_at, crl_partition, not_before) "
-                "SELECT i, s, k, n, %s, %s, %s, p, b FROM unnest(%s::bigint[], %s::text[], "
-                "%s::text[], %s::bigint[], %s::int[], %s::bigint[]) AS v(i, s, k, n, p, b) "
-                "ON CONFLICT DO NOTHING RETURNING issuer_id, serial",
-                (
-                    now,
-                    Priority.NEW,
-                    now,
-                    [r.issuer_id for r in records],
-                    [serial_key(r.serial) for r in records],
-                    [r.kind for r in records],
-                    [r.not_after for r in records],
-                    [r.crl_partition for r in records],
-                    [r.not_before for r in records],
-                ),
-            ).fetchall()
-            added = {(int(i), s) for i, s in inserted}
-            finals = [
-                r
-                for r in records
-                if r.kind == "cert" and (r.issuer_id, serial_key(r.serial)) not in added
-            ]
-            upgraded: set[tuple[int, str]] = set()
-            if finals:
-                rows = db.execute(
-                    "UPDATE certificates c SET kind = 'cert', "
-                    "not_before = coalesce(c.not_before, v.b) "
-                    "FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(i, s, b) "
-                    "WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert' "
-                    "RETURNING c.issuer_id, c.serial",
+            added: set[additions.Key] = set()
+            items = list(rows.items())
+            for start in range(0, len(items), _CHUNK):
+                chunk = [r for _, r in items[start : start + _CHUNK]]
+                inserted = db.execute(
+                    "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
+                    "priority, due_at, crl_partition, not_before) "
+                    "SELECT i, s, k, n, %s, %s, %s, p, b FROM unnest(%s::bigint[], %s::text[], "
+                    "%s::text[], %s::bigint[], %s::int[], %s::bigint[]) AS v(i, s, k, n, p, b) "
+                    "ON CONFLICT DO NOTHING RETURNING issuer_id, serial",
                     (
-                        [r.issuer_id for r in finals],
-                        [serial_key(r.serial) for r in finals],
-                        [r.not_before for r in finals],
+                        now,
+                        Priority.NEW,
+                        now,
+                        arrays.integers(r.issuer_id for r in chunk),
+                        arrays.hex_texts(serial_key(r.serial) for r in chunk),
+                        arrays.hex_texts(r.kind for r in chunk),
+                        arrays.integers(r.not_after for r in chunk),
+                        arrays.integers(r.crl_partition for r in chunk),
+                        arrays.integers(r.not_before for r in chunk),
                     ),
                 ).fetchall()
-                upgraded = {(int(i), s) for i, s in rows}
+                added.update((int(i), s) for i, s in inserted)
+            finals = list(additions.upgrading(records, {k for k in rows if k not in added}).items())
+            upgraded: set[additions.Key] = set()
+            for start in range(0, len(finals), _CHUNK):
+                batch = finals[start : start + _CHUNK]
+                upgraded.update(
+                    (int(i), s)
+                    for i, s in db.execute(
+                        "UPDATE certificates c SET kind = 'cert', "
+                        "not_before = coalesce(c.not_before, v.b) "
+                        "FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(i, s, b) "
+                        "WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert' "
+                        "RETURNING c.issuer_id, c.serial",
+                        (
+                            arrays.integers(i for (i, _), _ in batch),
+                            arrays.hex_texts(s for (_, s), _ in batch),
+                            arrays.integers(r.not_before for _, r in batch),
+                        ),
+                    ).fetchall()
+                )
             partitions = sorted({(r.issuer_id, r.crl_partition) for r in records})
             db.execute(  # the partitions the CRL builder must publish
                 "INSERT INTO crl_state (issuer_id, crl_partition) SELECT * FROM "
                 "unnest(%s::bigint[], %s::int[]) ON CONFLICT DO NOTHING",
                 ([i for i, _ in partitions], [p for _, p in partitions]),
             )
-            outcomes: list[tuple[int, int, str]] = []
-            changes: list[Change] = []
-            seen: set[tuple[int, str]] = set()
-            for r in records:
-                key = (r.issuer_id, serial_key(r.serial))
-                if key in added and key not in seen:
-                    outcomes.append((r.issuer_id, r.serial, "added"))
-                    changes.append(recorded(r))
-                elif key in upgraded and key not in seen:
-                    outcomes.append((r.issuer_id, r.serial, "upgraded"))
-                    changes.append(upgraded_change(r))
-                else:
-                    outcomes.append((r.issuer_id, r.serial, "known"))
-                seen.add(key)
-            self._append_audit(db, changes, audit, now)
-        return AddResult(len(added), len(records) - len(added), tuple(outcomes))
+            # before the batch, as this transaction saw it: absent where it inserted, a
+            # precertificate where it upgraded, otherwise something a record cannot change
+            stored = {k: "precert" if k in upgraded else "cert" for k in rows if k not in added}
+            result = additions.outcomes(records, stored)
+            self._append_audit(db, result.changes, audit, now)
+        return AddResult(result.added, len(records) - result.added, result.outcomes)
+
+    def _insert_audit_rows(self, db: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """A large batch of entries by COPY: a statement per _CHUNK entries, instead of one
+        per entry."""
+        if len(rows) < 64:
+            super()._insert_audit_rows(db, rows)
+            return
+        assert isinstance(db, psycopg.Connection)  # the one _writing() gave
+        with db.cursor() as cursor:
+            for start in range(0, len(rows), _CHUNK):  # each COPY inside the statement timeout
+                with cursor.copy(f"COPY audit ({COLUMNS}) FROM STDIN") as copy:
+                    for row in rows[start : start + _CHUNK]:
+                        copy.write_row(row)
 
     # signing
 
@@ -403,9 +418,9 @@ class PostgresStore(SqlStore):
                 "AND c.serial = v.serial AND c.version = v.version AND c.due_at > %s",
                 (
                     now,
-                    [c.issuer_id for c in claimed],
-                    [serial_key(c.serial) for c in claimed],
-                    [c.version for c in claimed],
+                    arrays.integers(c.issuer_id for c in claimed),
+                    arrays.hex_texts(serial_key(c.serial) for c in claimed),
+                    arrays.integers(c.version for c in claimed),
                     now,
                 ),
             )
@@ -450,14 +465,14 @@ class PostgresStore(SqlStore):
                 "refresh_at = excluded.refresh_at, der_sha1 = excluded.der_sha1, "
                 "der_sha256 = excluded.der_sha256 WHERE excluded.version >= responses.version",
                 (
-                    [r.issuer_id for r in responses],
-                    [serial_key(r.serial) for r in responses],
-                    [r.version for r in responses],
-                    [r.this_update for r in responses],
-                    [r.next_update for r in responses],
-                    [r.refresh_at for r in responses],
-                    [r.der_sha1 for r in responses],
-                    [r.der_sha256 for r in responses],
+                    arrays.integers(r.issuer_id for r in responses),
+                    arrays.hex_texts(serial_key(r.serial) for r in responses),
+                    arrays.integers(r.version for r in responses),
+                    arrays.integers(r.this_update for r in responses),
+                    arrays.integers(r.next_update for r in responses),
+                    arrays.integers(r.refresh_at for r in responses),
+                    arrays.byteas(r.der_sha1 for r in responses),
+                    arrays.byteas(r.der_sha256 for r in responses),
                     Priority.REFRESH,
                 ),
             )

@@ -251,8 +251,13 @@ class SqlStore(ABC):
             return
         head = db.execute(self._sql(audit_chain.HEAD + self.LOCK_ROW)).fetchone()
         rows = audit_chain.chain((int(head[0]), head[1]), changes, context, now)
-        self._executemany(db, self._sql(audit_chain.INSERT), rows)
+        self._insert_audit_rows(db, rows)
         db.execute(self._sql(audit_chain.SET_HEAD), (rows[-1][0], rows[-1][-1]))
+
+    def _insert_audit_rows(self, db: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """The chained entries' rows, in the caller's transaction (PostgreSQL copies a large
+        batch instead: an entry per certificate of a bulk ingest)."""
+        self._executemany(db, self._sql(audit_chain.INSERT), rows)
 
     def audit_refusal(self, context: AuditContext, detail: str, now: int) -> None:
         with self._writing() as db:

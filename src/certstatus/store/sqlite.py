@@ -17,7 +17,7 @@ from typing import Any
 
 from certstatus.files import create_private
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store.audit import Change, recorded, upgraded_change
+from certstatus.store import additions
 from certstatus.store.base import (
     UNATTRIBUTED,
     AddResult,
@@ -121,18 +121,23 @@ class SqliteStore(SqlStore):
     def add_certificates(
         self, records: Sequence[CertificateRecord], now: int, audit: AuditContext = UNATTRIBUTED
     ) -> AddResult:
-        outcomes: list[tuple[int, int, str]] = []
-        changes: list[Change] = []
+        """Set-wise, under the write lock taken up front: the stored kinds of the batch's
+        serials are read once, so what each record does is known before writing (additions.py),
+        and the inserts, upgrades and audit entries go in one executemany each."""
+        if not records:
+            return AddResult(0, 0)
+        rows = additions.first_records(records)
         with self._writing() as db:
-            for r in records:
-                key = serial_key(r.serial)
-                cur = db.execute(
-                    "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
-                    "priority, due_at, crl_partition, not_before) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            stored = self._stored_kinds(db, list(rows))
+            result = additions.outcomes(records, stored)
+            db.executemany(
+                "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
+                "priority, due_at, crl_partition, not_before) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
                     (
-                        r.issuer_id,
-                        key,
+                        i,
+                        s,
                         r.kind,
                         r.not_after,
                         now,
@@ -140,33 +145,49 @@ class SqliteStore(SqlStore):
                         now,
                         r.crl_partition,
                         r.not_before,
-                    ),
-                )
-                if cur.rowcount:
-                    outcomes.append((r.issuer_id, r.serial, "added"))
-                    changes.append(recorded(r))
-                    continue
-                upgraded = 0
-                if r.kind == "cert":
-                    upgraded = db.execute(
-                        "UPDATE certificates SET kind = 'cert', "
-                        "not_before = coalesce(not_before, ?) "
-                        "WHERE issuer_id = ? AND serial = ? AND kind = 'precert'",
-                        (r.not_before, r.issuer_id, key),
-                    ).rowcount
-                if upgraded:
-                    outcomes.append((r.issuer_id, r.serial, "upgraded"))
-                    changes.append(upgraded_change(r))
-                else:
-                    outcomes.append((r.issuer_id, r.serial, "known"))
+                    )
+                    for (i, s), r in rows.items()
+                    if (i, s) not in stored
+                ],
+            )
+            precerts = {k for k, kind in stored.items() if kind == "precert"}
+            db.executemany(
+                "UPDATE certificates SET kind = 'cert', not_before = coalesce(not_before, ?) "
+                "WHERE issuer_id = ? AND serial = ? AND kind = 'precert'",
+                [
+                    (r.not_before, i, s)
+                    for (i, s), r in additions.upgrading(records, precerts).items()
+                ],
+            )
             db.executemany(  # the partitions the CRL builder must publish
                 "INSERT INTO crl_state (issuer_id, crl_partition) VALUES (?, ?) "
                 "ON CONFLICT DO NOTHING",
                 {(r.issuer_id, r.crl_partition) for r in records},
             )
-            self._append_audit(db, changes, audit, now)
-        added = sum(1 for *_, outcome in outcomes if outcome == "added")
-        return AddResult(added, len(records) - added, tuple(outcomes))
+            self._append_audit(db, result.changes, audit, now)
+        return AddResult(result.added, len(records) - result.added, result.outcomes)
+
+    @staticmethod
+    def _stored_kinds(
+        db: sqlite3.Connection, keys: list[additions.Key]
+    ) -> dict[additions.Key, str]:
+        """The kind of each key already stored, a chunk of keys per statement (SQLite's
+        parameter limit); inside the write transaction, so nothing changes them meanwhile."""
+        stored: dict[additions.Key, str] = {}
+        by_issuer: dict[int, list[str]] = {}
+        for issuer_id, serial in keys:
+            by_issuer.setdefault(issuer_id, []).append(serial)
+        for issuer_id, serials in by_issuer.items():
+            for start in range(0, len(serials), 500):
+                chunk = serials[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for serial, kind in db.execute(
+                    f"SELECT serial, kind FROM certificates WHERE issuer_id = ? "
+                    f"AND serial IN ({marks})",
+                    (issuer_id, *chunk),
+                ):
+                    stored[(issuer_id, serial)] = kind
+        return stored
 
     def claim_due(self, now: int, limit: int, lease: int) -> list[DueCertificate]:
         claimed: list[DueCertificate] = []

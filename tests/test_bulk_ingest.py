@@ -1,0 +1,172 @@
+"""Bulk ingest (issue 15): a large batch is checked across processes and written set-wise, and
+must end exactly as recording one certificate at a time would (R5/F2: re-adding is harmless, a
+final certificate upgrades its precertificate; R23: one audit entry per change, chained). On
+SQLite and PostgreSQL (the engine fixture)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from certstatus.demo.ca import DemoCA
+from certstatus.ingest import check
+from certstatus.ingest.api import IngestError
+from certstatus.store import audit as audit_chain
+from certstatus.store.base import AuditContext, CertificateRecord
+
+NOW = int(time.time())
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process pool from 4 certificates on, 2 per task: a small batch spans several tasks."""
+    monkeypatch.setattr(check, "POOL_THRESHOLD", 4)
+    monkeypatch.setattr(check, "CHUNK", 2)
+
+
+def test_pool_checks_like_this_process(deployment, small_chunks) -> None:
+    leaves = [deployment.leaf(precertificate=n == 3) for n in range(7)]
+    pairs = [(leaf, f"leaf {n}") for n, leaf in enumerate(leaves)]
+    ingest = deployment.ingest()
+    with check.Checker(ingest._issuers, processes=2) as pooled:
+        records = pooled.check(pairs)
+        assert pooled._pool is not None  # the pool really checked them
+    alone = check.Checker(ingest._issuers, processes=1).check(pairs)
+    assert records == alone
+    assert [r.serial for r in records] == [leaf.serial_number for leaf in leaves]
+    assert [r.kind for r in records].count("precert") == 1
+
+
+def test_pool_refuses_the_first_bad_certificate_and_writes_nothing(deployment, small_chunks):
+    store = deployment.store()
+    ingest = deployment.ingest(store)
+    impostor = DemoCA.create()  # the issuer's name, another key
+    stranger = DemoCA.create("stranger CA")
+    pairs = [(deployment.leaf(), f"good {n}") for n in range(5)]
+    pairs.insert(3, (impostor.leaf(deployment.leaf_key, 0x51, deployment.url), "forged"))
+    pairs.append((stranger.leaf(deployment.leaf_key, 0x52, deployment.url), "stranger"))
+    with ingest, pytest.raises(IngestError, match=r"^forged: signature does not verify"):
+        ingest.add_certificates(pairs, NOW)
+    assert store.counts()["certificates"] == 0
+    assert store.audit_head()[0] == 0
+
+
+def test_batch_with_repeats_ends_as_one_at_a_time(engine) -> None:
+    """A precertificate and its final certificate in one batch: added then upgraded; a serial
+    twice: known the second time; a stored precertificate upgraded by the batch."""
+    store = engine.store()
+    ingest = engine.ingest(store)
+    stored_pre = engine.leaf(precertificate=True, serial=0x1001)
+    ingest.add_certificates([(stored_pre, "earlier")], NOW)
+    pre, final = engine.leaf(precertificate=True, serial=0x2002), engine.leaf(serial=0x2002)
+    twice = engine.leaf(serial=0x3003)
+    batch = [
+        (pre, "pre"),
+        (twice, "twice"),
+        (final, "final"),
+        (engine.leaf(serial=0x1001), "upgrade"),
+        (twice, "again"),
+        (final, "final again"),
+    ]
+    result = ingest.add_certificates(batch, NOW, AuditContext("api:bulk", "req-1"))
+    assert [o for *_, o in result.outcomes] == [
+        "added",
+        "added",
+        "upgraded",
+        "upgraded",
+        "known",
+        "known",
+    ]
+    assert (result.added, result.existing) == (2, 4)
+    issuer_id = ingest.issuer_id("demo")
+    for serial in (0x1001, 0x2002, 0x3003):
+        assert store.certificate(issuer_id, serial).kind == "cert"
+    assert store.certificate(issuer_id, 0x2002).not_before == int(
+        pre.not_valid_before_utc.timestamp()
+    )
+    entries = store.audit_entries(0, 0, 100)
+    assert [(e.action, e.serial) for e in entries] == [
+        ("record", "1001"),
+        ("record", "2002"),
+        ("record", "3003"),
+        ("upgrade", "2002"),
+        ("upgrade", "1001"),
+    ]
+    assert audit_chain.verify(entries, store.audit_head())[1] is None
+    again = ingest.add_certificates(batch, NOW + 5)
+    assert again.added == 0 and store.audit_head()[0] == 5  # no change, no entry
+
+
+def test_large_batch_is_recorded_with_a_chained_entry_each(engine) -> None:
+    """Above the size where PostgreSQL copies the entries: every row, every entry, one chain."""
+    store = engine.store()
+    issuer_id = engine.ingest(store).issuer_id("demo")
+    records = [CertificateRecord(issuer_id, 0x10000 + n, "cert", NOW + 86400) for n in range(300)]
+    result = store.add_certificates(records, NOW, AuditContext("cli:bulk"))
+    assert (result.added, result.existing) == (300, 0)
+    assert store.counts()["certificates"] == 300
+    entries = store.audit_entries(0, 0, 1000)
+    assert [e.serial for e in entries] == [format(r.serial, "x") for r in records]
+    assert audit_chain.verify(entries, store.audit_head()) == (300, None)
+
+
+@pytest.mark.parametrize(
+    "context",
+    [AuditContext("cli:r\u00f6ot"), AuditContext('api:"quoted"\\', "req-\u2603")],
+)
+def test_chain_spelling_matches_entry_hash_r23(context: AuditContext) -> None:
+    """chain() spells each payload from pieces encoded once; entry_hash (json.dumps of the
+    whole entry) is its oracle, for any text an actor, request id or detail may hold."""
+    changes = [
+        audit_chain.recorded(CertificateRecord(2, 0xABC, "precert", 5)),
+        audit_chain.upgraded_change(CertificateRecord(2, 0xABC, "cert", 5)),
+        audit_chain.Change("refused", detail='bad "body"\n\u00e9'),
+        audit_chain.Change("revoke", 2, "abc", {"status": "good"}, {"status": "revoked"}),
+    ]
+    rows = audit_chain.chain((41, "f" * 64), changes, context, NOW)
+    prev = "f" * 64
+    for row in rows:
+        assert row[10] == prev
+        assert row[11] == audit_chain.entry_hash(row[:10], prev)
+        prev = row[11]
+    assert [row[0] for row in rows] == [42, 43, 44, 45]
+
+
+def test_pem_split_agrees_with_cryptography(deployment) -> None:
+    """add splits PEM itself (the checking processes parse): the same certificates as
+    cryptography's own PEM loader, other blocks ignored, a broken block refused."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    leaves = [deployment.leaf(), deployment.leaf(precertificate=True)]
+    pem = b"".join(leaf.public_bytes(Encoding.PEM) for leaf in leaves)
+    bundle = deployment.dir / "bundle.pem"
+    bundle.write_bytes(
+        b"junk before\n" + pem + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    )
+    expected = [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(pem)]
+    assert check.certificate_ders(bundle) == expected
+    broken = deployment.dir / "broken.pem"
+    broken.write_bytes(pem.replace(b"M", b"*", 1))
+    with pytest.raises(IngestError, match=r"broken\.pem: not a PEM or DER certificate"):
+        check.certificate_ders(broken)
+
+
+def test_a_dead_checking_process_costs_speed_not_the_answer(deployment, small_chunks) -> None:
+    """A checking process killed (OOM killer, an operator) breaks the pool: the batch is
+    checked in this process instead, and the next batch starts a new pool."""
+    import os
+    import signal
+
+    pairs = [(deployment.leaf(), f"leaf {n}") for n in range(6)]
+    ingest = deployment.ingest()
+    with check.Checker(ingest._issuers, processes=2) as checker:
+        expected = checker.check(pairs)
+        pool = checker._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        assert checker.check(pairs) == expected
+        assert checker.check(pairs) == expected
+        assert checker._pool is not None and checker._pool is not pool
