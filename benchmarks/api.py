@@ -355,11 +355,11 @@ def until(database: sqlite3.Connection, sql: str, done: Any, limit: float) -> fl
     raise TimeoutError(f"{sql!r} not done in {limit} s")
 
 
-def mass(directory: Path, count: int) -> None:
+def mass(directory: Path, count: int, cdn_configured: bool = True) -> None:
     from tests.cdn_standin import TagPurgeStandIn  # run with the tree's root on the path
 
     with TagPurgeStandIn(CDN_TOKEN, CountingCdn()) as cdn:
-        stack = Stack(directory, signing=True, cdn_url=cdn.url)
+        stack = Stack(directory, signing=True, cdn_url=cdn.url if cdn_configured else None)
         try:
             _mass(stack, cdn, count)
         finally:
@@ -499,6 +499,9 @@ def main() -> None:
     parser.add_argument("--certs", type=int)
     parser.add_argument("--clients", type=int)
     parser.add_argument("--revocations", type=int)
+    parser.add_argument(
+        "--no-cdn", action="store_true", help="mass: no [[caches]] (the purger left idle)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="certstatus-api-bench-") as tmp:
         directory = Path(tmp)
@@ -509,7 +512,7 @@ def main() -> None:
         elif args.what == "authoritative":
             authoritative(directory, args.certs or 400, args.clients or 4)
         elif args.what == "mass":
-            mass(directory, args.revocations or 100_000)
+            mass(directory, args.revocations or 100_000, not args.no_cdn)
         else:
             flat(directory, args.revocations or 1_000_000)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from certstatus.crl.reading import CrlListing, CrlReadError
 from certstatus.ingest.api import CLOCK_SKEW, Ingest, IngestError, Revocation
 from certstatus.status import RevocationRefused, RevocationState, revocation_transition
-from certstatus.store.base import AuditContext
+from certstatus.store.base import AuditContext, CertificateRow
 from certstatus.store.shared import is_repeat
 
 CHUNK = 10_000
@@ -60,25 +60,25 @@ def _chunks(listing: CrlListing, issuer: str, size: int) -> Iterator[list[Revoca
 
 def _known(
     ingest: Ingest, issuer_id: int, chunk: list[Revocation]
-) -> tuple[list[Revocation], list[Revocation]]:
-    """(recorded, not recorded) entries of a chunk."""
+) -> tuple[list[Revocation], list[Revocation], dict[int, CertificateRow]]:
+    """(recorded, not recorded) entries of a chunk, and the recorded rows as they are now."""
     rows = ingest.store.certificates_many(issuer_id, [item.serial for item in chunk])
     known = [item for item in chunk if item.serial in rows]
-    return known, [item for item in chunk if item.serial not in rows]
+    return known, [item for item in chunk if item.serial not in rows], rows
 
 
-def _check(ingest: Ingest, issuer_id: int, items: list[Revocation], now: int) -> None:
+def _check(
+    ingest: Ingest, items: list[Revocation], rows: dict[int, CertificateRow], now: int
+) -> None:
     """The rules ingest checks, then the transition each would make on its row as it is now
     (what the store's transaction checks again): an entry that would regress a recorded
     revocation refuses the import before anything is written."""
     for item in items:
-        assert item.time is not None
-        if item.time > now + CLOCK_SKEW:
+        if item.time is not None and item.time > now + CLOCK_SKEW:
             raise IngestError(
                 f"{item.source}: serial {item.serial:x}: revocationDate is in the future"
             )
     requests = ingest.check_revocations(items, now)
-    rows = ingest.store.certificates_many(issuer_id, [r.serial for r in requests])
     for item, request in zip(items, requests, strict=True):
         row = rows[request.serial]
         try:
@@ -101,15 +101,15 @@ def import_crl(
     issuer_id = ingest.issuer_id(issuer)
     try:
         for items in _chunks(listing, issuer, chunk):  # everything checked, nothing written
-            known, _ = _known(ingest, issuer_id, items)
-            _check(ingest, issuer_id, known, now)
+            known, _, rows = _known(ingest, issuer_id, items)
+            _check(ingest, known, rows, now)
     except IngestError as exc:
         raise IngestError(f"{exc}; nothing recorded") from None
     number = "none" if listing.number is None else str(listing.number)
     audit = AuditContext(ingest.audit.actor, f"crl {issuer} number {number}", ACTION)
     result = ImportResult()
     for items in _chunks(listing, issuer, chunk):
-        known, unknown = _known(ingest, issuer_id, items)
+        known, unknown, _ = _known(ingest, issuer_id, items)
         result.unknown += len(unknown)
         room = EXAMPLES - len(result.unknown_examples)
         result.unknown_examples += [item.serial for item in unknown[:room]]
