@@ -173,3 +173,50 @@ def test_cli_add_and_revoke_write_the_trail_and_export_since(engine) -> None:
     assert future.returncode == 0 and future.stdout == ""
     bad = cli(engine, "audit", "export", "--since", "yesterday")
     assert bad.returncode == 2 and bad.stderr.startswith("error: --since 'yesterday'")
+
+
+def test_an_anchor_kept_outside_detects_a_rehashed_rewrite(engine) -> None:
+    """Someone who can write the database rewrites entry 2 and recomputes every hash after it
+    and the head: the chain is consistent again and plain `audit verify` passes, but the head
+    taken earlier with `audit head` and kept elsewhere is no longer in it (R23)."""
+    from certstatus.store.audit import entry_hash
+
+    store = engine.store()
+    empty = cli(engine, "audit", "head")
+    assert empty.returncode == 2 and empty.stderr.startswith("error: the audit log is empty")
+    ingest = engine.ingest(store)
+    a, b = engine.leaf(), engine.leaf()
+    ingest.add_certificates([(a, "a"), (b, "b")], NOW)
+    head = cli(engine, "audit", "head")
+    assert head.returncode == 0, head.stderr
+    anchor = head.stdout.strip()
+    assert anchor == f"2:{store.audit_head()[1]}"
+    ingest.revoke("demo", a.serial_number, "superseded", NOW)
+    held = cli(engine, "audit", "verify", "--anchor", anchor)
+    assert held.returncode == 0 and held.stdout.strip().endswith("anchor 2 held"), held.stderr
+
+    entries = store.audit_entries(0, 0, 100)
+    prev = entries[0].hash
+    for entry in entries[1:]:  # the rewrite: entry 2's actor, every hash from there on
+        actor = "cli:someone-else" if entry.seq == 2 else entry.actor
+        fields = (entry.seq, entry.at, actor, entry.action, entry.issuer_id, entry.serial,
+                  entry.request_id, entry.before, entry.after, entry.detail)  # fmt: skip
+        digest = entry_hash(fields, prev)
+        execute(
+            engine,
+            f"UPDATE audit SET actor = '{actor}', prev_hash = '{prev}', hash = '{digest}' "
+            f"WHERE seq = {entry.seq}",
+        )
+        prev = digest
+    execute(engine, f"UPDATE audit_head SET hash = '{prev}' WHERE id = 1")
+    assert cli(engine, "audit", "verify").returncode == 0  # consistent in itself
+    caught = cli(engine, "audit", "verify", "--anchor", anchor)
+    assert caught.returncode == 1
+    assert caught.stderr.strip() == (
+        "audit log broken at entry 2: its hash is not the anchor's "
+        "(the chain was rewritten from here or before)"
+    )
+    beyond = cli(engine, "audit", "verify", "--anchor", f"9:{'0' * 64}")
+    assert beyond.returncode == 1 and "anchor's entry is missing" in beyond.stderr
+    bad = cli(engine, "audit", "verify", "--anchor", "two:abc")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --anchor 'two:abc': expected")

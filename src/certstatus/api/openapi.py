@@ -175,7 +175,10 @@ def document() -> dict[str, Any]:
                 "seq": {"type": "integer"},
                 "at": {"type": "integer", "description": "Unix seconds"},
                 "actor": {"type": "string"},
-                "action": {"type": "string", "enum": ["record", "upgrade", "revoke", "refused"]},
+                "action": {
+                    "type": "string",
+                    "enum": ["record", "upgrade", "revoke", "import-crl", "refused"],
+                },
                 "issuer_id": {"type": ["integer", "null"]},
                 "serial": {"type": ["string", "null"]},
                 "request_id": {"type": ["string", "null"]},

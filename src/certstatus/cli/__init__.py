@@ -155,6 +155,7 @@ def _register() -> None:
     from certstatus.cli.crl import crl
     from certstatus.cli.demo import demo
     from certstatus.cli.drill import drill
+    from certstatus.cli.imports import import_group
     from certstatus.cli.monitor import monitor
     from certstatus.cli.records import add, revoke, stats
     from certstatus.cli.respondercert import responder_cert
@@ -162,7 +163,8 @@ def _register() -> None:
     from certstatus.cli.site import site
 
     commands = (check_config, add, revoke, stats, sign, signer, serve, crl, monitor)
-    for command in (*commands, api, audit, responder_cert, cache, cluster, drill, demo, site):
+    groups = (api, audit, import_group, responder_cert, cache, cluster, drill, demo, site)
+    for command in (*commands, *groups):
         main.add_command(command)
 
 

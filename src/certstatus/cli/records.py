@@ -25,7 +25,8 @@ from certstatus.ocsp.reasons import NAMES
 from certstatus.store import open_store
 
 
-def _ingest(config: Config) -> Ingest:
+def open_ingest(config: Config) -> Ingest:
+    """Ingest over the configured store, acting as the operator who runs the command."""
     materials = load_issuer_certificates(config)  # recording needs no key (R25)
     return Ingest(open_store(config.database, config.base_dir), materials)
 
@@ -77,7 +78,7 @@ def add(
                 added, known = added + answer["added"], known + answer["known"]
             click.echo(f"added {added}, already known {known}")
             return
-        with _ingest(load(config_path)) as ingest:  # stops its checking processes
+        with open_ingest(load(config_path)) as ingest:  # stops its checking processes
             result = ingest.add_files(list(files), int(time.time()))
     click.echo(f"added {result.added}, already known {result.existing}")
 
@@ -204,7 +205,7 @@ def revoke(
                 "re-signed on the next signer pass"
             )
             return
-        ingest = _ingest(load(config_path))
+        ingest = open_ingest(load(config_path))
         row = ingest.revoke(issuer, number, reason, int(time.time()), revocation_time)
     name = NAMES.get(row.reason or 0, str(row.reason))
     click.echo(f"revoked {row.serial:x} ({name}); re-signed on the next signer pass")
@@ -235,7 +236,7 @@ def _revoke_from(
             f"({answer['lines']} lines)"
         )
         return
-    ingest = _ingest(load(config_path))
+    ingest = open_ingest(load(config_path))
     revoked = unchanged = lines = 0
     through = "line 0"
     for chunk in _chunks(read_revocations(path), FROM_CHUNK):

@@ -7,8 +7,8 @@ the last sequence number and hash. An UPDATE of any field, a deleted or reordere
 truncated tail therefore breaks the chain at a place `certstatus audit verify` names.
 
 What a chain cannot show by itself is a rewrite of everything after a point by someone who can
-write the database: anchor it by keeping the head `audit verify` prints (or the last line of
-`audit export`) outside the database, e.g. in the CA's own log.
+write the database: anchor it by keeping the head (`certstatus audit head` prints SEQ:HASH)
+outside the database, e.g. in the CA's own log, and check it later with `audit verify --anchor`.
 
 On PostgreSQL the head row is read FOR UPDATE: appenders queue on it, so the chain has one
 order, the commit order; on SQLite the write transaction already holds the whole database.
@@ -173,12 +173,18 @@ class Broken:
     problem: str
 
 
-def verify(records: Iterable[AuditRecord], head: tuple[int, str]) -> tuple[int, Broken | None]:
+def verify(
+    records: Iterable[AuditRecord],
+    head: tuple[int, str],
+    anchor: tuple[int, str] | None = None,
+) -> tuple[int, Broken | None]:
     """Walk the chain in seq order: (entries checked, the first break or None).
 
     Checked: sequence numbers run 1, 2, 3 ... without a gap (a deleted or reordered entry),
     each prev_hash is the hash before it, each hash is recomputed from the fields (an UPDATE),
-    and the last entry is the head (a deleted tail)."""
+    and the last entry is the head (a deleted tail). anchor, a (seq, hash) kept outside the
+    database (`audit head`), must still be in the chain: a chain rewritten and rehashed from
+    some entry on is consistent in itself, but no longer holds the anchor's hash."""
     expected_seq, prev = 1, GENESIS
     count = 0
     for record in records:
@@ -202,6 +208,11 @@ def verify(records: Iterable[AuditRecord], head: tuple[int, str]) -> tuple[int, 
         )
         if entry_hash(fields, prev) != record.hash:
             return count, Broken(record.seq, "its content does not match its hash (modified)")
+        if anchor is not None and record.seq == anchor[0] and record.hash != anchor[1]:
+            return count, Broken(
+                record.seq,
+                "its hash is not the anchor's (the chain was rewritten from here or before)",
+            )
         prev = record.hash
         expected_seq += 1
         count += 1
@@ -210,7 +221,26 @@ def verify(records: Iterable[AuditRecord], head: tuple[int, str]) -> tuple[int, 
         return count, Broken(
             expected_seq, f"the chain ends at entry {expected_seq - 1} but the head says {head_seq}"
         )
+    if anchor is not None and anchor[0] > head_seq:
+        return count, Broken(
+            anchor[0], f"the anchor's entry is missing: the chain ends at entry {head_seq}"
+        )
     return count, None
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """`SEQ:HASH` as `audit head` prints it; ValueError with the expected form otherwise."""
+    seq, _, digest = text.strip().partition(":")
+    digest = digest.lower()
+    if not seq.isdigit() or int(seq) < 1 or len(digest) != 64:
+        raise ValueError(f"--anchor {text!r}: expected SEQ:HASH as `certstatus audit head` prints")
+    try:
+        bytes.fromhex(digest)
+    except ValueError:
+        raise ValueError(
+            f"--anchor {text!r}: expected SEQ:HASH as `certstatus audit head` prints"
+        ) from None
+    return int(seq), digest
 
 
 def state(row: Any) -> dict[str, Any]:

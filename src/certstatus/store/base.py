@@ -182,10 +182,13 @@ class AddResult:
 @dataclass(frozen=True, slots=True)
 class AuditContext:
     """Who asks for a change, for the audit log (R23): an API client's configured name
-    ("api:<name>") or an operator ("cli:<user>"), and the request it came in (or None)."""
+    ("api:<name>") or an operator ("cli:<user>"), and the request it came in (or None).
+    action is what its revocations are logged as: "revoke", or the operation that carried them
+    when that is worth telling apart later ("import-crl": taken from another system's CRL)."""
 
     actor: str
     request_id: str | None = None
+    action: str = "revoke"
 
 
 UNATTRIBUTED = AuditContext("unattributed")
@@ -228,7 +231,7 @@ class AuditRecord:
     seq: int
     at: int
     actor: str
-    action: str  # "record", "upgrade", "revoke", "refused"
+    action: str  # "record", "upgrade", "revoke", "import-crl", "refused"
     issuer_id: int | None
     serial: str | None
     request_id: str | None

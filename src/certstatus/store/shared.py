@@ -79,9 +79,11 @@ def is_repeat(current: CertificateRow, request: RevocationRequest) -> bool:
     )
 
 
-def outcome_change(request: RevocationRequest, outcome: RevokeOutcome) -> audit_chain.Change:
+def outcome_change(
+    request: RevocationRequest, outcome: RevokeOutcome, action: str = "revoke"
+) -> audit_chain.Change:
     return audit_chain.Change(
-        "revoke",
+        action,
         request.issuer_id,
         serial_key(request.serial),
         audit_chain.state(outcome.before),
@@ -189,7 +191,7 @@ class SqlStore(ABC):
                     raise BatchRefused(index, exc) from None
                 outcomes.append(outcome)
                 if outcome.changed:
-                    changes.append(outcome_change(request, outcome))
+                    changes.append(outcome_change(request, outcome, audit.action))
             self._append_audit(db, changes, audit, now)
         return outcomes
 
