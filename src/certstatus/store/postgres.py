@@ -273,6 +273,21 @@ class PostgresStore(SqlStore):
     def _sql(self, statement: str) -> str:
         return _pg(statement)
 
+    # byte order whatever the database's collation, so that it is numeric order (shared.py)
+    _SERIAL_ORDER = 'ORDER BY length(serial), serial COLLATE "C"'
+
+    def _stream(self, sql: str, parameters: Sequence[Any]) -> Iterator[Any]:
+        """A server-side cursor fetching a few thousand rows at a time, in a read transaction
+        that ends with the iteration; statement_timeout bounds each fetch, not the walk."""
+        with (
+            self._reading() as db,
+            db.transaction(),
+            db.cursor(name="certstatus_stream") as cursor,
+        ):
+            cursor.itersize = 5000
+            cursor.execute(self._sql(sql), parameters)
+            yield from cursor
+
     def _migrate(self) -> None:
         with self._writing() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
