@@ -5,16 +5,27 @@ store's serial-ordered streams the builder and gate read, on both engines."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import time
 from collections.abc import Sequence
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from certstatus.crl.builder import CrlSigner
-from certstatus.crl.gate import GateInput, Rejection, check, iter_serials, missing_from
+from certstatus.crl.gate import (
+    GateInput,
+    Rejection,
+    check,
+    iter_serials,
+    missing_from,
+    signature_valid,
+)
 from certstatus.demo.ca import DemoCA
 from certstatus.keys.pem import key_from_private
 from certstatus.status import RevokedEntry
@@ -168,6 +179,51 @@ def test_iter_serials_reads_the_listed_order() -> None:
     serials = [0xFF, 0x1, (1 << 159) - 1, 0x80, 0x1]
     assert list(iter_serials(crl(serials, 3))) == serials
     assert list(iter_serials(crl([], 3))) == []
+
+
+def rsa_ca(name: str = "stream gate CA") -> tuple[x509.Certificate, CrlSigner]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, CrlSigner(certificate, key_from_private(key))
+
+
+def test_signature_over_the_raw_tbs_agrees_with_cryptography_f5() -> None:
+    """The gate verifies over the TBS bytes in place (no re-encoded copy); on EC and RSA
+    issuers, right and wrong keys and a changed byte, it agrees with is_signature_valid."""
+    ec_ca, ec_signer = ca()
+    ec_other = DemoCA.create("stream gate CA")
+    rsa_cert, rsa_signer = rsa_ca()
+    rsa_other, _ = rsa_ca()
+    entries = [RevokedEntry(0x1818, NOW - 60, 1)]
+    ec_crl = ec_signer.sign(entries, 5, NOW, NOW + 86400, None)
+    rsa_crl = rsa_signer.sign(entries, 5, NOW, NOW + 86400, None)
+    serial_at = ec_crl.index(bytes.fromhex("02021818"))
+    tampered = ec_crl[:serial_at] + bytes.fromhex("02021819") + ec_crl[serial_at + 4 :]
+    cases = [
+        (ec_crl, ec_ca.certificate, True),
+        (ec_crl, ec_other.certificate, False),
+        (ec_crl, rsa_cert, False),
+        (tampered, ec_ca.certificate, False),
+        (rsa_crl, rsa_cert, True),
+        (rsa_crl, rsa_other, False),
+        (rsa_crl, ec_ca.certificate, False),
+    ]
+    for crl_der, issuer, valid in cases:
+        parsed = x509.load_der_x509_crl(crl_der)
+        assert signature_valid(parsed, crl_der, issuer) is valid
+        assert parsed.is_signature_valid(issuer.public_key()) is valid
 
 
 def test_stores_stream_revoked_serials_in_numeric_order(engine) -> None:

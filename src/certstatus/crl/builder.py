@@ -26,6 +26,9 @@ _AKI = der.oid("2.5.29.35")
 _CRL_NUMBER = der.oid("2.5.29.20")
 _IDP = der.oid("2.5.29.28")
 _V2 = der.integer(1)
+# encoded revocation times remembered while encoding (a bulk revocation repeats one); bounded,
+# since a million revocations made one by one have a million times
+_TIMES_KEPT = 4096
 
 
 def raw_subject(certificate: x509.Certificate) -> bytes:
@@ -82,6 +85,8 @@ class CrlSigner:
         for entry in entries:
             when = times.get(entry.revoked_at)
             if when is None:
+                if len(times) >= _TIMES_KEPT:  # revocations mostly have times of their own
+                    times.clear()
                 when = times[entry.revoked_at] = der.x509_time(entry.revoked_at)
             code = encoded_reason(entry.reason)
             ext = b""

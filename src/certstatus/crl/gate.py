@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
 from certstatus import der
 from certstatus.crl.builder import authority_key_id, raw_subject
@@ -168,6 +170,39 @@ def dropped(listed: Iterable[int], gate: GateInput) -> tuple[int, int | None]:
     )
 
 
+def signature_valid(
+    crl: x509.CertificateRevocationList, crl_der: bytes, issuer: x509.Certificate
+) -> bool:
+    """The CRL's signature verifies with the issuer's key over the TBS bytes as they are in
+    the DER (a view, not a copy). cryptography's is_signature_valid re-encodes the TBS first:
+    for a million entries that is 50 MB more, and nearly twice that while its buffer grows."""
+    _, start, _ = der.read_tlv(crl_der)
+    _, _, tbs_end = der.read_tlv(crl_der, start)
+    tbs = memoryview(crl_der)[start:tbs_end]
+    key = issuer.public_key()
+    try:
+        parameters = crl.signature_algorithm_parameters
+        hash_algorithm = crl.signature_hash_algorithm
+        if isinstance(key, rsa.RSAPublicKey) and hash_algorithm is not None:
+            if not isinstance(parameters, padding.PKCS1v15 | padding.PSS):
+                return False
+            # any buffer is accepted at run time; the stub says bytes
+            key.verify(crl.signature, tbs, parameters, hash_algorithm)  # type: ignore[arg-type]
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            if not isinstance(parameters, ec.ECDSA):
+                return False
+            key.verify(crl.signature, tbs, parameters)
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            if parameters is not None:
+                return False
+            key.verify(crl.signature, tbs)
+        else:
+            return False
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
+        return False
+    return True
+
+
 def check(crl_der: bytes, gate: GateInput) -> list[Rejection]:
     """Every reason the CRL must not be published; empty when it may be."""
     try:
@@ -175,7 +210,7 @@ def check(crl_der: bytes, gate: GateInput) -> list[Rejection]:
     except ValueError as exc:
         return [Rejection("unparseable", f"not a DER CRL: {exc}")]
     problems: list[Rejection] = []
-    if not crl.is_signature_valid(gate.issuer.public_key()):  # type: ignore[arg-type]
+    if not signature_valid(crl, crl_der, gate.issuer):
         problems.append(Rejection("signature", "signature does not verify with the issuer key"))
     if crl_issuer(crl_der) != raw_subject(gate.issuer):
         problems.append(Rejection("issuer", "issuer is not byte-identical to the CA subject"))
