@@ -181,6 +181,24 @@ def test_iter_serials_reads_the_listed_order() -> None:
     assert list(iter_serials(crl([], 3))) == []
 
 
+@PROPERTY
+@given(st.lists(serial, max_size=8), st.data())
+def test_iter_serials_on_damaged_der_raises_only_valueerror(serials, data) -> None:
+    """A damaged previous CRL (a stored row gone bad) fails the build with ValueError, never
+    with an IndexError or a wrong list read past an entry's end."""
+    good = bytearray(crl(serials, 4))
+    at = data.draw(st.integers(0, 1 << 16)) % len(good)  # ECDSA signatures vary in length
+    if data.draw(st.booleans()):
+        good = good[:at]
+    else:
+        good[at] = data.draw(st.integers(0, 255))
+    try:
+        read = list(iter_serials(bytes(good)))
+    except ValueError:
+        return
+    assert all(isinstance(s, int) for s in read)
+
+
 def rsa_ca(name: str = "stream gate CA") -> tuple[x509.Certificate, CrlSigner]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
