@@ -6,7 +6,11 @@ Each size gets a fresh database and its own build process, so a size's peak (VmH
 /proc/self/status) is its own and not the largest size's. The process's resident memory
 before the first build (interpreter, imports, the open store) is reported too.
 
-    .venv/bin/python -m benchmarks.crl [--entries 100000 1000000] [--cryptography]
+    .venv/bin/python -m benchmarks.crl [--entries 100000 1000000] [--engine sqlite|postgres]
+                                       [--cryptography]
+
+On PostgreSQL a local primary is started (certstatus.cluster.local, loopback only) and each
+size gets a database of its own on it.
 
 --cryptography also times `cryptography`'s CertificateRevocationListBuilder on a tenth of the
 largest size for comparison (it is not used).
@@ -25,9 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from certstatus.cluster.local import Cluster
 from certstatus.config import load_config, load_issuer_material
 from certstatus.crlbuilder import CrlService
 from certstatus.demo.ca import DemoCA, write_key, write_pem
@@ -35,7 +41,7 @@ from certstatus.ingest import Ingest
 from certstatus.store import open_store
 
 CONFIG = """\
-database = "certstatus.db"
+database = "{database}"
 [[issuers]]
 name = "bench"
 certificate = "issuer.pem"
@@ -46,7 +52,7 @@ crl_url = "http://crl.example.com/{issuer}/{partition}.crl"
 """
 
 
-def setup(directory: Path, entries: int) -> None:
+def setup(directory: Path, entries: int, database: str = "certstatus.db") -> None:
     """A deployment whose one issuer has `entries` revoked certificates, 17 to 32 hex digits
     long (so text order and numeric order differ), all recorded an hour ago."""
     ca = DemoCA.create("bench CA")
@@ -55,7 +61,7 @@ def setup(directory: Path, entries: int) -> None:
     write_key(directory / "issuer.key", ca.key)
     write_pem(directory / "responder.pem", responder)
     write_key(directory / "responder.key", key)
-    (directory / "certstatus.toml").write_text(CONFIG)
+    (directory / "certstatus.toml").write_text(CONFIG.replace("{database}", database))
     config = load_config(directory / "certstatus.toml")
     materials = load_issuer_material(config)
     store = open_store(config.database, config.base_dir)
@@ -75,15 +81,30 @@ def setup(directory: Path, entries: int) -> None:
         )
         for n in range(entries)
     )
-    db = store._connect()  # type: ignore[attr-defined]  # bulk setup only, not revoke()
-    db.execute("BEGIN")
-    db.executemany(
-        "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, revoked, "
-        "revoked_at, reason, revoked_recorded_at, due_at) VALUES (?, ?, 'cert', ?, ?, 1, ?, ?, ?, "
-        "NULL)",
-        rows,
+    columns = (
+        "issuer_id, serial, kind, not_after, ingested_at, revoked, revoked_at, reason, "
+        "revoked_recorded_at, due_at"
     )
-    db.execute("COMMIT")
+    # bulk setup only: a million revocations through revoke() is not the point
+    if database.startswith("postgresql://"):
+        with (
+            psycopg.connect(database) as conn,
+            conn.cursor().copy(
+                f"COPY certificates ({columns}) FROM STDIN"  # type: ignore[arg-type]
+            ) as copy,
+        ):
+            for issuer, serial, not_after, ingested, at, reason, recorded in rows:
+                copy.write_row(
+                    (issuer, serial, "cert", not_after, ingested, 1, at, reason, recorded, None)
+                )
+    else:
+        db = store._connect()  # type: ignore[attr-defined]
+        db.execute("BEGIN")
+        db.executemany(
+            f"INSERT INTO certificates ({columns}) VALUES (?, ?, 'cert', ?, ?, 1, ?, ?, ?, NULL)",
+            rows,
+        )
+        db.execute("COMMIT")
     store.close()
 
 
@@ -119,10 +140,10 @@ def build_twice(directory: Path, entries: int) -> dict[str, object]:
     return report
 
 
-def measure(entries: int) -> dict[str, object]:
+def measure(entries: int, database: str = "certstatus.db") -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        setup(Path(tmp), entries)
+        setup(Path(tmp), entries, database)
         setup_s = round(time.perf_counter() - start, 1)
         child = subprocess.run(
             [sys.executable, "-m", "benchmarks.crl", "--build", tmp, "--entries", str(entries)],
@@ -136,6 +157,23 @@ def measure(entries: int) -> dict[str, object]:
         report: dict[str, object] = json.loads(child.stdout)
         report["setup_s"] = setup_s
         return report
+
+
+def on_postgres(sizes: list[int]) -> list[dict[str, object]]:
+    """Each size on a fresh database of one local PostgreSQL primary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o755)  # the postgres user must reach the cluster inside
+        cluster = Cluster.up(Path(tmp) / "cluster", replicas=0)
+        try:
+            admin = cluster.primary.url.rsplit("/", 1)[0]
+            reports = []
+            for n, entries in enumerate(sizes):
+                with psycopg.connect(admin + "/postgres", autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE crl_bench_{n}".encode())
+                reports.append(measure(entries, f"{admin}/crl_bench_{n}"))
+            return reports
+        finally:
+            cluster.down()
 
 
 def cryptography_builder(ca: DemoCA, entries: int) -> float:
@@ -161,13 +199,15 @@ def cryptography_builder(ca: DemoCA, entries: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--entries", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--cryptography", action="store_true")
     parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)  # the per-size child
     args = parser.parse_args()
     if args.build is not None:
         print(json.dumps(build_twice(args.build, args.entries[0])))
         return
-    report: dict[str, object] = {"sizes": [measure(n) for n in args.entries]}
+    sizes = on_postgres(args.entries) if args.engine == "postgres" else map(measure, args.entries)
+    report: dict[str, object] = {"engine": args.engine, "sizes": list(sizes)}
     if args.cryptography:
         tenth = max(args.entries) // 10
         elapsed = cryptography_builder(DemoCA.create("bench CA"), tenth)
