@@ -29,11 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from certstatus.cluster.local import Cluster
 from certstatus.config import load_config, load_issuer_material
 from certstatus.crlbuilder import CrlService
 from certstatus.demo.ca import DemoCA, write_key, write_pem
@@ -87,6 +85,8 @@ def setup(directory: Path, entries: int, database: str = "certstatus.db") -> Non
     )
     # bulk setup only: a million revocations through revoke() is not the point
     if database.startswith("postgresql://"):
+        import psycopg  # here, not at the top: a SQLite build process never loads it
+
         with (
             psycopg.connect(database) as conn,
             conn.cursor().copy(
@@ -161,6 +161,10 @@ def measure(entries: int, database: str = "certstatus.db") -> dict[str, object]:
 
 def on_postgres(sizes: list[int]) -> list[dict[str, object]]:
     """Each size on a fresh database of one local PostgreSQL primary."""
+    import psycopg
+
+    from certstatus.cluster.local import Cluster
+
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp).chmod(0o755)  # the postgres user must reach the cluster inside
         cluster = Cluster.up(Path(tmp) / "cluster", replicas=0)
