@@ -1,8 +1,19 @@
-"""CRL build at scale: one CRL with N revoked entries (default 1 000 000), built, gated and
-published through CrlService, timed by phase, with peak memory; and `cryptography`'s
-CertificateRevocationListBuilder on a tenth of the entries for comparison (it is not used).
+"""CRL build at scale: one CRL with N revoked entries, built, gated and published through
+CrlService, twice (the second build's gate carries the first CRL's N entries), with the peak
+resident memory of the process that did it.
 
-    .venv/bin/python -m benchmarks.crl [--entries 1000000]
+Each size gets a fresh database and its own build process, so a size's peak (VmHWM from
+/proc/self/status) is its own and not the largest size's. The process's resident memory
+before the first build (interpreter, imports, the open store) is reported too.
+
+    .venv/bin/python -m benchmarks.crl [--entries 100000 1000000] [--engine sqlite|postgres]
+                                       [--cryptography]
+
+On PostgreSQL a local primary is started (certstatus.cluster.local, loopback only) and each
+size gets a database of its own on it.
+
+--cryptography also times `cryptography`'s CertificateRevocationListBuilder on a tenth of the
+largest size for comparison (it is not used).
 """
 
 from __future__ import annotations
@@ -10,8 +21,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import random
-import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +33,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from certstatus.config import load_config, load_issuer_material
-from certstatus.crl.gate import GateInput, check
 from certstatus.crlbuilder import CrlService
 from certstatus.demo.ca import DemoCA, write_key, write_pem
 from certstatus.ingest import Ingest
 from certstatus.store import open_store
 
 CONFIG = """\
-database = "certstatus.db"
+database = "{database}"
 [[issuers]]
 name = "bench"
 certificate = "issuer.pem"
@@ -38,14 +50,16 @@ crl_url = "http://crl.example.com/{issuer}/{partition}.crl"
 """
 
 
-def setup(directory: Path, entries: int) -> tuple[CrlService, int]:
+def setup(directory: Path, entries: int, database: str = "certstatus.db") -> None:
+    """A deployment whose one issuer has `entries` revoked certificates, 17 to 32 hex digits
+    long (so text order and numeric order differ), all recorded an hour ago."""
     ca = DemoCA.create("bench CA")
     responder, key = ca.responder()
     write_pem(directory / "issuer.pem", ca.certificate)
     write_key(directory / "issuer.key", ca.key)
     write_pem(directory / "responder.pem", responder)
     write_key(directory / "responder.key", key)
-    (directory / "certstatus.toml").write_text(CONFIG)
+    (directory / "certstatus.toml").write_text(CONFIG.replace("{database}", database))
     config = load_config(directory / "certstatus.toml")
     materials = load_issuer_material(config)
     store = open_store(config.database, config.base_dir)
@@ -65,49 +79,112 @@ def setup(directory: Path, entries: int) -> tuple[CrlService, int]:
         )
         for n in range(entries)
     )
-    db = (
-        store._connect()
-    )  # bulk setup only: a million revocations through revoke() is not the point
-    db.execute("BEGIN")
-    db.executemany(
-        "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, revoked, "
-        "revoked_at, reason, revoked_recorded_at, due_at) VALUES (?, ?, 'cert', ?, ?, 1, ?, ?, ?, "
-        "NULL)",
-        rows,
+    columns = (
+        "issuer_id, serial, kind, not_after, ingested_at, revoked, revoked_at, reason, "
+        "revoked_recorded_at, due_at"
     )
-    db.execute("COMMIT")
-    return CrlService(store, [(issuer_id, materials[0])], config.crl), issuer_id
+    # bulk setup only: a million revocations through revoke() is not the point
+    if database.startswith("postgresql://"):
+        import psycopg  # here, not at the top: a SQLite build process never loads it
+
+        with (
+            psycopg.connect(database) as conn,
+            conn.cursor().copy(
+                f"COPY certificates ({columns}) FROM STDIN"  # type: ignore[arg-type]
+            ) as copy,
+        ):
+            for issuer, serial, not_after, ingested, at, reason, recorded in rows:
+                copy.write_row(
+                    (issuer, serial, "cert", not_after, ingested, 1, at, reason, recorded, None)
+                )
+    else:
+        db = store._connect()  # type: ignore[attr-defined]
+        db.execute("BEGIN")
+        db.executemany(
+            f"INSERT INTO certificates ({columns}) VALUES (?, ?, 'cert', ?, ?, 1, ?, ?, ?, NULL)",
+            rows,
+        )
+        db.execute("COMMIT")
+    store.close()
 
 
-def phases(service: CrlService) -> dict[str, float]:
-    """The steps of CrlService.build, timed one by one (same calls, same order)."""
-    [issuer] = service.issuers
-    store = service.store
-    now = int(time.time())
-    timings = {}
+def _memory_kib(field: str) -> int:
+    """A line of /proc/self/status (VmRSS now, VmHWM the peak so far), in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def build_twice(directory: Path, entries: int) -> dict[str, object]:
+    """Runs in its own process (--build): the first build has no previous CRL, the second
+    gates against the first's entries."""
+    config = load_config(directory / "certstatus.toml")
+    materials = load_issuer_material(config)
+    store = open_store(config.database, config.base_dir)
+    [issuer] = store.issuers()
+    service = CrlService(store, [(issuer.id, materials[0])], config.crl)
+    report: dict[str, object] = {"entries": entries, "rss_before_mib": _memory_kib("VmRSS") // 1024}
     start = time.perf_counter()
-    entries = store.revoked_entries(issuer.id, 0, service.policy.r18_cutoff(now))
-    timings["read_s"] = time.perf_counter() - start
+    first = service.build_due(force=True)[0]
+    report["first_build_s"] = round(time.perf_counter() - start, 2)
+    assert first.published and first.entries == entries, first
     start = time.perf_counter()
-    der = issuer.signer.sign(entries, 10**6, now, now + 7 * 86400, None)
-    timings["encode_and_sign_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    previous = store.current_crl(issuer.id, 0)
-    carried = service._carried(issuer.id, previous, 0, {e.serial for e in entries})
-    problems = check(
-        der, GateInput(issuer.material.certificate, None, None, frozenset(carried), frozenset())
-    )
-    timings["gate_s"] = time.perf_counter() - start
-    assert problems == [], problems
-    timings["crl_bytes"] = len(der)
-    return timings
+    second = service.build_due(force=True)[0]
+    report["rebuild_with_previous_s"] = round(time.perf_counter() - start, 2)
+    assert second.published and second.entries == entries, second
+    report["peak_rss_mib"] = _memory_kib("VmHWM") // 1024
+    current = store.current_crl(issuer.id, 0)
+    assert current is not None
+    report["crl_bytes"] = len(current.der)
+    return report
 
 
-def cryptography_builder(ca_material, entries: int) -> float:
+def measure(entries: int, database: str = "certstatus.db") -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        setup(Path(tmp), entries, database)
+        setup_s = round(time.perf_counter() - start, 1)
+        child = subprocess.run(
+            [sys.executable, "-m", "benchmarks.crl", "--build", tmp, "--entries", str(entries)],
+            capture_output=True,
+            text=True,
+            env=os.environ,
+            check=False,
+        )
+        if child.returncode != 0:
+            raise SystemExit(f"build of {entries} entries failed:\n{child.stderr}")
+        report: dict[str, object] = json.loads(child.stdout)
+        report["setup_s"] = setup_s
+        return report
+
+
+def on_postgres(sizes: list[int]) -> list[dict[str, object]]:
+    """Each size on a fresh database of one local PostgreSQL primary."""
+    import psycopg
+
+    from certstatus.cluster.local import Cluster
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o755)  # the postgres user must reach the cluster inside
+        cluster = Cluster.up(Path(tmp) / "cluster", replicas=0)
+        try:
+            admin = cluster.primary.url.rsplit("/", 1)[0]
+            reports = []
+            for n, entries in enumerate(sizes):
+                with psycopg.connect(admin + "/postgres", autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE crl_bench_{n}".encode())
+                reports.append(measure(entries, f"{admin}/crl_bench_{n}"))
+            return reports
+        finally:
+            cluster.down()
+
+
+def cryptography_builder(ca: DemoCA, entries: int) -> float:
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateRevocationListBuilder()
-        .issuer_name(ca_material.certificate.subject)
+        .issuer_name(ca.certificate.subject)
         .last_update(now)
         .next_update(now + dt.timedelta(days=7))
     )
@@ -119,32 +196,25 @@ def cryptography_builder(ca_material, entries: int) -> float:
             .revocation_date(now)
             .build()
         )
-    builder.sign(ca_material.issuer_key.private_key, hashes.SHA256())  # type: ignore[attr-defined]
+    builder.sign(ca.key, hashes.SHA256())
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--entries", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--cryptography", action="store_true")
+    parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)  # the per-size child
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        service, _ = setup(Path(tmp), args.entries)
-        report: dict[str, object] = {"entries": args.entries}
-        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
-        first = service.build_due(force=True)[0]
-        report["first_build_s"] = round(time.perf_counter() - start, 2)
-        assert first.published and first.entries == args.entries
-        start = time.perf_counter()
-        second = service.build_due(force=True)[0]  # gate now carries a million previous entries
-        report["rebuild_with_previous_s"] = round(time.perf_counter() - start, 2)
-        assert second.published
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        report["peak_rss_above_setup_mib"] = round((peak - baseline) / 1024)
-        report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        report["phases"] = {k: round(v, 2) for k, v in phases(service).items()}
-        tenth = args.entries // 10
-        elapsed = cryptography_builder(service.issuers[0].material, tenth)
+    if args.build is not None:
+        print(json.dumps(build_twice(args.build, args.entries[0])))
+        return
+    sizes = on_postgres(args.entries) if args.engine == "postgres" else map(measure, args.entries)
+    report: dict[str, object] = {"engine": args.engine, "sizes": list(sizes)}
+    if args.cryptography:
+        tenth = max(args.entries) // 10
+        elapsed = cryptography_builder(DemoCA.create("bench CA"), tenth)
         report["cryptography_builder"] = {
             "entries": tenth,
             "seconds": round(elapsed, 2),

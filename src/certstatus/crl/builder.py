@@ -26,6 +26,9 @@ _AKI = der.oid("2.5.29.35")
 _CRL_NUMBER = der.oid("2.5.29.20")
 _IDP = der.oid("2.5.29.28")
 _V2 = der.integer(1)
+# encoded revocation times remembered while encoding (a bulk revocation repeats one); bounded,
+# since a million revocations made one by one have a million times
+_TIMES_KEPT = 4096
 
 
 def raw_subject(certificate: x509.Certificate) -> bytes:
@@ -70,12 +73,20 @@ class CrlSigner:
 
     def entries_der(self, entries: Iterable[Entry]) -> bytes:
         """revokedCertificates, or nothing when empty (an empty SEQUENCE is an error)."""
+        body = self._entries_body(entries)
+        return der.header(der.SEQUENCE, len(body)) + body if body else b""
+
+    def _entries_body(self, entries: Iterable[Entry]) -> bytearray:
+        """The content of revokedCertificates, encoded as entries arrive (they may stream from
+        the store), in one growing buffer: no object is kept per entry."""
         times: dict[int, bytes] = {}
         reasons: dict[int, bytes] = {}
         body = bytearray()
         for entry in entries:
             when = times.get(entry.revoked_at)
             if when is None:
+                if len(times) >= _TIMES_KEPT:  # revocations mostly have times of their own
+                    times.clear()
                 when = times[entry.revoked_at] = der.x509_time(entry.revoked_at)
             code = encoded_reason(entry.reason)
             ext = b""
@@ -88,9 +99,7 @@ class CrlSigner:
             body += serial
             body += when
             body += ext
-        if not body:
-            return b""
-        return der.header(der.SEQUENCE, len(body)) + body
+        return body
 
     def sign(
         self,
@@ -100,7 +109,9 @@ class CrlSigner:
         next_update: int,
         idp_url: str | None,
     ) -> bytes:
-        """A complete, signed CertificateList. idp_url is None for a single full CRL (R19)."""
+        """A complete, signed CertificateList. idp_url is None for a single full CRL (R19).
+        Entries are listed in the order given; in ascending serial order (as the CRL builder
+        reads them) the gate compares this CRL with the next one without sorting it."""
         if not 0 < number < MAX_CRL_NUMBER:
             raise ValueError("CRLNumber must be positive and below 2^159 (R17)")
         if not 0 < next_update - this_update <= MAX_VALIDITY:
@@ -109,8 +120,9 @@ class CrlSigner:
         if idp_url is not None:
             extensions += idp_extension(idp_url)
         algorithm = self.key.algorithm_identifier
-        revoked = self.entries_der(entries)
-        tbs_body = b"".join(
+        body = self._entries_body(entries)
+        revoked = der.header(der.SEQUENCE, len(body)) if body else b""
+        head = b"".join(
             (
                 _V2,
                 algorithm,
@@ -118,10 +130,15 @@ class CrlSigner:
                 der.x509_time(this_update),
                 der.x509_time(next_update),
                 revoked,
-                der.explicit(0, der.sequence(extensions)),
             )
         )
-        tbs = der.header(der.SEQUENCE, len(tbs_body)) + tbs_body
+        tail = der.explicit(0, der.sequence(extensions))
+        # the entries are copied once into the TBS and once into the result: a million
+        # entries are about 50 MB, so every extra copy would show in the builder's peak memory
+        tbs = b"".join(
+            (der.header(der.SEQUENCE, len(head) + len(body) + len(tail)), head, body, tail)
+        )
+        del body
         signature = der.bit_string(self.key.sign(tbs))
         body_len = len(tbs) + len(algorithm) + len(signature)
         return b"".join((der.header(der.SEQUENCE, body_len), tbs, algorithm, signature))

@@ -12,16 +12,17 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from certstatus.config import IssuerMaterial
 from certstatus.crl.builder import CrlSigner
-from certstatus.crl.gate import GateInput, Rejection, check, crl_serials
+from certstatus.crl.gate import GateInput, Rejection, check
 from certstatus.crl.layout import CrlLayout
 from certstatus.crl.schedule import CrlPolicy, due_reason
 from certstatus.keys.base import KeyUnavailableError
+from certstatus.status import RevokedEntry
 from certstatus.store.base import CertificateReads, CrlState, ResponseReads, StoredCrl
 
 log = logging.getLogger("certstatus.crl")
@@ -44,6 +45,25 @@ class BuildResult:
     entries: int
     reason: str
     rejections: tuple[Rejection, ...] = ()
+
+
+class _Counted:
+    """The store's stream of entries, counted as the signer consumes it (the CRL's size
+    without a list of its entries)."""
+
+    def __init__(self, entries: Iterator[RevokedEntry]) -> None:
+        self._entries = entries
+        self.count = 0
+
+    def __iter__(self) -> Iterator[RevokedEntry]:
+        for entry in self._entries:
+            self.count += 1
+            yield entry
+
+    def close(self) -> None:
+        close = getattr(self._entries, "close", None)
+        if close is not None:
+            close()
 
 
 @dataclass(frozen=True)
@@ -116,24 +136,31 @@ class CrlService:
         this_update = snapshot
         next_update = this_update + self.policy.validity
         cutoff = self.policy.r18_cutoff(this_update)
-        entries = self.store.revoked_entries(issuer.id, partition, cutoff)
+        entries = _Counted(self.store.revoked_entries_by_serial(issuer.id, partition, cutoff))
         idp = self.idp_url(issuer, partition, self.partitions(issuer))
-        der = (sign or issuer.signer.sign)(entries, number, this_update, next_update, idp)
+        try:
+            der = (sign or issuer.signer.sign)(entries, number, this_update, next_update, idp)
+        finally:
+            entries.close()  # a signer that failed midway leaves no read open
         previous = self.store.current_crl(issuer.id, partition)
+
+        def still_required(serials: Sequence[int]) -> list[int]:
+            return self._still_required(issuer.id, serials, cutoff)
+
         gate = GateInput(
             issuer.material.certificate,
             idp,
             previous.number if previous else None,
-            frozenset(self._carried(issuer.id, previous, cutoff, {e.serial for e in entries})),
-            frozenset(
-                self.store.revoked_recorded_before(
-                    issuer.id, partition, snapshot - self.policy.debounce, cutoff
-                )
+            previous.der if previous else None,
+            self.store.revoked_serials_recorded_before(
+                issuer.id, partition, snapshot - self.policy.debounce, cutoff
             ),
+            still_required,
         )
         problems = check(der, gate)
+        del previous, gate  # the previous CRL's DER (50 MB for a million entries) is done with
         result = BuildResult(
-            issuer.material.name, partition, number, False, len(entries), reason, tuple(problems)
+            issuer.material.name, partition, number, False, entries.count, reason, tuple(problems)
         )
         if problems:
             for problem in problems:
@@ -156,7 +183,7 @@ class CrlService:
             this_update,
             next_update,
             self.policy.next_build_at(this_update, self._random.random()),
-            len(entries),
+            entries.count,
             der,
         )
         if not self.store.publish_crl(stored, snapshot):
@@ -167,20 +194,14 @@ class CrlService:
                 number,
             )
             return result
-        return BuildResult(issuer.material.name, partition, number, True, len(entries), reason)
+        return BuildResult(issuer.material.name, partition, number, True, entries.count, reason)
 
-    def _carried(
-        self, issuer_id: int, previous: StoredCrl | None, cutoff: int, built: set[int]
-    ) -> set[int]:
-        """Entries of the previous CRL that R18 still requires: all but those whose certificate
-        expired before the cutoff. Only entries missing from the new build need dating, and a
-        serial the database cannot date is kept (fail safe)."""
-        if previous is None:
-            return set()
-        listed = crl_serials(previous.der)
-        absent = listed - built
-        not_after = self.store.not_after_of(issuer_id, absent)
-        return (listed & built) | {s for s in absent if not_after.get(s, cutoff) >= cutoff}
+    def _still_required(self, issuer_id: int, serials: Sequence[int], cutoff: int) -> list[int]:
+        """Of entries of the previous CRL that the new build leaves out, those R18 still
+        requires: all but those whose certificate expired before the cutoff. A serial the
+        database cannot date is kept (fail safe)."""
+        not_after = self.store.not_after_of(issuer_id, set(serials))
+        return [s for s in serials if not_after.get(s, cutoff) >= cutoff]
 
     def probe(self) -> None:
         """KeyUnavailableError unless every issuer key signs now."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol, runtime_checkable
@@ -392,6 +392,19 @@ class CrlState(CrlReads, Protocol):
     """The CRL builder's state: numbers, publishing, what is due, rejections."""
 
     def not_after_of(self, issuer_id: int, serials: set[int]) -> dict[int, int]: ...
+
+    def revoked_entries_by_serial(
+        self, issuer_id: int, crl_partition: int, not_after_from: int
+    ) -> Iterator[RevokedEntry]:
+        """revoked_entries as a stream in ascending serial order: the builder encodes a
+        million entries without holding them (iterate it to the end, or close it)."""
+        ...
+
+    def revoked_serials_recorded_before(
+        self, issuer_id: int, crl_partition: int, recorded_before: int, not_after_from: int
+    ) -> Iterator[int]:
+        """revoked_recorded_before as a stream in ascending serial order, for the gate."""
+        ...
 
     def reserve_crl_number(self, issuer_id: int, crl_partition: int) -> int:
         """A CRLNumber no other builder will get; numbers survive restarts (R17)."""

@@ -36,6 +36,7 @@ from certstatus.store.base import (
     NotAcknowledged,
     Priority,
     SignedResponse,
+    StoredCrl,
     StoredResponse,
     StoreError,
     serial_key,
@@ -43,7 +44,7 @@ from certstatus.store.base import (
 from certstatus.store.pglookup import ResponseKey, read_responses
 from certstatus.store.pgloop import LoopReader
 from certstatus.store.schema import POSTGRES_MIGRATIONS
-from certstatus.store.shared import Connection, SqlStore
+from certstatus.store.shared import _CRL_COLUMNS, Connection, SqlStore
 
 log = logging.getLogger("certstatus.store")
 _MIGRATION_LOCK = 0x63657274  # "cert"
@@ -279,6 +280,32 @@ class PostgresStore(SqlStore):
 
     def _sql(self, statement: str) -> str:
         return _pg(statement)
+
+    # byte order whatever the database's collation, so that it is numeric order (shared.py)
+    _SERIAL_ORDER = 'ORDER BY length(serial), serial COLLATE "C"'
+
+    def _stream(self, sql: str, parameters: Sequence[Any]) -> Iterator[Any]:
+        """A server-side cursor fetching a few thousand rows at a time, in a read transaction
+        that ends with the iteration; statement_timeout bounds each fetch, not the walk."""
+        with (
+            self._reading() as db,
+            db.transaction(),
+            db.cursor(name="certstatus_stream") as cursor,
+        ):
+            cursor.itersize = 5000
+            cursor.execute(self._sql(sql), parameters)
+            yield from cursor
+
+    def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
+        """As on SQLite (shared.py), with the row in binary format: bytea in text format comes
+        hex-encoded, and reading a 47 MB CRL (a million entries) that way peaked 270 MB above
+        the process's size, against 90 MB in binary (the raw bytes in libpq, then in Python)."""
+        with self._reading() as db, db.cursor(binary=True) as cursor:
+            row = cursor.execute(
+                f"SELECT {_CRL_COLUMNS} FROM crls WHERE issuer_id = %s AND crl_partition = %s",
+                (issuer_id, crl_partition),
+            ).fetchone()
+        return None if row is None else StoredCrl(*row)
 
     def _migrate(self) -> None:
         with self._writing() as db:

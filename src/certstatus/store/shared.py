@@ -402,6 +402,40 @@ class SqlStore(ABC):
             ).fetchall()
         return {int(s, 16) for (s,) in rows}
 
+    # the numeric order of serials stored as lowercase hex without leading zeros (serial_key):
+    # shorter first, then byte order (COLLATE "C" on PostgreSQL, SQLite's default)
+    _SERIAL_ORDER = "ORDER BY length(serial), serial"
+
+    def _stream(self, sql: str, parameters: Sequence[Any]) -> Iterator[Any]:
+        """The rows of a read, as they come: SQLite steps its statement one row at a time, so
+        a million rows are never all in memory (PostgreSQL overrides this with a server-side
+        cursor). Callers iterate it to the end or close it."""
+        with self._reading() as db:
+            yield from db.execute(self._sql(sql), parameters)
+
+    def revoked_entries_by_serial(
+        self, issuer_id: int, crl_partition: int, not_after_from: int
+    ) -> Iterator[RevokedEntry]:
+        """revoked_entries, streamed in ascending serial order (for the CRL builder)."""
+        rows = self._stream(
+            "SELECT serial, revoked_at, reason FROM certificates WHERE revoked = 1 "
+            "AND issuer_id = ? AND crl_partition = ? AND not_after >= ? " + self._SERIAL_ORDER,
+            (issuer_id, crl_partition, not_after_from),
+        )
+        return (RevokedEntry(int(s, 16), at, reason or 0) for s, at, reason in rows)
+
+    def revoked_serials_recorded_before(
+        self, issuer_id: int, crl_partition: int, recorded_before: int, not_after_from: int
+    ) -> Iterator[int]:
+        """revoked_recorded_before, streamed in ascending serial order (for the CRL gate)."""
+        rows = self._stream(
+            "SELECT serial FROM certificates WHERE revoked = 1 AND issuer_id = ? "
+            "AND crl_partition = ? AND not_after >= ? AND revoked_recorded_at < ? "
+            + self._SERIAL_ORDER,
+            (issuer_id, crl_partition, not_after_from, recorded_before),
+        )
+        return (int(s, 16) for (s,) in rows)
+
     def not_after_of(self, issuer_id: int, serials: set[int]) -> dict[int, int]:
         """In chunks of 500, under SQLite's limit on a statement's parameters."""
         found: dict[int, int] = {}

@@ -26,6 +26,7 @@ from certstatus.store.base import (
     DueCertificate,
     Priority,
     SignedResponse,
+    StoredCrl,
     StoredResponse,
     StoreError,
     serial_key,
@@ -259,6 +260,16 @@ class SqliteStore(SqlStore):
                 [(r[0], r[1], r[2], r[5], Priority.REFRESH) for r in rows],
             )
         return stored
+
+    def publish_crl(self, crl: StoredCrl, snapshot: int) -> bool:
+        """Python's sqlite3 never clears a cached statement's bound parameters, and SQLite
+        binds a copy of a BLOB: the statement that stored a CRL would keep a copy of it (50 MB
+        for a million entries) until the next one. This thread's connection is closed after
+        publishing, which frees it; a CRL is published every few minutes at most."""
+        try:
+            return super().publish_crl(crl, snapshot)
+        finally:
+            self.close()
 
     def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
