@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from cryptography.x509 import ocsp
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import encode_request, get_path
 from certstatus.ports import free_port
-from tests.conftest import Deployment, make_deployment, serving
+from tests.conftest import Deployment, make_deployment, serving, stop_process, wait_ready
 
 pytestmark = pytest.mark.integration
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -211,3 +212,39 @@ def test_posts_of_declared_length_straight_to_granian_r14(live) -> None:
     answer = exchange(deployment.port, short, wait=15)
     assert status(answer) == 408 and b"no-store" in answer, answer[:300]
     assert time.monotonic() - started < 12
+
+
+def test_a_client_leaving_mid_body_is_no_error(tmp_path: Path) -> None:
+    """Clients that close the connection before their declared body has arrived (found by the
+    fuzz run): the responder logs no traceback and keeps answering."""
+    deployment = make_deployment(tmp_path / "ca")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "certstatus.cli",
+                "serve",
+                "--config",
+                str(deployment.config_path),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(deployment.url, process)
+        for declared, sent in ((83, 10), (83, 0), (5000, 4999)):
+            for _ in range(5):
+                with socket.create_connection(("127.0.0.1", deployment.port)) as sock:
+                    sock.sendall(
+                        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % declared
+                        + b"\x30" * sent
+                    )
+                    time.sleep(0.02)
+        time.sleep(0.5)
+        assert status(exchange(deployment.port, b"GET /healthz HTTP/1.0\r\n\r\n")) == 200
+    finally:
+        stop_process(process)
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "raised an exception" not in text, text[-2000:]

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from certstatus.responder.app import BrokenBody, OcspApp, declared_length
+from granian.rsgi import ProtocolClosed, ProtocolError
+
+from certstatus.responder.app import BrokenBody, ClientGone, OcspApp, declared_length
 
 
 class RsgiResponder:
@@ -44,7 +46,15 @@ class RsgiResponder:
 
 
 async def _whole(protocol: Any) -> AsyncIterator[bytes]:
-    yield bytes(await protocol())
+    """The body in one read. A client that leaves before sending all of it closes the
+    transport (nobody to answer); a body granian cannot read is a broken one (400)."""
+    try:
+        body = await protocol()
+    except ProtocolClosed:
+        raise ClientGone from None
+    except ProtocolError:
+        raise BrokenBody from None
+    yield bytes(body)
 
 
 async def _chunks(protocol: Any) -> AsyncIterator[bytes]:
@@ -56,14 +66,19 @@ async def _chunks(protocol: Any) -> AsyncIterator[bytes]:
     granian 2.8; tests/test_front.py holds it). So a chunk after an empty one means
     the framing was broken, and the request is answered 400, not decoded as if cut short."""
     ended = False
-    async for chunk in protocol:
-        if ended:
-            raise BrokenBody
-        data = bytes(chunk)
-        if data:
-            yield data
-        else:
-            ended = True
+    try:
+        async for chunk in protocol:
+            if ended:
+                raise BrokenBody
+            data = bytes(chunk)
+            if data:
+                yield data
+            else:
+                ended = True
+    except ProtocolClosed:
+        raise ClientGone from None
+    except ProtocolError:
+        raise BrokenBody from None
 
 
 def create_rsgi_app() -> RsgiResponder:
