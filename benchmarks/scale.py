@@ -18,6 +18,7 @@ import argparse
 import importlib
 import json
 import os
+import random
 import shutil
 import sqlite3
 import statistics
@@ -258,6 +259,73 @@ def grow(deployment: Deployment, sizes: list[int], args: argparse.Namespace) -> 
     return {"totals": totals, "per_size": per_size}
 
 
+def spread_serials(store: Any, issuer_id: int, count: int, seed: int = 5) -> list[int]:
+    """`count` recorded serials spread over the whole key space, each found by one index seek
+    from a random point (a random sample of 10^7 rows would read the whole table)."""
+    rng = random.Random(seed)
+    found: set[int] = set()
+    with store._reading() as db:
+        for _ in range(count * 2):
+            start = format(rng.getrandbits(127) | (1 << 64), "x")
+            row = db.execute(
+                store._sql(
+                    "SELECT serial FROM certificates WHERE issuer_id = ? AND serial >= ? "
+                    "ORDER BY serial LIMIT 1"
+                ),
+                (issuer_id, start),
+            ).fetchone()
+            if row is not None:
+                found.add(int(row[0], 16))
+            if len(found) >= count:
+                break
+    return sorted(found)
+
+
+def measure_existing(directory: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Serving, disk and the periodic queries of a deployment built beforehand (e.g. 10^7
+    certificates, whose ingest and signing are measured at smaller sizes): its config is
+    DIR/certstatus.toml, every certificate signed."""
+    config_path = directory / "certstatus.toml"
+    config = load_config(config_path)
+    materials = load_issuer_material(config)
+    store = open_store(config.database, config.base_dir)
+    try:
+        [issuer] = store.issuers()
+        counts = store.counts()
+        serials = spread_serials(store, issuer.id, args.sample)
+        log(f"existing deployment: {counts}; {len(serials)} serials sampled; serving")
+        work = Path(tempfile.mkdtemp(prefix="scale-", dir="/tmp"))
+        work.chmod(0o755)
+        try:
+            serving = serve(
+                work / "serve",
+                config_path,
+                store,
+                materials[0].certificate,
+                issuer.id,
+                serials,
+                args,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        queries = periodic_queries(store, issuer.id, int(time.time()))
+    finally:
+        store.close()
+    database = Path(config.base_dir or directory) / "certstatus.db"
+    disk = sum(
+        p.stat().st_size
+        for p in (database, Path(f"{database}-wal"), Path(f"{database}-shm"))
+        if p.exists()
+    )
+    return {
+        "counts": counts,
+        "bytes_on_disk": disk,
+        "queries_ms": queries,
+        **serving,
+        "load_average": os.getloadavg(),
+    }
+
+
 def parse_sizes(certs: int, sizes: str | None) -> list[int]:
     chosen = sorted({int(s.replace("_", "")) for s in sizes.split(",")} if sizes else {certs})
     if chosen[-1] > certs or chosen[0] <= 0:
@@ -269,7 +337,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--certs", type=int, required=True, help="the final size")
+    parser.add_argument("--certs", type=int, help="the final size")
+    parser.add_argument(
+        "--existing", type=Path, help="measure serving on a deployment built beforehand (SQLite)"
+    )
     parser.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--sizes", help="sizes to measure on the way, e.g. 1000,100000")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -278,6 +349,11 @@ def main() -> None:
     parser.add_argument("--openssl-seconds", type=int, default=3)
     parser.add_argument("--shared-buffers", type=int, default=256, help="MB, postgres")
     args = parser.parse_args()
+    if args.existing is not None:
+        print(json.dumps(measure_existing(args.existing, args)))
+        return
+    if args.certs is None:
+        parser.error("--certs is required (or --existing DIR)")
     sizes = parse_sizes(args.certs, args.sizes)
     missing = [tool for tool in ("wrk", "nginx", "openssl") if not shutil.which(tool)]
     if missing:
