@@ -84,33 +84,20 @@ class EmbeddedReads(ResponseReads, Protocol):
     def close(self) -> None: ...
 
 
-class ResponseLookup(Protocol):
-    def response(
-        self, issuer_id: int, serial: int, algorithm: HashAlgorithm
-    ) -> StoredResponse | None: ...
-
-    def close(self) -> None: ...
-
-
 class EmbeddedSource:
-    """One in-process database (SQLite): every read is made in place. Responses are looked up
-    through `lookups` when given (store/sqlitesnapshot.py: the same answers, cheaper)."""
+    """One in-process database (SQLite): every read is made in place."""
 
-    def __init__(
-        self, store: EmbeddedReads, site: str | None = None, lookups: ResponseLookup | None = None
-    ) -> None:
+    def __init__(self, store: EmbeddedReads, site: str | None = None) -> None:
         self.store = store
         self.site = site
-        self._lookups = lookups
-        self._lookup = (lookups or store).response
 
     async def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm
     ) -> StoredResponse | None:
-        return self._lookup(issuer_id, serial, algorithm)
+        return self.store.response(issuer_id, serial, algorithm)
 
     async def responses(self, keys: Sequence[Key]) -> list[StoredResponse | StoreError | None]:
-        return [self._lookup(*key) for key in keys]
+        return [self.store.response(*key) for key in keys]
 
     async def crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
         return self.store.current_crl(issuer_id, crl_partition)
@@ -139,8 +126,6 @@ class EmbeddedSource:
         metrics.ready(True)  # one local database: ready while it answers
 
     def close(self) -> None:
-        if self._lookups is not None:
-            self._lookups.close()
         self.store.close()
 
 
@@ -193,12 +178,8 @@ def open_response_source(config: Config) -> ResponseSource:
     (this site's first) with the primary as the last resort, sampled from now on."""
     if not config.is_postgres:
         from certstatus.store import open_store
-        from certstatus.store.sqlite import SqliteStore
-        from certstatus.store.sqlitesnapshot import SnapshotReads
 
-        store = open_store(config.database, config.base_dir)
-        lookups = SnapshotReads(store.path) if isinstance(store, SqliteStore) else None
-        return EmbeddedSource(store, config.responder.site, lookups)
+        return EmbeddedSource(open_store(config.database, config.base_dir), config.responder.site)
     from certstatus.store.postgres import PostgresStore
     from certstatus.store.replicaset import ReplicaSet, Source
 
