@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from cryptography.x509 import ocsp
 
 from benchmarks.fuzzcases import OcspCase, Target, get_target, http_request, ocsp_case, raw_case
+from benchmarks.load import process_tree
 from certstatus import der
 
 RESPONSE_STATUS = {
@@ -55,22 +55,7 @@ class ServerUnderTest:
 
     def processes(self) -> list[int]:
         """The serve process and all its descendants (granian's workers, the roles)."""
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-        found, queue = [], [self.pid]
-        while queue:
-            pid = queue.pop()
-            found.append(pid)
-            queue += children.get(pid, [])
-        return sorted(found)
+        return sorted(process_tree(self.pid))
 
     def rss_kib(self) -> int:
         """Resident memory of the whole process tree, KiB."""

@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID
 
 from benchmarks.common import bulk_records, openssl_speed
 from certstatus.config import load_config, load_issuer_certificates, load_issuer_material
-from certstatus.demo.ca import DemoCA, responder_builder, write_key, write_pem
+from certstatus.demo.ca import DemoCA, ca_builder, responder_builder, write_key, write_pem
 from certstatus.ingest import Ingest
 from certstatus.signer import Signer
 from certstatus.store import open_store
@@ -70,21 +70,7 @@ def make_deployment(
         else rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench CA {ca_key}")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
+    certificate = ca_builder(name, key.public_key(), now).sign(key, hashes.SHA256())
     ca = DemoCA("bench CA", None, certificate)
     responder_key = ec.generate_private_key(ec.SECP256R1())
     responder = responder_builder(

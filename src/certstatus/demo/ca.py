@@ -109,7 +109,7 @@ class DemoCA:
         """A CA whose key is on a token: its self-signed certificate signed there."""
         now = now or dt.datetime.now(dt.UTC)
         public = serialization.load_der_public_key(key.public_key_der())
-        builder = _ca_builder(_name(name), public, now)
+        builder = ca_builder(_name(name), public, now)
         return cls(name, None, sign_certificate(builder, key), key)
 
     def responder_for(
@@ -126,7 +126,7 @@ class DemoCA:
     def create(cls, name: str = "certstatus demo CA", now: dt.datetime | None = None) -> DemoCA:
         now = now or dt.datetime.now(dt.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
-        certificate = _ca_builder(_name(name), key.public_key(), now).sign(key, hashes.SHA256())
+        certificate = ca_builder(_name(name), key.public_key(), now).sign(key, hashes.SHA256())
         return cls(name, key, certificate)
 
     @classmethod
@@ -200,7 +200,9 @@ class DemoCA:
         return self.sign(builder)
 
 
-def _ca_builder(subject: x509.Name, public_key: Any, now: dt.datetime) -> x509.CertificateBuilder:
+def ca_builder(subject: x509.Name, public_key: Any, now: dt.datetime) -> x509.CertificateBuilder:
+    """A self-signed CA's certificate, ready to sign: the demo CA's, the API's demo CA's and the
+    benchmarks' (any key type)."""
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
