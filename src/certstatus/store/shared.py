@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -119,6 +119,25 @@ class SqlStore(ABC):
         return statement
 
     # issuers and certificates
+
+    def _rows_by_serial(
+        self, select: str, table: str, issuer_id: int, serials: Iterable[int]
+    ) -> list[Any]:
+        """`SELECT {select} FROM {table}` for one issuer's serials, in chunks of 500 (under
+        SQLite's limit on a statement's parameters), in one read."""
+        keys = sorted({serial_key(s) for s in serials})
+        found: list[Any] = []
+        with self._reading() as db:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                found += db.execute(
+                    self._sql(
+                        f"SELECT {select} FROM {table} WHERE issuer_id = ? "
+                        f"AND serial IN ({','.join('?' * len(chunk))})"
+                    ),
+                    (issuer_id, *chunk),
+                ).fetchall()
+        return found
 
     def ensure_issuer(self, name: str, certificate_der: bytes) -> int:
         with self._writing() as db:
@@ -287,23 +306,9 @@ class SqlStore(ABC):
     def certificates_many(
         self, issuer_id: int, serials: Sequence[int]
     ) -> dict[int, CertificateRow]:
-        """In chunks of 500, under SQLite's limit on a statement's parameters."""
-        found: dict[int, CertificateRow] = {}
-        keys = sorted({serial_key(s) for s in serials})
-        with self._reading() as db:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                rows = db.execute(
-                    self._sql(
-                        f"SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE issuer_id = ? "
-                        f"AND serial IN ({','.join('?' * len(chunk))})"
-                    ),
-                    (issuer_id, *chunk),
-                ).fetchall()
-                for row in rows:
-                    certificate = certificate_from_row(row)
-                    found[certificate.serial] = certificate
-        return found
+        rows = self._rows_by_serial(CERTIFICATE_COLUMNS, "certificates", issuer_id, serials)
+        certificates = map(certificate_from_row, rows)
+        return {c.serial: c for c in certificates}
 
     def response_info(self, issuer_id: int, serial: int) -> StoredResponseInfo | None:
         with self._reading() as db:
@@ -320,20 +325,8 @@ class SqlStore(ABC):
         return StoredResponseInfo(version, this_update, next_update, bytes(sha1), bytes(sha256))
 
     def response_versions(self, issuer_id: int, serials: Sequence[int]) -> dict[int, int]:
-        found: dict[int, int] = {}
-        keys = sorted({serial_key(s) for s in serials})
-        with self._reading() as db:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                rows = db.execute(
-                    self._sql(
-                        "SELECT serial, version FROM responses WHERE issuer_id = ? "
-                        f"AND serial IN ({','.join('?' * len(chunk))})"
-                    ),
-                    (issuer_id, *chunk),
-                ).fetchall()
-                found.update((int(s, 16), int(v)) for s, v in rows)
-        return found
+        rows = self._rows_by_serial("serial, version", "responses", issuer_id, serials)
+        return {int(s, 16): int(v) for s, v in rows}
 
     def due_count(self, now: int) -> dict[Priority, int]:
         """One statement per priority: each is a range of the due index, whatever N is."""
@@ -437,22 +430,8 @@ class SqlStore(ABC):
         return (int(s, 16) for (s,) in rows)
 
     def not_after_of(self, issuer_id: int, serials: set[int]) -> dict[int, int]:
-        """In chunks of 500, under SQLite's limit on a statement's parameters."""
-        found: dict[int, int] = {}
-        keys = [serial_key(s) for s in serials]
-        with self._reading() as db:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = db.execute(
-                    self._sql(
-                        "SELECT serial, not_after FROM certificates WHERE issuer_id = ? "
-                        f"AND serial IN ({marks})"
-                    ),
-                    (issuer_id, *chunk),
-                ).fetchall()
-                found.update((int(s, 16), int(n)) for s, n in rows)
-        return found
+        rows = self._rows_by_serial("serial, not_after", "certificates", issuer_id, serials)
+        return {int(s, 16): int(n) for s, n in rows}
 
     def reserve_crl_number(self, issuer_id: int, crl_partition: int) -> int:
         with self._writing() as db:
