@@ -307,8 +307,11 @@ def test_wait_authoritative_returns_once_signed_and_times_out_cleanly(engine) ->
 
         signer_store = engine.store()
 
+        signing_started: list[float] = []
+
         def sign_later() -> None:
             time.sleep(0.5)
+            signing_started.append(time.monotonic())
             with engine.signer(signer_store) as signer:
                 signer.sign_due()
 
@@ -318,8 +321,12 @@ def test_wait_authoritative_returns_once_signed_and_times_out_cleanly(engine) ->
         answer = api.client().record(
             third.public_bytes(Encoding.PEM), wait="authoritative", timeout="20s"
         )
+        answered_at = time.monotonic()
         thread.join()
-        assert answer["wait"]["satisfied"] is True and answer["wait"]["waited_ms"] >= 400
+        # it waited for the signer: answered only after signing began (not how long it
+        # waited: on a loaded machine the record itself may take most of the 0.5 s)
+        assert answer["wait"]["satisfied"] is True and answer["wait"]["waited_ms"] > 0
+        assert signing_started and answered_at > signing_started[0]
         row = store.certificate(1, third.serial_number)
         info = store.response_info(1, third.serial_number)
         assert info is not None and info.version == row.version  # it exists in the store
