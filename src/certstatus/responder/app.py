@@ -8,9 +8,12 @@ key is held: web nodes hold no signing key (R25).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import logging
 import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -354,6 +357,10 @@ CONFIG_ENV = "CERTSTATUS_CONFIG"
 
 def create_app() -> OcspApp:
     """Factory for servers that import the app in each worker process; reads CERTSTATUS_CONFIG."""
+    # `kill -USR1 <worker pid>` prints every thread's stack to the server's log: for a worker
+    # that will not stop or answer. A C-level handler, so it works even while the worker's
+    # threads wait on each other for the interpreter lock.
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     config = load_config(Path(os.environ.get(CONFIG_ENV, "certstatus.toml")))
     materials = load_issuer_certificates(config)  # public material only: no key is read (R25)
     source = open_response_source(config)
