@@ -72,8 +72,9 @@ def wait_for_workers(process: subprocess.Popen[str], count: int = 2, timeout: fl
 
 
 def ask_stuck_workers_for_stacks(process: subprocess.Popen[str]) -> list[int]:
-    """SIGUSR1 to each worker still running that handles it (the app registers a stack dump
-    on it once loaded; to a worker still loading it would be fatal and hide the hang)."""
+    """SIGUSR1 to each worker still running that handles it (the responder registers a
+    stack dump on it as each worker is forked; to a process without it, it would be fatal
+    and hide the hang)."""
     own = b"".join(os.fsencode(arg) + b"\0" for arg in process.args)  # type: ignore[union-attr]
     stuck = forked_children(process.pid, own)
     for pid in stuck:

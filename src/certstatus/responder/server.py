@@ -4,6 +4,7 @@ monitor) in processes beside it. What those roles are is assembled in `certstatu
 from __future__ import annotations
 
 import errno
+import faulthandler
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -11,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -62,6 +64,8 @@ def _default_stop_signals() -> None:
     kernel and is delivered here, after the defaults are in place: the worker ends."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # stacks on request from the start, a worker stuck while it loads the app included
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
