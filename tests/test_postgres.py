@@ -327,6 +327,45 @@ def test_a_published_crl_reaches_the_replica_r17(env: Env) -> None:
     replica.close()
 
 
+def test_a_large_crl_is_read_in_pieces_and_its_connection_not_pooled_after_r17(env: Env) -> None:
+    """A CRL over the store's large-message size (8 MiB; lowered here to 97 bytes so a small
+    CRL spans many pieces) is read piece by piece in one snapshot and comes back byte for byte,
+    on the primary and a replica; the connection that published it is closed, not returned to
+    the pool with a buffer the CRL's size."""
+    from cryptography import x509
+
+    from certstatus.crlbuilder import CrlService
+
+    serials = env.leaves(5, 0x61_0000)
+    for serial in serials[:3]:
+        env.ingest.revoke("demo", serial, "keyCompromise", int(time.time()))
+    whole = PostgresStore(env.cluster.primary.url, read_only=True, name="whole")
+    env.primary.large_message = 97
+    try:
+        bad_returns = env.primary._pool.get_stats().get("returns_bad", 0)
+        service = CrlService(env.primary, [(env.issuer_id, env.materials[0])], env.config.crl)
+        [result] = service.build_due(force=True)
+        assert result.published
+        assert env.primary._pool.get_stats().get("returns_bad", 0) == bad_returns + 1
+        pieces = env.primary.current_crl(env.issuer_id, 0)
+        one = whole.current_crl(env.issuer_id, 0)
+        assert pieces is not None and one is not None and len(pieces.der) > 3 * 97
+        assert pieces == one  # every column, and the DER byte for byte
+        crl = x509.load_der_x509_crl(pieces.der)
+        assert crl.is_signature_valid(env.materials[0].certificate.public_key())
+        assert {e.serial_number for e in crl} >= set(serials[:3])
+        replica = PostgresStore(env.cluster.replicas[0].url, read_only=True, name="replica")
+        replica.large_message = 97
+        deadline = time.monotonic() + 10
+        while replica.current_crl(env.issuer_id, 0) != one:
+            assert time.monotonic() < deadline, "the replica never served the CRL"
+            time.sleep(0.1)
+        replica.close()
+    finally:
+        env.primary.large_message = 8 << 20
+        whole.close()
+
+
 def test_a_stopped_heartbeat_writer_never_reads_fresh_f1(tmp_path_factory) -> None:
     """If the heartbeat writer dies, every replica's staleness grows (it is the age of the last
     heartbeat), so the replica set stops trusting them instead of reading them as fresh."""

@@ -11,6 +11,7 @@ replicas has: the heartbeat and the replication slots (base.Heartbeat, base.Repl
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import threading
 import time
@@ -68,6 +69,10 @@ _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 # statement_timeout ran out): the commit is local only and the server still reports success
 _SYNC_WAIT_CANCELLED = "canceling wait for synchronous replication"
 _READ_ONLY = "25006"  # read_only_sql_transaction: a connection to a node that was demoted
+# libpq keeps its input and output buffers as large as the largest message a connection ever
+# carried; a CRL bigger than this is read in pieces of it, and the connection that published
+# one is closed rather than returned to the pool holding a copy's worth of buffer
+_LARGE_MESSAGE = 8 << 20
 
 
 class PostgresStore(SqlStore):
@@ -107,6 +112,8 @@ class PostgresStore(SqlStore):
         self._revive_lock = threading.Lock()
         self._checking = threading.Lock()
         self._refused: str | None = None  # what the server said when a direct connect failed
+        self._retiring = threading.local()  # .active: close each connection after use
+        self.large_message = _LARGE_MESSAGE
         self.loop_reader = LoopReader(url, self._connect_kwargs, name, timeout)
         if not read_only:
             self._migrate()
@@ -164,6 +171,8 @@ class PostgresStore(SqlStore):
             self._after_failure(pool, conn, exc)
             raise StoreError(f"database {self.name} unavailable: {exc}") from None
         finally:
+            if getattr(self._retiring, "active", False):
+                conn.close()  # the pool replaces a closed connection
             pool.putconn(conn)
 
     def _after_failure(
@@ -297,15 +306,46 @@ class PostgresStore(SqlStore):
             yield from cursor
 
     def current_crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
-        """As on SQLite (shared.py), with the row in binary format: bytea in text format comes
-        hex-encoded, and reading a 47 MB CRL (a million entries) that way peaked 270 MB above
-        the process's size, against 90 MB in binary (the raw bytes in libpq, then in Python)."""
-        with self._reading() as db, db.cursor(binary=True) as cursor:
-            row = cursor.execute(
-                f"SELECT {_CRL_COLUMNS} FROM crls WHERE issuer_id = %s AND crl_partition = %s",
-                (issuer_id, crl_partition),
-            ).fetchone()
-        return None if row is None else StoredCrl(*row)
+        """As on SQLite (shared.py), with the DER in binary format and in pieces of
+        _LARGE_MESSAGE, all read in one snapshot. bytea in text format comes hex-encoded (a
+        47 MB CRL, a million entries, peaked 270 MB above the process that way); in one binary
+        piece it was held three times at once (libpq's input buffer, its result, Python's
+        bytes), and the buffer stayed that large on the pooled connection afterwards. In pieces
+        only the assembled DER is whole, and BytesIO hands it over without another copy."""
+        where = "FROM crls WHERE issuer_id = %s AND crl_partition = %s"
+        key = (issuer_id, crl_partition)
+        with self._reading() as db, db.transaction(), db.cursor(binary=True) as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            columns = _CRL_COLUMNS.replace(", der", ", octet_length(der)")
+            row = cursor.execute(f"SELECT {columns} {where}", key).fetchone()
+            if row is None:
+                return None
+            *fields, size = row
+            der = io.BytesIO()
+            step = self.large_message
+            for start in range(1, size + 1, step):  # substring counts from 1
+                piece = cursor.execute(
+                    f"SELECT substring(der FROM %s FOR %s) {where}", (start, step, *key)
+                ).fetchone()
+                if piece is None:  # cannot happen in one snapshot; never return a cut CRL
+                    raise StoreError(f"database {self.name}: CRL {key} vanished while read")
+                der.write(piece[0])
+                del piece
+        issuer, partition, number, this_update, next_update, next_build_at, entries = fields
+        return StoredCrl(
+            issuer, partition, number, this_update, next_update, next_build_at, entries,
+            der.getvalue(),
+        )  # fmt: skip
+
+    def publish_crl(self, crl: StoredCrl, snapshot: int) -> bool:
+        """As on SQLite; a large CRL's connection is closed after (see _LARGE_MESSAGE)."""
+        if len(crl.der) < self.large_message:
+            return super().publish_crl(crl, snapshot)
+        self._retiring.active = True
+        try:
+            return super().publish_crl(crl, snapshot)
+        finally:
+            self._retiring.active = False
 
     def _migrate(self) -> None:
         with self._writing() as db:
