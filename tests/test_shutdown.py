@@ -6,6 +6,8 @@ and the stop must not wait out a kill timeout."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -115,6 +117,33 @@ def test_ctrl_c_stops_the_signing_roles_without_a_false_kill(tmp_path: Path, att
     assert "killing" not in log.lower(), log
     assert "Traceback" not in log, log
     assert took < 8, f"stopping took {took:.1f} s:\n{log}"
+
+
+def _exit_at_once() -> None:
+    pass
+
+
+def test_a_worker_reaped_by_another_thread_is_not_taken_for_running() -> None:
+    """The state granian's stop path met under load: another thread (granian's watcher) has
+    reaped the worker but not yet recorded its exit code. multiprocessing's is_alive() then
+    answers True (no child left to wait for), and granian killed a worker that had stopped and
+    logged that it refused to. still_running() answers False, and True while one runs."""
+    from certstatus.responder.server import still_running
+
+    context = multiprocessing.get_context("fork")
+    running = context.Process(target=time.sleep, args=(30,))
+    running.start()
+    try:
+        assert still_running(running) and running.is_alive()
+    finally:
+        running.kill()
+        running.join()
+    stopped = context.Process(target=_exit_at_once)
+    stopped.start()
+    multiprocessing.connection.wait([stopped.sentinel], timeout=10)
+    os.waitpid(stopped.pid, 0)  # the other reaper, before the exit code is recorded
+    assert stopped.is_alive()  # the false answer granian acted on
+    assert not still_running(stopped)
 
 
 def test_serve_fails_when_its_signing_roles_die(tmp_path: Path) -> None:
