@@ -8,17 +8,24 @@ granian hands RSGI the percent-decoded path; for a base64 OCSP request, whose al
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from granian.rsgi import ProtocolClosed, ProtocolError
 
 from certstatus.responder.app import BrokenBody, ClientGone, OcspApp, declared_length
+from certstatus.responder.stops import release_stop_signals
 
 
 class RsgiResponder:
     def __init__(self, app: OcspApp) -> None:
         self.app = app
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stops were held since the fork (server.py, _default_stop_signals); released from
+        within the running loop, where granian's handlers can act on them."""
+        loop.call_soon(release_stop_signals)
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         if scope.proto != "http":

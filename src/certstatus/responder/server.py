@@ -22,6 +22,7 @@ from typing import Any
 
 from certstatus.config import Config, ConfigError
 from certstatus.responder.app import CONFIG_ENV
+from certstatus.responder.stops import hold_stop_signals, release_stop_signals
 from certstatus.wiring import (
     api_process,
     check_signing_keys,
@@ -35,39 +36,29 @@ APP_FACTORY = "certstatus.responder.app:create_app"  # ASGI (uvicorn)
 RSGI_FACTORY = "certstatus.responder.rsgi:create_rsgi_app"  # granian
 
 
-_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-def _hold_stop_signals() -> None:
-    """Before the server forks a worker: stops are held (blocked) across the fork."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-
-
-def _release_stop_signals() -> None:
-    """In the server after the fork: a stop held meanwhile reaches its handler now."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
-
 def _default_stop_signals() -> None:
     """In a worker just forked from the server: SIGTERM and SIGINT back to their defaults,
-    then released.
+    and still held (blocked) until the worker's event loop runs.
 
     The fork copies the server's Python handlers (granian's), which only set a flag in the
-    worker's copy of the server object: a stop arriving before the worker installs its own
-    handlers (while it loads the app) was lost, and the server waited out
-    workers_kill_timeout and logged that it killed a worker that "refused to gracefully stop"
-    (SIGINT to the server alone, just after start). With the defaults, a stop that early simply
-    ends the worker; granian replaces them once the worker serves.
+    worker's copy of the server object: a stop arriving then was lost, and the server waited
+    out workers_kill_timeout and logged that it killed a worker that "refused to gracefully
+    stop". The defaults replace them; a stop in the instant between the fork and this hook is
+    held by the kernel, not lost, since the server blocks stops across the fork.
 
-    A stop sent in the instant between the fork and this hook was still lost: CPython noted it
-    for the copied handler, then found the default installed and dropped it (seen in CI about
-    once in 20 runs of test_shutdown). Held blocked across the fork, it stays pending in the
-    kernel and is delivered here, after the defaults are in place: the worker ends."""
+    They stay held while the worker loads the app and granian starts serving, until the
+    worker's loop runs: granian's handlers reach its uvloop loop through a wakeup descriptor
+    the loop sets up only while it runs, so a stop arriving between the handlers' installation
+    and the loop's start was noted by nobody, and the worker served on until killed (seen
+    under load: a worker slower to start than the one that answered /readyz, Ctrl-C, killed
+    10 s later). Every thread the worker starts inherits the held mask, so a stop goes to the
+    main thread once it releases it from within the running loop, and becomes granian's
+    graceful stop. A stop during loading therefore waits for the load (normally well under a
+    second); a load that hangs is killed after workers_kill_timeout, and says so."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     # stacks on request from the start, a worker stuck while it loads the app included
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 def still_running(process: multiprocessing.process.BaseProcess) -> bool:
@@ -220,8 +211,8 @@ def _run_server(config: Config) -> None:
         from granian.http import HTTP1Settings
 
         os.register_at_fork(  # granian forks its workers
-            before=_hold_stop_signals,
-            after_in_parent=_release_stop_signals,
+            before=hold_stop_signals,
+            after_in_parent=release_stop_signals,
             after_in_child=_default_stop_signals,
         )
         _granian_server()(
