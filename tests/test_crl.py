@@ -321,6 +321,48 @@ def test_two_builders_racing_never_regress_or_duplicate_r17(engine) -> None:
     assert store.crl_rejection_count() == 0
 
 
+def test_a_builder_overtaken_by_another_is_superseded_not_rejected_r17(engine) -> None:
+    """Builder A reserves a number, B reserves the next and publishes while A signs: A's CRL
+    is late, not bad. It is not published and not recorded as a gate rejection (which would
+    alert); seen in CI under load with two builders racing."""
+    store = engine.store()
+    populate(engine, store)
+    clock = Clock(NOW)
+    late = engine.crl_service(store, clock)
+    other = engine.crl_service(engine.store(), clock)
+    [issuer] = late.issuers
+
+    def overtaken(*args):
+        [ahead] = other.build_due(force=True)
+        assert ahead.published
+        return issuer.signer.sign(*args)
+
+    result = late.build(issuer, 0, "test", sign=overtaken)
+    assert not result.published and result.rejections == ()
+    assert store.crl_rejection_count() == 0
+    assert store.current_crl(issuer.id, 0).number == result.number + 1
+
+
+def test_a_crl_number_counter_gone_back_is_refused_by_the_gate_r17(engine) -> None:
+    """A higher number on an older published CRL is not a race: the number counter went back
+    (a restored database). The gate refuses the build, and the refusal is recorded."""
+    store = engine.store()
+    populate(engine, store)
+    clock = Clock(NOW)
+    service = engine.crl_service(store, clock)
+    for _ in range(3):
+        assert service.build_due(force=True)[0].published
+        clock.now += 60
+    [issuer] = service.issuers
+    with store._writing() as db:
+        db.execute(store._sql("UPDATE crl_state SET next_number = 2"))
+    result = service.build(issuer, 0, "test")
+    assert not result.published and result.number == 2
+    assert [r.code for r in result.rejections] == ["number"]
+    assert store.crl_rejection_count() == 1
+    assert store.current_crl(issuer.id, 0).number == 3
+
+
 class BadSigner:
     """Builds deliberately broken CRLs for the gate tests."""
 

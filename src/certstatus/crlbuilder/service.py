@@ -143,6 +143,22 @@ class CrlService:
         finally:
             entries.close()  # a signer that failed midway leaves no read open
         previous = self.store.current_crl(issuer.id, partition)
+        if previous is not None and previous.number > number and previous.this_update >= snapshot:
+            # numbers are reserved in order: a builder that reserved after this one has
+            # published meanwhile (a CRL at least as recent). Nothing is wrong with this one,
+            # it is only late; the gate would refuse its number, and a refusal is what alerts
+            # (CertstatusCrlGateRejected). An older CRL with a higher number (a number
+            # counter gone back) still goes to the gate and is refused.
+            log.info(
+                "CRL %s/%d #%d superseded by #%d from another builder",
+                issuer.material.name,
+                partition,
+                number,
+                previous.number,
+            )
+            return BuildResult(
+                issuer.material.name, partition, number, False, entries.count, reason
+            )
 
         def still_required(serials: Sequence[int]) -> list[int]:
             return self._still_required(issuer.id, serials, cutoff)
