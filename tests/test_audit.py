@@ -21,6 +21,15 @@ from certstatus.store.base import AuditContext
 NOW = int(time.time())
 
 
+@pytest.fixture(autouse=True)
+def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOW is when each test starts, not when the module was collected: certificates are
+    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
+    from collection put in the future once the suite ran slow (seen in CI under load)."""
+    now = int(time.time())
+    monkeypatch.setattr(sys.modules[__name__], "NOW", now)
+
+
 def cli(deployment, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "certstatus.cli", *args, "--config", str(deployment.config_path)],

@@ -5,6 +5,7 @@ SQLite and PostgreSQL (the engine fixture)."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -16,6 +17,15 @@ from certstatus.store import audit as audit_chain
 from certstatus.store.base import AuditContext, CertificateRecord
 
 NOW = int(time.time())
+
+
+@pytest.fixture(autouse=True)
+def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOW is when each test starts, not when the module was collected: certificates are
+    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
+    from collection put in the future once the suite ran slow (seen in CI under load)."""
+    now = int(time.time())
+    monkeypatch.setattr(sys.modules[__name__], "NOW", now)
 
 
 @pytest.fixture

@@ -33,6 +33,15 @@ LINT_CRL = Path(sys.executable).with_name("lint_crl")
 OPENSSL = shutil.which("openssl") or "openssl"
 
 
+@pytest.fixture(autouse=True)
+def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOW is when each test starts, not when the module was collected: certificates are
+    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
+    from collection put in the future once the suite ran slow (seen in CI under load)."""
+    now = int(time.time())
+    monkeypatch.setattr(sys.modules[__name__], "NOW", now)
+
+
 class Clock:
     def __init__(self, now: float) -> None:
         self.now = now
