@@ -40,6 +40,14 @@ pytestmark = pytest.mark.integration
 NOW = int(time.time())
 
 
+@pytest.fixture(autouse=True)
+def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOW is when each test starts, not when the module was collected: certificates are
+    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
+    from collection put in the future once the suite ran slow (seen in CI under load)."""
+    monkeypatch.setattr(sys.modules[__name__], "NOW", int(time.time()))
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     directory = postgres_dir(tmp_path_factory, "pg")
