@@ -374,6 +374,27 @@ def test_a_large_crl_is_read_in_pieces_and_its_connection_not_pooled_after_r17(e
         whole.close()
 
 
+def test_a_long_walk_may_wait_past_the_store_timeout_for_its_first_rows(env: Env) -> None:
+    """The CRL builder's ordered walk over a million fresh revocations sorted for longer than
+    the store's few seconds before its first row, and the CRL was never built: a walk's fetch
+    has walk_timeout. Other statements keep the store's timeout."""
+    store = PostgresStore(env.cluster.primary.url, timeout=1, name="short")
+    try:
+        assert store.walk_timeout >= 60
+        [(setting, _)] = list(
+            store._stream(
+                "SELECT setting::int, pg_sleep(1.5) FROM pg_settings "
+                "WHERE name = 'statement_timeout'",
+                (),
+            )
+        )
+        assert setting == int(store.walk_timeout * 1000)  # milliseconds
+        with pytest.raises(StoreError, match="statement timeout"), store._reading() as db:
+            db.execute("SELECT pg_sleep(1.5)")
+    finally:
+        store.close()
+
+
 def test_a_stopped_heartbeat_writer_never_reads_fresh_f1(tmp_path_factory) -> None:
     """If the heartbeat writer dies, every replica's staleness grows (it is the age of the last
     heartbeat), so the replica set stops trusting them instead of reading them as fresh."""

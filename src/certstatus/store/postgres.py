@@ -73,6 +73,7 @@ _READ_ONLY = "25006"  # read_only_sql_transaction: a connection to a node that w
 # carried; a CRL bigger than this is read in pieces of it, and the connection that published
 # one is closed rather than returned to the pool holding a copy's worth of buffer
 _LARGE_MESSAGE = 8 << 20
+_WALK_TIMEOUT = 300.0  # seconds per fetch of a long walk (_stream), whose first may sort it all
 
 
 class PostgresStore(SqlStore):
@@ -114,6 +115,7 @@ class PostgresStore(SqlStore):
         self._refused: str | None = None  # what the server said when a direct connect failed
         self._retiring = threading.local()  # .active: close each connection after use
         self.large_message = _LARGE_MESSAGE
+        self.walk_timeout = max(timeout, _WALK_TIMEOUT)
         self.loop_reader = LoopReader(url, self._connect_kwargs, name, timeout)
         if not read_only:
             self._migrate()
@@ -295,12 +297,19 @@ class PostgresStore(SqlStore):
 
     def _stream(self, sql: str, parameters: Sequence[Any]) -> Iterator[Any]:
         """A server-side cursor fetching a few thousand rows at a time, in a read transaction
-        that ends with the iteration; statement_timeout bounds each fetch, not the walk."""
+        that ends with the iteration; statement_timeout bounds each fetch, not the walk.
+
+        Each fetch gets walk_timeout, not the store's few seconds: the first may have to sort
+        the whole set. Rows just written (a mass revocation, a bulk load) are not yet marked
+        all-visible, so the planner may prefer a sort to the covering index; a million
+        revoked entries then took longer than 5 s to the first row on a loaded machine, and
+        the CRL was not built at all."""
         with (
             self._reading() as db,
             db.transaction(),
             db.cursor(name="certstatus_stream") as cursor,
         ):
+            db.execute(f"SET LOCAL statement_timeout = {int(self.walk_timeout * 1000)}")
             cursor.itersize = 5000
             cursor.execute(self._sql(sql), parameters)
             yield from cursor
