@@ -84,6 +84,31 @@ def test_scale_benchmark_reports_every_figure_with_sane_values() -> None:
         assert 0 < size[name]["ratio_to_nginx_get"] < 5, name
 
 
+@pytest.mark.integration
+def test_pregen_benchmark_splits_cpu_per_response_by_process() -> None:
+    """benchmarks.pregen (issue 15 item 4) at a small N on SQLite: every certificate signed
+    under both CertIDs, CPU attributed to the signer and to its signing pool (the database
+    runs inside the signer on SQLite), next to openssl speed."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pregen", "--certs", "300", "--openssl-seconds", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    [round_] = json.loads(run.stdout)["rounds"]
+    assert round_["responses"] == 600 and round_["responses_per_s"] > 0
+    assert 0 < round_["openssl_ratio"] < 1.5  # the same primitive on the same cores
+    cpu = round_["cpu_us_per_response"]
+    assert cpu["signer"] > 0 and cpu["pool"] > 0  # the pool, not the signer, signed
+    assert cpu["server"] == 0  # no database server on SQLite
+    assert cpu["total"] == pytest.approx(cpu["signer"] + cpu["pool"], abs=0.2)
+
+
 def test_the_peer_index_holds_the_stores_statuses(tmp_path: Path) -> None:
     """openssl's index.txt, written from the store, answers what certstatus answers: V for a
     good serial, R with the time and reason for a revoked one, serials as whole upper-case hex

@@ -30,6 +30,24 @@ def test_literals_read_back_as_their_values(postgres_server: str) -> None:
     assert [bytes(b) for b in row[2]] == blobs
 
 
+def test_slices_of_one_binary_blob_read_back_as_their_values(postgres_server: str) -> None:
+    """The signer sends a batch's responses as one binary bytea and (start, length) pairs;
+    the server's substring gives back each one, empty and every byte value included."""
+    import psycopg
+
+    blobs = [b"", bytes(range(256)), b"\x00", os.urandom(700), b'\\"{},NULL', os.urandom(3)]
+    blob, starts, lengths = pgarrays.slices(blobs)
+    assert blob == b"".join(blobs)
+    with psycopg.connect(postgres_server) as conn:
+        rows = conn.execute(
+            "SELECT substring(%(blob)b FROM s FOR n) FROM unnest(%(starts)s::int[], "
+            "%(lengths)s::int[]) WITH ORDINALITY AS u(s, n, i) ORDER BY i",
+            {"blob": blob, "starts": starts, "lengths": lengths},
+        ).fetchall()
+    assert [bytes(r[0]) for r in rows] == blobs
+    assert pgarrays.slices([]) == (b"", "{}", "{}")
+
+
 @pytest.mark.parametrize("token", ["a b", "a,b", 'a"', "NULL", "null", "é", ""])
 def test_a_token_that_would_be_misread_is_refused(token: str) -> None:
     if token == "":

@@ -9,10 +9,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from certstatus import der
 from certstatus.demo.ca import DemoCA
-from certstatus.keys.pem import key_from_private
+from certstatus.keys.pem import EcdsaKey, key_from_private
 from certstatus.ocsp import response as r
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.reasons import ALLOWED
@@ -129,3 +131,95 @@ def test_der_integer_and_length_forms() -> None:
     assert der.length(70000) == b"\x83\x01\x11\x70"
     with pytest.raises(ValueError):
         der.read_tlv(b"\x30\x05\x01")
+
+
+class DeterministicEcdsaKey(EcdsaKey):
+    """A real P-256 key signing per RFC 6979, so the same tbsResponseData gives the same bytes
+    and two builders' outputs can be compared byte for byte (lengths still vary, 70-72)."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        super().__init__(key)
+        self._algorithm = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+
+
+@pytest.fixture(scope="module")
+def deterministic(ca: DemoCA) -> tuple[ResponseBuilder, ResponseBuilder]:
+    """One builder whose caches fill across examples, and one that empties them at once."""
+    responder, key = ca.responder()
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    cached = ResponseBuilder(ca.certificate, responder, DeterministicEcdsaKey(key))
+    thrashed = ResponseBuilder(ca.certificate, responder, DeterministicEcdsaKey(key))
+    thrashed._CACHE_LIMIT = 1
+    return cached, thrashed
+
+
+statuses = st.one_of(
+    st.just(CertStatus()),
+    st.builds(
+        CertStatus,
+        st.just(True),
+        st.integers(NOW - 10 * 86400, NOW),
+        st.one_of(st.none(), st.sampled_from(sorted(ALLOWED.values()))),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    serial=st.one_of(st.integers(0, 300), st.integers(0, (1 << 160) - 1)),
+    status=statuses,
+    this_update=st.integers(NOW - 7200, NOW),
+    validity=st.integers(8 * 3600, 10 * 86400 - 1),
+    produced=st.integers(NOW, NOW + 3),
+)
+def test_cached_splicing_matches_the_reference_path_and_parses_r7_r8(
+    ca, deterministic, serial, status, this_update, validity, produced
+) -> None:
+    """The signer's path (headers cached per length, serial and signature spliced in) gives the
+    bytes of the header-by-header reference, for both CertID hashes, good and revoked, and
+    cryptography's parser reads back every field (issue 15: the reference stays the oracle)."""
+    next_update = this_update + validity
+    pair = []
+    for builder in deterministic:
+        for algorithm in HashAlgorithm:
+            args = (algorithm, serial, status, this_update, next_update, produced)
+            data = builder.sign(*args)
+            assert data == builder.sign_reference(*args)
+            pair.append(data)
+            resp = parse(data)
+            keys = issuer_keys(ca.certificate)[algorithm]
+            assert resp.serial_number == serial
+            assert (resp.issuer_name_hash, resp.issuer_key_hash) == (keys.name_hash, keys.key_hash)
+            assert type(resp.hash_algorithm).__name__.lower() == algorithm.value
+            assert resp.this_update_utc == dt.datetime.fromtimestamp(this_update, dt.UTC)
+            assert resp.next_update_utc == dt.datetime.fromtimestamp(next_update, dt.UTC)
+            assert resp.produced_at_utc == dt.datetime.fromtimestamp(produced, dt.UTC)
+            if status.revoked:
+                assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
+                assert status.revocation_time is not None
+                assert resp.revocation_time_utc == dt.datetime.fromtimestamp(
+                    status.revocation_time, dt.UTC
+                )
+            else:
+                assert resp.certificate_status is ocsp.OCSPCertStatus.GOOD
+            public = resp.certificates[0].public_key()
+            assert isinstance(public, ec.EllipticCurvePublicKey)
+            public.verify(resp.signature, resp.tbs_response_bytes, ec.ECDSA(hashes.SHA256()))
+        both = builder.sign_both(
+            serial,
+            status.revoked,
+            status.revocation_time,
+            status.reason,
+            this_update,
+            next_update,
+            produced,
+        )
+        assert both == tuple(pair[-2:])
+    assert pair[:2] == pair[2:]  # the builder that keeps nothing cached agrees too
+
+
+def test_serial_encoding_matches_der_integer() -> None:
+    for serial in (0, 1, 127, 128, 255, 256, (1 << 159), (1 << 160) - 1, (1 << 1100)):
+        assert r._serial_der(serial) == der.integer(serial)
+    with pytest.raises(ValueError):
+        r._serial_der(-1)

@@ -4,6 +4,7 @@ Tests taking `engine` run on SQLite and on PostgreSQL (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import logging
 import random
 import sys
 import threading
@@ -111,6 +112,30 @@ def test_stale_good_is_not_stored_over_a_revocation(engine) -> None:
     with engine.signer(store, clock=Clock(time.time())) as signer:
         signer.sign_due()
     assert status_of(store, issuer_id, serial) is ocsp.OCSPCertStatus.REVOKED
+
+
+def test_rows_are_not_signed_when_the_responder_expires_too_soon_r3_r21(deployment, caplog) -> None:
+    """The validity window is computed once per issuer and batch: when the responder
+    certificate leaves less than R3's 8 hours, every row of the batch is skipped and logged,
+    and nothing is stored."""
+    store = deployment.store()
+    serials = ingest_leaves(deployment, store, 3)
+    [material] = deployment.materials()
+    not_after = int(material.responder_certificate.not_valid_after_utc.timestamp())
+    clock = Clock(not_after - 4 * 3600)  # thisUpdate an hour back: 5 hours left at most
+    with (
+        caplog.at_level(logging.ERROR, "certstatus.signer"),
+        deployment.signer(store, clock=clock) as signer,
+    ):
+        assert signer.sign_due() == 0
+    issuer_id = deployment.ingest(store).issuer_id("demo")
+    assert all(store.response(issuer_id, serial) is None for serial in serials)
+    skipped = [r.getMessage() for r in caplog.records if "expires too soon" in r.getMessage()]
+    assert sorted(skipped) == sorted(
+        f"not signing issuer {issuer_id} serial {serial:x}: the responder certificate expires "
+        "too soon to sign a response valid for 8 hours (R3, R4)"
+        for serial in serials
+    )
 
 
 def test_crashed_claims_return_after_the_lease(engine) -> None:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.config import IssuerMaterial, SigningConfig
 from certstatus.keys.base import KeyUnavailableError
-from certstatus.ocsp.schedule import ScheduleError, Validity, plan
+from certstatus.ocsp.schedule import ScheduleError, Validity, Window
 from certstatus.signer.worker import Builders, IssuerSpec, Job, init_worker, probe, sign_jobs
 from certstatus.store.base import DueCertificate, SignedResponse, SigningQueue
 
@@ -136,16 +136,25 @@ class Signer:
         self._executor().submit(probe).result()
 
     def _plan(self, due: list[DueCertificate], now: int) -> list[tuple[DueCertificate, Validity]]:
+        """Each row's validity: the window is computed once per issuer and batch, only the
+        jitter is drawn per row."""
+        windows: dict[int, Window | ScheduleError] = {}
+        spread = self._random.random
         planned = []
         for item in due:
-            try:
-                validity = plan(
-                    self.config.policy, now, self._not_after[item.issuer_id], self._random.random()
+            window = windows.get(item.issuer_id)
+            if window is None:
+                try:
+                    window = Window.at(self.config.policy, now, self._not_after[item.issuer_id])
+                except ScheduleError as exc:
+                    window = exc
+                windows[item.issuer_id] = window
+            if isinstance(window, ScheduleError):
+                log.error(
+                    "not signing issuer %s serial %x: %s", item.issuer_id, item.serial, window
                 )
-            except ScheduleError as exc:
-                log.error("not signing issuer %s serial %x: %s", item.issuer_id, item.serial, exc)
                 continue
-            planned.append((item, validity))
+            planned.append((item, window.validity(spread())))
         return planned
 
     def _store(
@@ -158,11 +167,13 @@ class Signer:
                 item.version,
                 sha1,
                 sha256,
-                v.this_update,
-                v.next_update,
-                v.refresh_at,
+                this_update,
+                next_update,
+                refresh_at,
             )
-            for (item, v), (sha1, sha256) in zip(planned, signed, strict=True)
+            for (item, (this_update, next_update, refresh_at)), (sha1, sha256) in zip(
+                planned, signed, strict=True
+            )
         ]
         return self.store.store_signed(responses, int(self.clock()))
 

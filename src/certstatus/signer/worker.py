@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certstatus.keys.base import KeyFileError, KeyUnavailableError
 from certstatus.keys.source import KeyRef, open_key
-from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.ocsp.response import CertStatus, ResponseBuilder
+from certstatus.ocsp.response import ResponseBuilder
 
 
 @dataclass(frozen=True)
@@ -88,18 +87,9 @@ def sign_jobs(
 ) -> list[tuple[bytes, bytes]]:
     """Sign each job under SHA-1 and SHA-256 CertIDs: one SingleResponse per response (R8)."""
     table = _builders if builders is None else builders
-    signed = []
-    for issuer_id, serial, revoked, revoked_at, reason, this_update, next_update, produced in jobs:
-        builder = table[issuer_id]
-        status = CertStatus(revoked, revoked_at, reason)
-        signed.append(
-            (
-                builder.sign(
-                    HashAlgorithm.SHA1, serial, status, this_update, next_update, produced
-                ),
-                builder.sign(
-                    HashAlgorithm.SHA256, serial, status, this_update, next_update, produced
-                ),
-            )
+    return [
+        table[issuer_id].sign_both(
+            serial, revoked, revoked_at, reason, this_update, next_update, produced
         )
-    return signed
+        for issuer_id, serial, revoked, revoked_at, reason, this_update, next_update, produced in jobs
+    ]

@@ -529,12 +529,20 @@ class PostgresStore(SqlStore):
         responses for exactly those rows."""
         if not responses:
             return 0
+        blob, starts, lengths = arrays.slices(
+            der for r in responses for der in (r.der_sha1, r.der_sha256)
+        )
         with self._writing(durable=False) as db:
             cur = db.execute(
-                "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], "
-                "%s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[]) AS "
-                "v(issuer_id, serial, version, this_update, next_update, refresh_at, der_sha1, "
-                "der_sha256)), kept AS (UPDATE certificates c SET priority = %s, "
+                "WITH v AS (SELECT issuer_id, serial, version, this_update, next_update, "
+                "refresh_at, substring(%(blob)b FROM starts[2 * n - 1] FOR lengths[2 * n - 1]) "
+                "AS der_sha1, substring(%(blob)b FROM starts[2 * n] FOR lengths[2 * n]) AS "
+                "der_sha256 FROM unnest(%(issuer)s::bigint[], %(serial)s::text[], "
+                "%(version)s::bigint[], %(this)s::bigint[], %(next)s::bigint[], "
+                "%(refresh)s::bigint[]) WITH ORDINALITY AS u(issuer_id, serial, version, "
+                "this_update, next_update, refresh_at, n), "
+                "(SELECT %(starts)s::int[] AS starts, %(lengths)s::int[] AS lengths) AS d), "
+                "kept AS (UPDATE certificates c SET priority = %(refresh_priority)s, "
                 "due_at = CASE WHEN v.refresh_at < c.not_after THEN v.refresh_at END FROM v "
                 "WHERE c.issuer_id = v.issuer_id AND c.serial = v.serial "
                 "AND c.version = v.version RETURNING c.issuer_id, c.serial) "
@@ -545,17 +553,18 @@ class PostgresStore(SqlStore):
                 "this_update = excluded.this_update, next_update = excluded.next_update, "
                 "refresh_at = excluded.refresh_at, der_sha1 = excluded.der_sha1, "
                 "der_sha256 = excluded.der_sha256 WHERE excluded.version >= responses.version",
-                (
-                    arrays.integers(r.issuer_id for r in responses),
-                    arrays.hex_texts(serial_key(r.serial) for r in responses),
-                    arrays.integers(r.version for r in responses),
-                    arrays.integers(r.this_update for r in responses),
-                    arrays.integers(r.next_update for r in responses),
-                    arrays.integers(r.refresh_at for r in responses),
-                    arrays.byteas(r.der_sha1 for r in responses),
-                    arrays.byteas(r.der_sha256 for r in responses),
-                    Priority.REFRESH,
-                ),
+                {
+                    "issuer": arrays.integers(r.issuer_id for r in responses),
+                    "serial": arrays.hex_texts(serial_key(r.serial) for r in responses),
+                    "version": arrays.integers(r.version for r in responses),
+                    "this": arrays.integers(r.this_update for r in responses),
+                    "next": arrays.integers(r.next_update for r in responses),
+                    "refresh": arrays.integers(r.refresh_at for r in responses),
+                    "blob": blob,
+                    "starts": starts,
+                    "lengths": lengths,
+                    "refresh_priority": Priority.REFRESH,
+                },
             )
             return cur.rowcount
 
