@@ -462,40 +462,52 @@ class SqlStore(ABC):
 
     def publish_crl(self, crl: StoredCrl, snapshot: int) -> bool:
         with self._writing() as db:
-            cur = db.execute(
-                self._sql(
-                    f"INSERT INTO crls ({_CRL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
-                    "crl_number = excluded.crl_number, this_update = excluded.this_update, "
-                    "next_update = excluded.next_update, next_build_at = excluded.next_build_at, "
-                    "entries = excluded.entries, der = excluded.der "
-                    "WHERE excluded.crl_number > crls.crl_number"
-                ),
-                (
-                    crl.issuer_id,
-                    crl.crl_partition,
-                    crl.number,
-                    crl.this_update,
-                    crl.next_update,
-                    crl.next_build_at,
-                    crl.entries,
-                    crl.der,
-                ),
-            )
-            if not cur.rowcount:
-                return False
-            issuer, partition = crl.issuer_id, crl.crl_partition
-            db.execute(
-                self._sql(
-                    "UPDATE crl_state SET dirty_since = (SELECT min(revoked_recorded_at) "
-                    "FROM certificates WHERE revoked = 1 AND issuer_id = ? "
-                    "AND crl_partition = ? AND revoked_recorded_at >= ?) "
-                    "WHERE issuer_id = ? AND crl_partition = ?"
-                ),
-                (issuer, partition, snapshot, issuer, partition),
-            )
-            now = int(time.time())
-            db.execute(self._sql(purgequeue.ENQUEUE_CRL), (issuer, partition, now, now))
+            return self._publish_crl_in(db, crl, snapshot)
+
+    def _publish_crl_in(
+        self, db: Connection, crl: StoredCrl, snapshot: int, der_from: str | None = None
+    ) -> bool:
+        """Publish in the caller's transaction; der_from, a FROM clause holding the DER in a
+        column `der`, instead of sending it as a parameter (PostgreSQL's large CRLs)."""
+        fields = (
+            crl.issuer_id,
+            crl.crl_partition,
+            crl.number,
+            crl.this_update,
+            crl.next_update,
+            crl.next_build_at,
+            crl.entries,
+        )
+        parameters: tuple[int | bytes, ...] = fields
+        if der_from is None:
+            source, parameters = "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*fields, crl.der)
+        else:
+            source = f"SELECT ?, ?, ?, ?, ?, ?, ?, der FROM {der_from}"
+        cur = db.execute(
+            self._sql(
+                f"INSERT INTO crls ({_CRL_COLUMNS}) {source} "
+                "ON CONFLICT (issuer_id, crl_partition) DO UPDATE SET "
+                "crl_number = excluded.crl_number, this_update = excluded.this_update, "
+                "next_update = excluded.next_update, next_build_at = excluded.next_build_at, "
+                "entries = excluded.entries, der = excluded.der "
+                "WHERE excluded.crl_number > crls.crl_number"
+            ),
+            parameters,
+        )
+        if not cur.rowcount:
+            return False
+        issuer, partition = crl.issuer_id, crl.crl_partition
+        db.execute(
+            self._sql(
+                "UPDATE crl_state SET dirty_since = (SELECT min(revoked_recorded_at) "
+                "FROM certificates WHERE revoked = 1 AND issuer_id = ? "
+                "AND crl_partition = ? AND revoked_recorded_at >= ?) "
+                "WHERE issuer_id = ? AND crl_partition = ?"
+            ),
+            (issuer, partition, snapshot, issuer, partition),
+        )
+        now = int(time.time())
+        db.execute(self._sql(purgequeue.ENQUEUE_CRL), (issuer, partition, now, now))
         return True
 
     def crl_dirty_since(self, issuer_id: int) -> dict[int, int]:
