@@ -170,3 +170,39 @@ def test_a_dead_checking_process_costs_speed_not_the_answer(deployment, small_ch
         assert checker.check(pairs) == expected
         assert checker.check(pairs) == expected
         assert checker._pool is not None and checker._pool is not pool
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"",
+        b"-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n",
+        b"x-----BEGIN X509 CERTIFICATE-----QUJD-----END CERTIFICATE----------BEGIN CERTIFICATE-----"
+        b"\r\nREVG\r\n-----END X509 CERTIFICATE-----y",
+        b"-----BEGIN CERTIFICATE-----a-----BEGIN CERTIFICATE-----b-----END CERTIFICATE-----",
+        b"-----BEGIN CERTIFICATE-----a-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----b",
+        b"-----END CERTIFICATE----------BEGIN CERTIFICATE----------END CERTIFICATE-----",
+        b"-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n-----END CERTIFICATE-----",
+    ],
+)
+def test_pem_blocks_as_the_lazy_regex_finds_them(text: bytes) -> None:
+    """pem_blocks searches for the markers; a lazy BEGIN(.*?)END match is its oracle: nested
+    BEGIN lines, a block without its END, both marker spellings, anything around them."""
+    import re
+
+    oracle = re.compile(
+        rb"-----BEGIN (?:X509 )?CERTIFICATE-----(.*?)-----END (?:X509 )?CERTIFICATE-----",
+        re.DOTALL,
+    )
+    assert list(check.pem_blocks(text)) == oracle.findall(text)
+
+
+def test_an_unknown_certificate_version_is_refused_in_one_line(deployment) -> None:
+    """cryptography raises InvalidVersion, not a ValueError, for a version it does not know."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    data = bytearray(deployment.leaf().public_bytes(Encoding.DER))
+    at = bytes(data).index(b"\xa0\x03\x02\x01\x02")  # [0] { INTEGER 2 }: v3
+    data[at + 4] = 7
+    with pytest.raises(IngestError, match=r"^odd: not a PEM or DER certificate; nothing recorded"):
+        check.parse_and_check([(bytes(data), "odd")], deployment.ingest()._issuers)
