@@ -13,6 +13,7 @@ certificate the slow way, through cryptography, which gives the same answer as b
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 _SEQUENCE, _BOOLEAN, _OID, _OCTETS, _INTEGER = 0x30, 0x01, 0x06, 0x04, 0x02
@@ -44,84 +45,94 @@ class LeafFacts:
     distribution_points: bool
 
 
-def _header(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """(tag, content start, content end) of the element at pos, which must end by end.
-    Single-byte tags and definite lengths of up to four bytes only (all DER certificates)."""
-    if pos + 2 > end:
-        raise _Unexpected
-    tag = data[pos]
-    if tag & 0x1F == 0x1F:
-        raise _Unexpected  # high tag number form: not in a certificate's fields read here
-    length = data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or pos + count > end:
+def _children(der: bytes, pos: int, end: int) -> list[tuple[int, int, int, int]]:
+    """(tag, start, content start, content end) of each element from pos to end, in one
+    loop: a certificate's ~25 elements read by a call each cost more than the rest of
+    the reading. Single-byte tags, and lengths of up to two bytes in their shortest form
+    (DER; a certificate longer than 64 KiB goes the slow way)."""
+    found = []
+    while pos < end:
+        tag = der[pos]
+        length = der[pos + 1]
+        if length < 0x80:
+            start = pos + 2
+        elif length == 0x81:
+            start, length = pos + 3, der[pos + 2]
+            if length < 0x80:
+                raise _Unexpected
+        elif length == 0x82:
+            start, length = pos + 4, der[pos + 2] << 8 | der[pos + 3]
+            if length < 0x100:
+                raise _Unexpected
+        else:
             raise _Unexpected
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    if pos + length > end:
-        raise _Unexpected
-    return tag, pos, pos + length
+        stop = start + length
+        if stop > end or tag & 0x1F == 0x1F:
+            raise _Unexpected
+        found.append((tag, pos, start, stop))
+        pos = stop
+    return found
 
 
-def _expect(data: bytes, pos: int, end: int, tag: int) -> tuple[int, int]:
-    found, start, stop = _header(data, pos, end)
-    if found != tag:
+def _only(der: bytes, pos: int, end: int, tag: int) -> tuple[int, int]:
+    """The content of the one element from pos to end, which must have this tag."""
+    (found,) = _children(der, pos, end)
+    if found[0] != tag:
         raise _Unexpected
-    return start, stop
+    return found[2], found[3]
 
 
 def read_leaf(der: bytes) -> LeafFacts | None:
     """The facts of a certificate's DER, or None where the slow path must decide."""
     try:
         return _read(der)
-    except _Unexpected:
+    except (_Unexpected, ValueError, IndexError):  # ValueError: not exactly one element
         return None
 
 
+# the tags of a TBSCertificate's fields from serialNumber on: serialNumber, signature, issuer,
+# validity, subject, subjectPublicKeyInfo, then the optional unique IDs and extensions
+_TBS_SHAPES = {
+    bytes([_INTEGER, *[_SEQUENCE] * 5, *ids, *extensions])
+    for ids in ((), (_ISSUER_UID,), (_SUBJECT_UID,), (_ISSUER_UID, _SUBJECT_UID))
+    for extensions in ((), (_EXTENSIONS,))
+}
+
+
 def _read(der: bytes) -> LeafFacts:
-    start, end = _expect(der, 0, len(der), _SEQUENCE)  # Certificate
-    tbs_start = start
-    start, tbs_end = _expect(der, tbs_start, end, _SEQUENCE)  # TBSCertificate
-    pos = start
-    tag, _, stop = _header(der, pos, tbs_end)
-    if tag == _VERSION:
-        pos = stop
-    _, pos = _expect(der, pos, tbs_end, _INTEGER)  # serialNumber
-    _, pos = _expect(der, pos, tbs_end, _SEQUENCE)  # signature
-    issuer_start = pos
-    _, pos = _expect(der, pos, tbs_end, _SEQUENCE)  # issuer
-    issuer = der[issuer_start:pos]
-    for _ in range(3):  # validity, subject, subjectPublicKeyInfo
-        _, pos = _expect(der, pos, tbs_end, _SEQUENCE)
+    ((tag, _, start, end),) = _children(der, 0, len(der))  # Certificate
+    if tag != _SEQUENCE:
+        raise _Unexpected
+    tag, tbs_start, start, tbs_end = _children(der, start, end)[0]
+    if tag != _SEQUENCE:
+        raise _Unexpected
+    fields = _children(der, start, tbs_end)
+    if fields[0][0] == _VERSION:
+        del fields[0]
+    if bytes([field[0] for field in fields]) not in _TBS_SHAPES:
+        raise _Unexpected
+    issuer = der[fields[2][1] : fields[2][3]]
     ca = ocsp_signing = precertificate = points = False
-    seen: set[bytes] = set()
-    while pos < tbs_end:
-        tag, start, stop = _header(der, pos, tbs_end)
-        pos = stop
-        if tag in (_ISSUER_UID, _SUBJECT_UID):
-            continue
-        if tag != _EXTENSIONS or pos != tbs_end:
-            raise _Unexpected
-        start, stop = _expect(der, start, stop, _SEQUENCE)
-        while start < stop:
-            tag, s, start = _header(der, start, stop)  # Extension
-            if tag != _SEQUENCE or der[s] != _OID or der[s + 1] & 0x80:
+    if fields[-1][0] == _EXTENSIONS:
+        listed = _only(der, fields[-1][2], fields[-1][3], _SEQUENCE)
+        seen: set[bytes] = set()
+        for tag, _, s, stop in _children(der, *listed):  # each Extension
+            if tag != _SEQUENCE or der[s] != _OID or der[s + 1] >= 0x80:
                 raise _Unexpected
-            oid = der[s + 2 : s + 2 + der[s + 1]]
+            at = s + 2 + der[s + 1]
+            oid = der[s + 2 : at]
             if oid in seen:
                 raise _Unexpected  # cryptography refuses a duplicate extension
             seen.add(oid)
             if oid not in _READ:
                 continue
-            tag, v, value_end = _header(der, s + 2 + len(oid), start)
-            if tag == _BOOLEAN:  # critical
-                tag, v, value_end = _header(der, value_end, start)
-            if tag != _OCTETS or value_end != start:
-                raise _Unexpected
+            if der[at] == _BOOLEAN:  # critical
+                if der[at + 1] != 1:
+                    raise _Unexpected
+                at += 3
+            v, value_end = _only(der, at, stop, _OCTETS)
             if oid == BASIC_CONSTRAINTS:
-                ca = _ca(der, v, value_end)
+                ca = _ca(der[v:value_end])
             elif oid == EXTENDED_KEY_USAGE:
                 ocsp_signing = _has_ocsp_signing(der, v, value_end)
             elif oid == CT_POISON:
@@ -133,35 +144,41 @@ def _read(der: bytes) -> LeafFacts:
     return LeafFacts(der[tbs_start:tbs_end], issuer, ca, ocsp_signing, precertificate, points)
 
 
-def _ca(der: bytes, pos: int, end: int) -> bool:
-    """basicConstraints' cA (SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLen INTEGER OPTIONAL })."""
-    start, stop = _expect(der, pos, end, _SEQUENCE)
-    if stop != end:
-        raise _Unexpected
-    if start == stop:
+_NOT_CA = b"\x30\x00"  # basicConstraints {}: cA FALSE, no pathLenConstraint
+_CA = b"\x30\x03\x01\x01\xff"  # basicConstraints { cA TRUE }
+
+
+def _ca(value: bytes) -> bool:
+    """basicConstraints' cA (SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLen INTEGER OPTIONAL });
+    an explicit FALSE, which DER forbids, is left to cryptography."""
+    if value == _NOT_CA:
         return False
-    tag, v, value_end = _header(der, start, stop)
-    if tag != _BOOLEAN:
-        if tag != _INTEGER or value_end != stop:
-            raise _Unexpected
+    if value == _CA:
+        return True
+    start, stop = _only(value, 0, len(value), _SEQUENCE)
+    shape = _children(value, start, stop)
+    tags = bytes([part[0] for part in shape])
+    if tags == bytes([_INTEGER]):
         return False
-    value = der[v:value_end]
-    if value not in (b"\xff", b"\x00"):
+    if tags != bytes([_BOOLEAN, _INTEGER]) or value[shape[0][2] : shape[0][3]] != b"\xff":
         raise _Unexpected
-    if value_end != stop:
-        _, after = _expect(der, value_end, stop, _INTEGER)
-        if after != stop:
-            raise _Unexpected
-    return value == b"\xff"
+    return True
+
+
+_BAD_OID = re.compile(rb"(?:^|[\x00-\x7f])\x80|[\x80-\xff]$")  # not the shortest form; cut
 
 
 def _has_ocsp_signing(der: bytes, pos: int, end: int) -> bool:
-    """Whether an extKeyUsage value (SEQUENCE OF KeyPurposeId) lists id-kp-OCSPSigning."""
-    start, stop = _expect(der, pos, end, _SEQUENCE)
-    if stop != end or start == stop:
-        raise _Unexpected  # an empty list: cryptography decides
+    """Whether an extKeyUsage value (SEQUENCE OF KeyPurposeId) lists id-kp-OCSPSigning; a
+    list that is empty or holds a malformed OID is left to cryptography."""
+    start, stop = _only(der, pos, end, _SEQUENCE)
+    purposes = _children(der, start, stop)
     found = False
-    while start < stop:
-        s, start = _expect(der, start, stop, _OID)
-        found = found or der[s:start] == OCSP_SIGNING
+    for tag, _, s, e in purposes:
+        oid = der[s:e]
+        if tag != _OID or not oid or _BAD_OID.search(oid):
+            raise _Unexpected
+        found = found or oid == OCSP_SIGNING
+    if not purposes:
+        raise _Unexpected
     return found

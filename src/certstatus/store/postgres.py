@@ -339,7 +339,7 @@ class PostgresStore(SqlStore):
         rows = additions.first_records(records)
         with self._writing() as db:
             added: set[additions.Key] = set()
-            items = list(rows.items())
+            items = additions.in_key_order(rows)
             for start in range(0, len(items), _CHUNK):
                 chunk = [r for _, r in items[start : start + _CHUNK]]
                 inserted = db.execute(

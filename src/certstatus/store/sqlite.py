@@ -41,6 +41,9 @@ _RESPONSE_BY_ALGORITHM = {
     for algorithm in HashAlgorithm
 }
 
+_BULK_ROWS = 5_000  # a batch this large writes with _BULK_CACHE_KIB of page cache
+_BULK_CACHE_KIB = 65_536
+
 
 class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
@@ -128,7 +131,7 @@ class SqliteStore(SqlStore):
         if not records:
             return AddResult(0, 0)
         rows = additions.first_records(records)
-        with self._writing() as db:
+        with self._bulk_cache(len(records)), self._writing() as db:
             stored = self._stored_kinds(db, list(rows))
             result = additions.outcomes(records, stored)
             db.executemany(
@@ -147,7 +150,7 @@ class SqliteStore(SqlStore):
                         r.crl_partition,
                         r.not_before,
                     )
-                    for (i, s), r in rows.items()
+                    for (i, s), r in additions.in_key_order(rows)
                     if (i, s) not in stored
                 ],
             )
@@ -167,6 +170,23 @@ class SqliteStore(SqlStore):
             )
             self._append_audit(db, result.changes, audit, now)
         return AddResult(result.added, len(records) - result.added, result.outcomes)
+
+    @contextmanager
+    def _bulk_cache(self, rows: int) -> Iterator[None]:
+        """A larger page cache on this connection while it writes a large batch: with the
+        default 2 MiB, the pages of a 50 000-row batch (the table, its four indexes, the audit
+        rows and theirs) are spilled to the WAL and read back while the batch is written,
+        and inserting took a third more CPU. Given back afterwards."""
+        if rows < _BULK_ROWS:
+            yield
+            return
+        db = self._connect()
+        (before,) = db.execute("PRAGMA cache_size").fetchone()
+        db.execute(f"PRAGMA cache_size = {-_BULK_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            db.execute(f"PRAGMA cache_size = {int(before)}")
 
     @staticmethod
     def _stored_kinds(
