@@ -206,3 +206,19 @@ def test_an_unknown_certificate_version_is_refused_in_one_line(deployment) -> No
     data[at + 4] = 7
     with pytest.raises(IngestError, match=r"^odd: not a PEM or DER certificate; nothing recorded"):
         check.parse_and_check([(bytes(data), "odd")], deployment.ingest()._issuers)
+
+
+def test_started_pool_checks_the_next_batch_and_one_process_starts_none(
+    deployment, small_chunks
+) -> None:
+    """add_files starts the checking processes before it reads a large file; a started pool
+    answers as this process does, and a checker of one process never starts one."""
+    pairs = [(deployment.leaf(), f"leaf {n}") for n in range(5)]
+    ingest = deployment.ingest()
+    alone = check.Checker(ingest._issuers, processes=1)
+    alone.start()
+    assert alone._pool is None
+    with check.Checker(ingest._issuers, processes=2) as pooled:
+        pooled.start()
+        assert pooled._pool is not None
+        assert pooled.check(pairs) == alone.check(pairs)
