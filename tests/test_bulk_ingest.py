@@ -222,3 +222,21 @@ def test_started_pool_checks_the_next_batch_and_one_process_starts_none(
         pooled.start()
         assert pooled._pool is not None
         assert pooled.check(pairs) == alone.check(pairs)
+
+
+def test_rows_go_in_key_order_and_a_large_batch_gives_its_page_cache_back(deployment) -> None:
+    """New rows are inserted in the table's key order (issuer, serial text: "ff" after "100"),
+    every one of them; SQLite's larger page cache for a large batch ends with the batch."""
+    from certstatus.store import additions
+
+    records = [CertificateRecord(i, s, "cert", NOW) for i, s in [(2, 0xFF), (1, 0x100), (1, 0xFF)]]
+    ordered = additions.in_key_order(additions.first_records(records))
+    assert [key for key, _ in ordered] == [(1, "100"), (1, "ff"), (2, "ff")]
+    store = deployment.store()
+    issuer_id = deployment.ingest(store).issuer_id("demo")
+    db = store._connect()
+    (before,) = db.execute("PRAGMA cache_size").fetchone()
+    batch = [CertificateRecord(issuer_id, 0x10000 + n * 7919, "cert", NOW) for n in range(6000)]
+    assert store.add_certificates(batch, NOW).added == 6000
+    assert db.execute("PRAGMA cache_size").fetchone() == (before,)
+    assert store.counts()["certificates"] == 6000
