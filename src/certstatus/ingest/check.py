@@ -263,7 +263,7 @@ def check_parsed(
     if refused is not None:
         raise IngestError(f"{source}: {refused}; nothing recorded")
     candidates = [i for i in issuers if i.subject_der == leaf.issuer]
-    if not candidates or (leaf.distribution_points and any(i.crl for i in candidates)):
+    if not candidates or (leaf.distribution_points and any(i.crl is not None for i in candidates)):
         return check_certificate(certificate, source, issuers)
     for issuer in candidates:
         if issuer.signed(certificate, leaf.tbs):
