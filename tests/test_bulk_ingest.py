@@ -5,6 +5,7 @@ SQLite and PostgreSQL (the engine fixture)."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -240,3 +241,70 @@ def test_rows_go_in_key_order_and_a_large_batch_gives_its_page_cache_back(deploy
     assert store.add_certificates(batch, NOW).added == 6000
     assert db.execute("PRAGMA cache_size").fetchone() == (before,)
     assert store.counts()["certificates"] == 6000
+
+
+def _repeats(engine) -> list:
+    pre, final = engine.leaf(precertificate=True, serial=0x2002), engine.leaf(serial=0x2002)
+    twice = engine.leaf(serial=0x3003)
+    return [
+        (pre, "pre"),
+        (twice, "twice"),
+        (engine.leaf(serial=0x1001), "upgrade"),
+        (final, "final"),
+        (twice, "again"),
+        (engine.leaf(precertificate=True, serial=0x4004), "late pre"),
+        (final, "final again"),
+    ]
+
+
+@pytest.mark.parametrize("cuts", [(), (1,), (3, 4), (1, 2, 3, 4, 5, 6)])
+def test_chunks_written_as_they_come_end_as_one_batch(engine, cuts) -> None:
+    """add_certificate_chunks (PostgreSQL writes each chunk as it is checked) ends exactly as
+    add_certificates of the whole batch, wherever the chunks are cut: a precertificate and
+    its final certificate in different chunks, a serial twice, a stored precertificate."""
+    store = engine.store()
+    ingest = engine.ingest(store)
+    ingest.add_certificates([(engine.leaf(precertificate=True, serial=0x1001), "earlier")], NOW)
+    records = ingest.checker.check(_repeats(engine))
+    bounds = [0, *cuts, len(records)]
+    chunks = [records[a:b] for a, b in itertools.pairwise(bounds)]
+    result = store.add_certificate_chunks(iter(chunks), NOW, AuditContext("cli:chunks"))
+    assert [o for *_, o in result.outcomes] == [
+        "added",
+        "added",
+        "upgraded",
+        "upgraded",
+        "known",
+        "added",
+        "known",
+    ]
+    assert (result.added, result.existing) == (3, 4)
+    entries = store.audit_entries(0, 0, 100)
+    assert [(e.action, e.serial) for e in entries][1:] == [
+        ("record", "2002"),
+        ("record", "3003"),
+        ("upgrade", "1001"),
+        ("upgrade", "2002"),
+        ("record", "4004"),
+    ]
+    assert audit_chain.verify(entries, store.audit_head())[1] is None
+
+
+def test_a_refusal_after_written_chunks_leaves_nothing(engine, small_chunks) -> None:
+    """add_files writes checked chunks while later ones are checked (on PostgreSQL): a forged
+    certificate in a later chunk rolls back every earlier chunk's rows and entries."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    store = engine.store()
+    impostor = DemoCA.create()  # the issuer's name, another key
+    leaves = [engine.leaf() for _ in range(6)]
+    leaves.insert(5, impostor.leaf(engine.leaf_key, 0x51, engine.url))
+    bundle = engine.dir / "bundle.pem"
+    bundle.write_bytes(b"".join(leaf.public_bytes(Encoding.PEM) for leaf in leaves))
+    with engine.ingest(store) as ingest:
+        ingest.checker.processes = 2
+        with pytest.raises(IngestError, match=r"bundle\.pem#6: signature does not verify"):
+            ingest.add_files([bundle], NOW)
+        assert ingest.checker._pool is not None  # the pool checked it, chunk by chunk
+    assert store.counts()["certificates"] == 0
+    assert store.audit_head()[0] == 0

@@ -163,8 +163,9 @@ class Ingest:
             for path in paths
             for n, der in enumerate(certificate_ders(path))
         ]
-        records = self.checker.check_ders(items)
-        return self.store.add_certificates(records, now, self.audit)
+        # written as they are checked; closed at once if the write fails (no checks left over)
+        with contextlib.closing(self.checker.check_der_chunks(items)) as chunks:
+            return self.store.add_certificate_chunks(chunks, now, self.audit)
 
     def revoke(
         self,

@@ -383,35 +383,49 @@ class Checker:
                 check_parsed(c, c.public_bytes(Encoding.DER), s, self.issuers)
                 for c, s in certificates
             ]
-        return self._pooled([(c.public_bytes(Encoding.DER), s) for c, s in certificates])
+        return self.check_ders([(c.public_bytes(Encoding.DER), s) for c, s in certificates])
 
     def check_ders(self, items: Sequence[tuple[bytes, str]]) -> list[CertificateRecord]:
         """As check, for certificates still in DER (parsed where they are checked)."""
-        if self.processes <= 1 or len(items) < POOL_THRESHOLD:
-            return parse_and_check(items, self.issuers)
-        return self._pooled(items)
+        return [record for chunk in self.check_der_chunks(items) for record in chunk]
 
-    def _pooled(self, items: Sequence[tuple[bytes, str]]) -> list[CertificateRecord]:
-        """Chunks checked across the pool. A pool whose process died (killed, out of memory)
-        is dropped, and the batch is checked here instead: slower, never a different answer."""
+    def check_der_chunks(
+        self, items: Sequence[tuple[bytes, str]]
+    ) -> Iterator[list[CertificateRecord]]:
+        """check_ders' records a chunk at a time, in input order, each as soon as it and
+        every chunk before it are checked, so a caller can write one while the next are
+        checked. The first refusal in input order is raised where its chunk would come:
+        the caller has seen the chunks before it and must undo them (one transaction)."""
+        if self.processes <= 1 or len(items) < POOL_THRESHOLD:
+            yield parse_and_check(items, self.issuers)
+            return
+        yield from self._pooled(items)
+
+    def _pooled(self, items: Sequence[tuple[bytes, str]]) -> Iterator[list[CertificateRecord]]:
+        """Chunks checked across the pool, yielded in order. A pool whose process died
+        (killed, out of memory) is dropped, and what is left of the batch is checked here
+        instead: slower, never a different answer."""
         pool = self._executor()
-        records: list[CertificateRecord] = []
         futures = []
+        done = 0  # items already yielded
         try:
             futures = [
                 pool.submit(_check_chunk, list(items[i : i + CHUNK]))
                 for i in range(0, len(items), CHUNK)
             ]
             for future in futures:  # in order: the first failed chunk holds the first refusal
-                records.extend(CertificateRecord(*row) for row in future.result())
-        except BrokenProcessPool:
-            log.warning("a checking process died; checking this batch in this process")
-            self.close()
-            return parse_and_check(items, self.issuers)
-        finally:
+                try:
+                    rows = future.result()
+                except BrokenProcessPool:
+                    log.warning("a checking process died; checking this batch in this process")
+                    self.close()
+                    yield parse_and_check(items[done:], self.issuers)
+                    return
+                yield [CertificateRecord(*row) for row in rows]
+                done += len(rows)
+        finally:  # also when the caller stops early: nothing more is checked for it
             for future in futures:
                 future.cancel()
-        return records
 
     def start(self) -> None:
         """Start the checking processes now, without waiting for them: a spawned interpreter

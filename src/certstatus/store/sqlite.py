@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,17 @@ class SqliteStore(SqlStore):
             )
             self._append_audit(db, result.changes, audit, now)
         return AddResult(result.added, len(records) - result.added, result.outcomes)
+
+    def add_certificate_chunks(
+        self,
+        chunks: Iterable[Sequence[CertificateRecord]],
+        now: int,
+        audit: AuditContext = UNATTRIBUTED,
+    ) -> AddResult:
+        """add_certificates of every chunk's records, once the last chunk is in: the write
+        transaction holds the whole database, and must not wait on a caller still checking
+        certificates (PostgreSQL writes each chunk as it comes)."""
+        return self.add_certificates([r for records in chunks for r in records], now, audit)
 
     @contextmanager
     def _bulk_cache(self, rows: int) -> Iterator[None]:
