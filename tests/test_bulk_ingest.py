@@ -257,8 +257,16 @@ def _repeats(engine) -> list:
     ]
 
 
+@pytest.fixture
+def write_every_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL writes each chunk as it comes (it gathers 10 000 records otherwise)."""
+    from certstatus.store import postgres
+
+    monkeypatch.setattr(postgres, "_CHUNK", 1)
+
+
 @pytest.mark.parametrize("cuts", [(), (1,), (3, 4), (1, 2, 3, 4, 5, 6)])
-def test_chunks_written_as_they_come_end_as_one_batch(engine, cuts) -> None:
+def test_chunks_written_as_they_come_end_as_one_batch(engine, cuts, write_every_chunk) -> None:
     """add_certificate_chunks (PostgreSQL writes each chunk as it is checked) ends exactly as
     add_certificates of the whole batch, wherever the chunks are cut: a precertificate and
     its final certificate in different chunks, a serial twice, a stored precertificate."""
@@ -290,7 +298,9 @@ def test_chunks_written_as_they_come_end_as_one_batch(engine, cuts) -> None:
     assert audit_chain.verify(entries, store.audit_head())[1] is None
 
 
-def test_a_refusal_after_written_chunks_leaves_nothing(engine, small_chunks) -> None:
+def test_a_refusal_after_written_chunks_leaves_nothing(
+    engine, small_chunks, write_every_chunk
+) -> None:
     """add_files writes checked chunks while later ones are checked (on PostgreSQL): a forged
     certificate in a later chunk rolls back every earlier chunk's rows and entries."""
     from cryptography.hazmat.primitives.serialization import Encoding

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -305,6 +305,7 @@ def parse_and_check(
 
 
 Row = tuple[int, int, str, int, int, int | None]  # a CertificateRecord's fields, in order
+Chunks = Generator[list[CertificateRecord], None, None]  # checked records, a chunk at a time
 
 
 def _ready() -> None:
@@ -389,9 +390,7 @@ class Checker:
         """As check, for certificates still in DER (parsed where they are checked)."""
         return [record for chunk in self.check_der_chunks(items) for record in chunk]
 
-    def check_der_chunks(
-        self, items: Sequence[tuple[bytes, str]]
-    ) -> Iterator[list[CertificateRecord]]:
+    def check_der_chunks(self, items: Sequence[tuple[bytes, str]]) -> Chunks:
         """check_ders' records a chunk at a time, in input order, each as soon as it and
         every chunk before it are checked, so a caller can write one while the next are
         checked. The first refusal in input order is raised where its chunk would come:
@@ -401,7 +400,7 @@ class Checker:
             return
         yield from self._pooled(items)
 
-    def _pooled(self, items: Sequence[tuple[bytes, str]]) -> Iterator[list[CertificateRecord]]:
+    def _pooled(self, items: Sequence[tuple[bytes, str]]) -> Chunks:
         """Chunks checked across the pool, yielded in order. A pool whose process died
         (killed, out of memory) is dropped, and what is left of the batch is checked here
         instead: slower, never a different answer."""

@@ -11,6 +11,7 @@ replicas has: the heartbeat and the replication slots (base.Heartbeat, base.Repl
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -354,13 +355,19 @@ class PostgresStore(SqlStore):
         outcomes: list[tuple[int, int, str]] = []
         changes: list[audit_chain.Change] = []
         added = 0
+        pending: list[CertificateRecord] = []
         with self._writing() as db:
-            for records in chunks:
-                if records:
-                    result = self._add_chunk(db, records, now)
+            for records in itertools.chain(chunks, [None]):  # None: the end, write the rest
+                if records is not None:
+                    pending.extend(records)
+                    if len(pending) < _CHUNK:  # random serials: a larger set in key order
+                        continue  # touches fewer index pages than several small ones
+                if pending:
+                    result = self._add_chunk(db, pending, now)
                     outcomes.extend(result.outcomes)
                     changes.extend(result.changes)
                     added += result.added
+                    pending = []
             self._append_audit(db, changes, audit, now)
         return AddResult(added, len(outcomes) - added, tuple(outcomes))
 
