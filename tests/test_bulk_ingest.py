@@ -12,7 +12,7 @@ import pytest
 
 from certstatus.demo.ca import DemoCA
 from certstatus.ingest import check
-from certstatus.ingest.api import IngestError
+from certstatus.ingest.api import IngestError, read_certificate_file
 from certstatus.store import audit as audit_chain
 from certstatus.store.base import AuditContext, CertificateRecord
 
@@ -207,6 +207,15 @@ def test_an_unknown_certificate_version_is_refused_in_one_line(deployment) -> No
     data[at + 4] = 7
     with pytest.raises(IngestError, match=r"^odd: not a PEM or DER certificate; nothing recorded"):
         check.parse_and_check([(bytes(data), "odd")], deployment.ingest()._issuers)
+    odd = deployment.dir / "odd.der"
+    odd.write_bytes(bytes(data))
+    with pytest.raises(IngestError, match=r"odd\.der: not a PEM or DER certificate"):
+        read_certificate_file(odd)  # `add --api` reads files this way
+    from certstatus.api.bodies import BadRequest, certificates
+
+    with pytest.raises(BadRequest) as refused:
+        certificates(bytes(data), "application/pkix-cert")
+    assert (refused.value.status, refused.value.code) == (400, "not_a_certificate")
 
 
 def test_started_pool_checks_the_next_batch_and_one_process_starts_none(

@@ -54,7 +54,7 @@ def read_certificate_file(path: Path) -> list[x509.Certificate]:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is not a ValueError
         raise IngestError(f"{path}: not a PEM or DER certificate; nothing recorded") from None
 
 
