@@ -1,6 +1,7 @@
 """The ingest library API behind `certstatus add` and `certstatus revoke`.
 
-Everything is checked before anything is written: a batch with one bad file writes nothing.
+Everything is checked before anything is committed: a batch with one bad file writes nothing
+(on PostgreSQL, `add` writes checked chunks inside the batch's transaction meanwhile).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class Ingest:
 
     def add_files(self, paths: Sequence[Path], now: int) -> AddResult:
         """Record every certificate of the files (PEM, multi-PEM, DER), each named by its
-        file (and its place in it) in a refusal; all checked before any is written. Files
+        file (and its place in it) in a refusal; all checked before any is committed. Files
         large enough to hold a pool's worth of certificates start the checking processes
         before they are read, so the processes start while this one reads and splits."""
         size = 0
