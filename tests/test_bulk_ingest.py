@@ -5,6 +5,7 @@ SQLite and PostgreSQL (the engine fixture)."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 
@@ -12,7 +13,7 @@ import pytest
 
 from certstatus.demo.ca import DemoCA
 from certstatus.ingest import check
-from certstatus.ingest.api import IngestError
+from certstatus.ingest.api import IngestError, read_certificate_file
 from certstatus.store import audit as audit_chain
 from certstatus.store.base import AuditContext, CertificateRecord
 
@@ -180,3 +181,159 @@ def test_a_dead_checking_process_costs_speed_not_the_answer(deployment, small_ch
         assert checker.check(pairs) == expected
         assert checker.check(pairs) == expected
         assert checker._pool is not None and checker._pool is not pool
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"",
+        b"-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n",
+        b"x-----BEGIN X509 CERTIFICATE-----QUJD-----END CERTIFICATE----------BEGIN CERTIFICATE-----"
+        b"\r\nREVG\r\n-----END X509 CERTIFICATE-----y",
+        b"-----BEGIN CERTIFICATE-----a-----BEGIN CERTIFICATE-----b-----END CERTIFICATE-----",
+        b"-----BEGIN CERTIFICATE-----a-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----b",
+        b"-----END CERTIFICATE----------BEGIN CERTIFICATE----------END CERTIFICATE-----",
+        b"-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n-----END CERTIFICATE-----",
+    ],
+)
+def test_pem_blocks_as_the_lazy_regex_finds_them(text: bytes) -> None:
+    """pem_blocks searches for the markers; a lazy BEGIN(.*?)END match is its oracle: nested
+    BEGIN lines, a block without its END, both marker spellings, anything around them."""
+    import re
+
+    oracle = re.compile(
+        rb"-----BEGIN (?:X509 )?CERTIFICATE-----(.*?)-----END (?:X509 )?CERTIFICATE-----",
+        re.DOTALL,
+    )
+    assert list(check.pem_blocks(text)) == oracle.findall(text)
+
+
+def test_an_unknown_certificate_version_is_refused_in_one_line(deployment) -> None:
+    """cryptography raises InvalidVersion, not a ValueError, for a version it does not know."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    data = bytearray(deployment.leaf().public_bytes(Encoding.DER))
+    at = bytes(data).index(b"\xa0\x03\x02\x01\x02")  # [0] { INTEGER 2 }: v3
+    data[at + 4] = 7
+    with pytest.raises(IngestError, match=r"^odd: not a PEM or DER certificate; nothing recorded"):
+        check.parse_and_check([(bytes(data), "odd")], deployment.ingest()._issuers)
+    odd = deployment.dir / "odd.der"
+    odd.write_bytes(bytes(data))
+    with pytest.raises(IngestError, match=r"odd\.der: not a PEM or DER certificate"):
+        read_certificate_file(odd)  # `add --api` reads files this way
+    from certstatus.api.bodies import BadRequest, certificates
+
+    with pytest.raises(BadRequest) as refused:
+        certificates(bytes(data), "application/pkix-cert")
+    assert (refused.value.status, refused.value.code) == (400, "not_a_certificate")
+
+
+def test_started_pool_checks_the_next_batch_and_one_process_starts_none(
+    deployment, small_chunks
+) -> None:
+    """add_files starts the checking processes before it reads a large file; a started pool
+    answers as this process does, and a checker of one process never starts one."""
+    pairs = [(deployment.leaf(), f"leaf {n}") for n in range(5)]
+    ingest = deployment.ingest()
+    alone = check.Checker(ingest._issuers, processes=1)
+    alone.start()
+    assert alone._pool is None
+    with check.Checker(ingest._issuers, processes=2) as pooled:
+        pooled.start()
+        assert pooled._pool is not None
+        assert pooled.check(pairs) == alone.check(pairs)
+
+
+def test_rows_go_in_key_order_and_a_large_batch_gives_its_page_cache_back(deployment) -> None:
+    """New rows are inserted in the table's key order (issuer, serial text: "ff" after "100"),
+    every one of them; SQLite's larger page cache for a large batch ends with the batch."""
+    from certstatus.store import additions
+
+    records = [CertificateRecord(i, s, "cert", NOW) for i, s in [(2, 0xFF), (1, 0x100), (1, 0xFF)]]
+    ordered = additions.in_key_order(additions.first_records(records))
+    assert [key for key, _ in ordered] == [(1, "100"), (1, "ff"), (2, "ff")]
+    store = deployment.store()
+    issuer_id = deployment.ingest(store).issuer_id("demo")
+    db = store._connect()
+    (before,) = db.execute("PRAGMA cache_size").fetchone()
+    batch = [CertificateRecord(issuer_id, 0x10000 + n * 7919, "cert", NOW) for n in range(6000)]
+    assert store.add_certificates(batch, NOW).added == 6000
+    assert db.execute("PRAGMA cache_size").fetchone() == (before,)
+    assert store.counts()["certificates"] == 6000
+
+
+def _repeats(engine) -> list:
+    pre, final = engine.leaf(precertificate=True, serial=0x2002), engine.leaf(serial=0x2002)
+    twice = engine.leaf(serial=0x3003)
+    return [
+        (pre, "pre"),
+        (twice, "twice"),
+        (engine.leaf(serial=0x1001), "upgrade"),
+        (final, "final"),
+        (twice, "again"),
+        (engine.leaf(precertificate=True, serial=0x4004), "late pre"),
+        (final, "final again"),
+    ]
+
+
+@pytest.fixture
+def write_every_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL writes each chunk as it comes (it gathers 10 000 records otherwise)."""
+    from certstatus.store import postgres
+
+    monkeypatch.setattr(postgres, "_CHUNK", 1)
+
+
+@pytest.mark.parametrize("cuts", [(), (1,), (3, 4), (1, 2, 3, 4, 5, 6)])
+def test_chunks_written_as_they_come_end_as_one_batch(engine, cuts, write_every_chunk) -> None:
+    """add_certificate_chunks (PostgreSQL writes each chunk as it is checked) ends exactly as
+    add_certificates of the whole batch, wherever the chunks are cut: a precertificate and
+    its final certificate in different chunks, a serial twice, a stored precertificate."""
+    store = engine.store()
+    ingest = engine.ingest(store)
+    ingest.add_certificates([(engine.leaf(precertificate=True, serial=0x1001), "earlier")], NOW)
+    records = ingest.checker.check(_repeats(engine))
+    bounds = [0, *cuts, len(records)]
+    chunks = [records[a:b] for a, b in itertools.pairwise(bounds)]
+    result = store.add_certificate_chunks(iter(chunks), NOW, AuditContext("cli:chunks"))
+    assert [o for *_, o in result.outcomes] == [
+        "added",
+        "added",
+        "upgraded",
+        "upgraded",
+        "known",
+        "added",
+        "known",
+    ]
+    assert (result.added, result.existing) == (3, 4)
+    entries = store.audit_entries(0, 0, 100)
+    assert [(e.action, e.serial) for e in entries][1:] == [
+        ("record", "2002"),
+        ("record", "3003"),
+        ("upgrade", "1001"),
+        ("upgrade", "2002"),
+        ("record", "4004"),
+    ]
+    assert audit_chain.verify(entries, store.audit_head())[1] is None
+
+
+def test_a_refusal_after_written_chunks_leaves_nothing(
+    engine, small_chunks, write_every_chunk
+) -> None:
+    """add_files writes checked chunks while later ones are checked (on PostgreSQL): a forged
+    certificate in a later chunk rolls back every earlier chunk's rows and entries."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    store = engine.store()
+    impostor = DemoCA.create()  # the issuer's name, another key
+    leaves = [engine.leaf() for _ in range(6)]
+    leaves.insert(5, impostor.leaf(engine.leaf_key, 0x51, engine.url))
+    bundle = engine.dir / "bundle.pem"
+    bundle.write_bytes(b"".join(leaf.public_bytes(Encoding.PEM) for leaf in leaves))
+    with engine.ingest(store) as ingest:
+        ingest.checker.processes = 2
+        with pytest.raises(IngestError, match=r"bundle\.pem#6: signature does not verify"):
+            ingest.add_files([bundle], NOW)
+        assert ingest.checker._pool is not None  # the pool checked it, chunk by chunk
+    assert store.counts()["certificates"] == 0
+    assert store.audit_head()[0] == 0

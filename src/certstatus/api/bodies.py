@@ -43,7 +43,7 @@ def certificates(body: bytes, content_type: str) -> list[tuple[x509.Certificate,
                 "unsupported_media_type",
                 "send application/pkix-cert (DER) or application/x-pem-file (PEM, multi-PEM)",
             )
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is not a ValueError
         raise BadRequest(
             400, "not_a_certificate", f"the body is not a {content_type} certificate"
         ) from None

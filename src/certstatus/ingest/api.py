@@ -1,10 +1,12 @@
 """The ingest library API behind `certstatus add` and `certstatus revoke`.
 
-Everything is checked before anything is written: a batch with one bad file writes nothing.
+Everything is checked before anything is committed: a batch with one bad file writes nothing
+(on PostgreSQL, `add` writes checked chunks inside the batch's transaction meanwhile).
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -16,7 +18,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstatus.config import IssuerCertificates
-from certstatus.ingest.check import Checker, IngestError, IssuerCheck, certificate_ders
+from certstatus.ingest.check import (
+    POOL_THRESHOLD,
+    Checker,
+    IngestError,
+    IssuerCheck,
+    certificate_ders,
+)
 from certstatus.ocsp.reasons import parse_reason
 from certstatus.store.base import (
     AddResult,
@@ -29,6 +37,7 @@ from certstatus.store.base import (
 )
 
 CLOCK_SKEW = 60
+SMALL_PEM = 700  # bytes of a small certificate in PEM (a P-256 leaf is ~770)
 
 
 def read_certificate_file(path: Path) -> list[x509.Certificate]:
@@ -46,7 +55,7 @@ def read_certificate_file(path: Path) -> list[x509.Certificate]:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is not a ValueError
         raise IngestError(f"{path}: not a PEM or DER certificate; nothing recorded") from None
 
 
@@ -141,14 +150,23 @@ class Ingest:
 
     def add_files(self, paths: Sequence[Path], now: int) -> AddResult:
         """Record every certificate of the files (PEM, multi-PEM, DER), each named by its
-        file (and its place in it) in a refusal; all checked before any is written."""
+        file (and its place in it) in a refusal; all checked before any is committed. Files
+        large enough to hold a pool's worth of certificates start the checking processes
+        before they are read, so the processes start while this one reads and splits."""
+        size = 0
+        for path in paths:
+            with contextlib.suppress(OSError):  # certificate_ders names a file it cannot read
+                size += path.stat().st_size
+        if size >= POOL_THRESHOLD * SMALL_PEM:
+            self.checker.start()
         items = [
             (der, f"{path}" if n == 0 else f"{path}#{n + 1}")
             for path in paths
             for n, der in enumerate(certificate_ders(path))
         ]
-        records = self.checker.check_ders(items)
-        return self.store.add_certificates(records, now, self.audit)
+        # written as they are checked; closed at once if the write fails (no checks left over)
+        with contextlib.closing(self.checker.check_der_chunks(items)) as chunks:
+            return self.store.add_certificate_chunks(chunks, now, self.audit)
 
     def revoke(
         self,

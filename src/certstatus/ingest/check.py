@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -25,11 +25,13 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, SignatureAlgorithmOID
 
 from certstatus.crl.layout import CrlLayout
+from certstatus.ingest import der as der_reader
 from certstatus.store.base import CertificateRecord
 
 log = logging.getLogger("certstatus.ingest")
@@ -40,15 +42,16 @@ CT_POISON = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.3")
 POOL_THRESHOLD = 2_000
 CHUNK = 1_000  # certificates per task sent to a checking process
 
+# the algorithms verified with the issuer's key loaded once, and what verify takes for each
 _ECDSA = {
-    SignatureAlgorithmOID.ECDSA_WITH_SHA256,
-    SignatureAlgorithmOID.ECDSA_WITH_SHA384,
-    SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: ec.ECDSA(hashes.SHA256()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: ec.ECDSA(hashes.SHA384()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: ec.ECDSA(hashes.SHA512()),
 }
-_RSA_PKCS1 = {
-    SignatureAlgorithmOID.RSA_WITH_SHA256,
-    SignatureAlgorithmOID.RSA_WITH_SHA384,
-    SignatureAlgorithmOID.RSA_WITH_SHA512,
+_RSA_PKCS1: dict[x509.ObjectIdentifier, hashes.HashAlgorithm] = {
+    SignatureAlgorithmOID.RSA_WITH_SHA256: hashes.SHA256(),
+    SignatureAlgorithmOID.RSA_WITH_SHA384: hashes.SHA384(),
+    SignatureAlgorithmOID.RSA_WITH_SHA512: hashes.SHA512(),
 }
 
 
@@ -96,30 +99,29 @@ class IssuerCheck:
             )
         return self._loaded
 
-    def signed(self, certificate: x509.Certificate) -> bool:
+    def signed(self, certificate: x509.Certificate, tbs: bytes | None = None) -> bool:
         """Whether this issuer's key signed the certificate (its name is checked by the caller).
 
         The common algorithms are verified with the issuer's public key loaded once (loading it
         for every certificate, as verify_directly_issued_by does, costs a fifth of a P-256
         verification); any other algorithm (RSA-PSS, EdDSA) goes through cryptography's own
-        verify_directly_issued_by."""
+        verify_directly_issued_by. tbs: the tbsCertificate as read from the DER (der.py),
+        which spares cryptography encoding it again."""
         issuer, key, _ = self._load()
         algorithm = certificate.signature_algorithm_oid
         try:
             if isinstance(key, ec.EllipticCurvePublicKey) and algorithm in _ECDSA:
-                digest = certificate.signature_hash_algorithm
-                assert digest is not None
-                key.verify(
-                    certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(digest)
-                )
-            elif isinstance(key, rsa.RSAPublicKey) and algorithm in _RSA_PKCS1:
-                digest = certificate.signature_hash_algorithm
-                assert digest is not None
                 key.verify(
                     certificate.signature,
-                    certificate.tbs_certificate_bytes,
+                    certificate.tbs_certificate_bytes if tbs is None else tbs,
+                    _ECDSA[algorithm],
+                )
+            elif isinstance(key, rsa.RSAPublicKey) and algorithm in _RSA_PKCS1:
+                key.verify(
+                    certificate.signature,
+                    certificate.tbs_certificate_bytes if tbs is None else tbs,
                     padding.PKCS1v15(),
-                    digest,
+                    _RSA_PKCS1[algorithm],
                 )
             else:
                 certificate.verify_directly_issued_by(issuer)
@@ -245,6 +247,39 @@ def check_certificate(
     )
 
 
+def check_parsed(
+    certificate: x509.Certificate, der: bytes, source: str, issuers: Sequence[IssuerCheck]
+) -> CertificateRecord:
+    """check_certificate's answer, reading what it needs from the DER (der.py) instead of
+    cryptography's extension and Name objects, which cost more than half a P-256
+    verification. The slow path decides whatever the reader leaves (an unusual encoding),
+    an issuer name that is not byte for byte a configured issuer's, and a CRL distribution
+    point that must be matched to a partition; test_ingest_der checks both agree."""
+    leaf = der_reader.read_leaf(der)
+    if leaf is None:
+        return check_certificate(certificate, source, issuers)
+    found = Facts(leaf.ca, leaf.ocsp_signing, leaf.precertificate)
+    refused = not_a_leaf(certificate, found)
+    if refused is not None:
+        raise IngestError(f"{source}: {refused}; nothing recorded")
+    candidates = [i for i in issuers if i.subject_der == leaf.issuer]
+    if not candidates or (leaf.distribution_points and any(i.crl is not None for i in candidates)):
+        return check_certificate(certificate, source, issuers)
+    for issuer in candidates:
+        if issuer.signed(certificate, leaf.tbs):
+            return CertificateRecord(
+                issuer.id,
+                certificate.serial_number,
+                "precert" if leaf.precertificate else "cert",
+                int(certificate.not_valid_after_utc.timestamp()),
+                crl_partition(certificate, issuer.crl, source, found),
+                int(certificate.not_valid_before_utc.timestamp()),
+            )
+    raise IngestError(
+        f"{source}: signature does not verify against issuer {candidates[0].name!r}; not recorded"
+    )
+
+
 _issuers: list[IssuerCheck] = []
 
 
@@ -263,20 +298,45 @@ def parse_and_check(
     for data, source in items:
         try:
             certificate = x509.load_der_x509_certificate(data)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):  # InvalidVersion is not a ValueError
             raise IngestError(f"{source}: not a PEM or DER certificate; nothing recorded") from None
-        records.append(check_certificate(certificate, source, issuers))
+        records.append(check_parsed(certificate, data, source, issuers))
     return records
 
 
-def _check_chunk(items: list[tuple[bytes, str]]) -> list[CertificateRecord]:
-    """In a checking process."""
-    return parse_and_check(items, _issuers)
+Row = tuple[int, int, str, int, int, int | None]  # a CertificateRecord's fields, in order
+Chunks = Generator[list[CertificateRecord], None, None]  # checked records, a chunk at a time
 
 
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN (?:X509 )?CERTIFICATE-----(.*?)-----END (?:X509 )?CERTIFICATE-----", re.DOTALL
-)
+def _ready() -> None:
+    """A task that only makes the pool start a process (Checker.start)."""
+
+
+def _check_chunk(items: list[tuple[bytes, str]]) -> list[Row]:
+    """In a checking process: the records as plain tuples, which pickle and unpickle in a
+    fifteenth of a dataclass's time (the parent unpickles every one)."""
+    return [
+        (r.issuer_id, r.serial, r.kind, r.not_after, r.crl_partition, r.not_before)
+        for r in parse_and_check(items, _issuers)
+    ]
+
+
+_BEGIN = re.compile(rb"-----BEGIN (?:X509 )?CERTIFICATE-----")
+_END = re.compile(rb"-----END (?:X509 )?CERTIFICATE-----")
+_WHITESPACE = b" \t\n\r\x0b\x0c"  # what bytes.split() splits on
+
+
+def pem_blocks(data: bytes) -> Iterator[bytes]:
+    """The text between each CERTIFICATE block's BEGIN line and the first END line after it,
+    as a regular expression BEGIN(.*?)END would find them, but searching for the markers
+    instead of trying the lazy match at every byte (a ninth of the time)."""
+    pos = 0
+    while (begin := _BEGIN.search(data, pos)) is not None:
+        end = _END.search(data, begin.end())
+        if end is None:
+            return
+        yield data[begin.end() : end.start()]
+        pos = end.end()
 
 
 def certificate_ders(path: Path) -> list[bytes]:
@@ -294,8 +354,8 @@ def certificate_ders(path: Path) -> list[bytes]:
         return [data]
     try:
         ders = [
-            base64.b64decode(b"".join(block.split()), validate=True)
-            for block in _PEM_BLOCK.findall(data)
+            base64.b64decode(block.translate(None, _WHITESPACE), validate=True)
+            for block in pem_blocks(data)
         ]
     except binascii.Error:
         ders = []
@@ -320,36 +380,60 @@ class Checker:
     ) -> list[CertificateRecord]:
         """Every certificate's record in input order, or the first refusal in input order."""
         if self.processes <= 1 or len(certificates) < POOL_THRESHOLD:
-            return [check_certificate(c, s, self.issuers) for c, s in certificates]
-        return self._pooled([(c.public_bytes(Encoding.DER), s) for c, s in certificates])
+            return [
+                check_parsed(c, c.public_bytes(Encoding.DER), s, self.issuers)
+                for c, s in certificates
+            ]
+        return self.check_ders([(c.public_bytes(Encoding.DER), s) for c, s in certificates])
 
     def check_ders(self, items: Sequence[tuple[bytes, str]]) -> list[CertificateRecord]:
         """As check, for certificates still in DER (parsed where they are checked)."""
-        if self.processes <= 1 or len(items) < POOL_THRESHOLD:
-            return parse_and_check(items, self.issuers)
-        return self._pooled(items)
+        return [record for chunk in self.check_der_chunks(items) for record in chunk]
 
-    def _pooled(self, items: Sequence[tuple[bytes, str]]) -> list[CertificateRecord]:
-        """Chunks checked across the pool. A pool whose process died (killed, out of memory)
-        is dropped, and the batch is checked here instead: slower, never a different answer."""
+    def check_der_chunks(self, items: Sequence[tuple[bytes, str]]) -> Chunks:
+        """check_ders' records a chunk at a time, in input order, each as soon as it and
+        every chunk before it are checked, so a caller can write one while the next are
+        checked. The first refusal in input order is raised where its chunk would come:
+        the caller has seen the chunks before it and must undo them (one transaction)."""
+        if self.processes <= 1 or len(items) < POOL_THRESHOLD:
+            yield parse_and_check(items, self.issuers)
+            return
+        yield from self._pooled(items)
+
+    def _pooled(self, items: Sequence[tuple[bytes, str]]) -> Chunks:
+        """Chunks checked across the pool, yielded in order. A pool whose process died
+        (killed, out of memory) is dropped, and what is left of the batch is checked here
+        instead: slower, never a different answer."""
         pool = self._executor()
-        records: list[CertificateRecord] = []
         futures = []
+        done = 0  # items already yielded
         try:
             futures = [
                 pool.submit(_check_chunk, list(items[i : i + CHUNK]))
                 for i in range(0, len(items), CHUNK)
             ]
             for future in futures:  # in order: the first failed chunk holds the first refusal
-                records.extend(future.result())
-        except BrokenProcessPool:
-            log.warning("a checking process died; checking this batch in this process")
-            self.close()
-            return parse_and_check(items, self.issuers)
-        finally:
+                try:
+                    rows = future.result()
+                except BrokenProcessPool:
+                    log.warning("a checking process died; checking this batch in this process")
+                    self.close()
+                    yield parse_and_check(items[done:], self.issuers)
+                    return
+                yield [CertificateRecord(*row) for row in rows]
+                done += len(rows)
+        finally:  # also when the caller stops early: nothing more is checked for it
             for future in futures:
                 future.cancel()
-        return records
+
+    def start(self) -> None:
+        """Start the checking processes now, without waiting for them: a spawned interpreter
+        takes ~0.5 s of CPU to import what it checks with, which a caller about to read a
+        large file can overlap with the reading."""
+        if self.processes > 1:
+            pool = self._executor()
+            for _ in range(self.processes):
+                pool.submit(_ready)
 
     def _executor(self) -> Executor:
         with self._lock:

@@ -39,6 +39,16 @@ def first_records(records: Sequence[CertificateRecord]) -> dict[Key, Certificate
     return rows
 
 
+def in_key_order(rows: Mapping[Key, CertificateRecord]) -> list[tuple[Key, CertificateRecord]]:
+    """rows in the order of the certificates table's key (issuer, then the serial's text).
+    Inserted in that order, each page of the table and its indexes is filled in turn; in
+    input order, random serials touch a page at random each, and writing a large batch on
+    SQLite took twice the CPU."""
+    items = sorted(rows.items(), key=lambda item: item[0][1])
+    items.sort(key=lambda item: item[0][0])  # stable: serials stay sorted within an issuer
+    return items
+
+
 def upgrading(
     records: Sequence[CertificateRecord], stored: set[Key]
 ) -> dict[Key, CertificateRecord]:
@@ -73,7 +83,7 @@ def outcomes(records: Sequence[CertificateRecord], stored: Mapping[Key, str]) ->
         if kind is None:
             kinds[key] = record.kind
             result.append((record.issuer_id, record.serial, "added"))
-            changes.append(audit_chain.recorded(record))
+            changes.append(audit_chain.recorded(record, key[1]))
             added += 1
         elif kind == "precert" and record.kind == "cert":
             kinds[key] = "cert"

@@ -256,12 +256,13 @@ _UNKNOWN = _json({"status": "unknown"})
 _GOOD = {kind: _json({"status": "good", "kind": kind}) for kind in ("cert", "precert")}
 
 
-def recorded(record: Any) -> Change:
-    """The entry for a newly recorded (pre)certificate (a store.base.CertificateRecord)."""
+def recorded(record: Any, serial: str | None = None) -> Change:
+    """The entry for a newly recorded (pre)certificate (a store.base.CertificateRecord);
+    serial: its serial as stored, when the caller has it already (a bulk ingest does)."""
     return Change(
         "record",
         record.issuer_id,
-        format(record.serial, "x"),
+        format(record.serial, "x") if serial is None else serial,
         _UNKNOWN,
         _GOOD.get(record.kind) or {"status": "good", "kind": record.kind},
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -297,6 +297,16 @@ class IngestStore(IssuerRegistry, CertificateReads, AuditLog, Protocol):
         self, records: Sequence[CertificateRecord], now: int, audit: AuditContext = UNATTRIBUTED
     ) -> AddResult:
         """Record certificates in one transaction; re-adding is harmless; precert -> cert upgrades."""
+        ...
+
+    def add_certificate_chunks(
+        self,
+        chunks: Iterable[Sequence[CertificateRecord]],
+        now: int,
+        audit: AuditContext = UNATTRIBUTED,
+    ) -> AddResult:
+        """add_certificates of all the chunks' records, as they come from a checker: an
+        exception from chunks leaves nothing written."""
         ...
 
     def revoke(

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import logging
 import struct
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -27,6 +28,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.store import additions
+from certstatus.store import audit as audit_chain
 from certstatus.store import pgarrays as arrays
 from certstatus.store.audit import COLUMNS
 from certstatus.store.base import (
@@ -404,62 +406,96 @@ class PostgresStore(SqlStore):
         did is replayed from those answers (additions.py), and the audit entries copied."""
         if not records:
             return AddResult(0, 0)
-        rows = additions.first_records(records)
+        return self.add_certificate_chunks([records], now, audit)
+
+    def add_certificate_chunks(
+        self,
+        chunks: Iterable[Sequence[CertificateRecord]],
+        now: int,
+        audit: AuditContext = UNATTRIBUTED,
+    ) -> AddResult:
+        """As add_certificates of all the chunks' records, in one transaction, each chunk
+        written as it comes: the server's work on one overlaps the caller's checking of the
+        next, and an exception from chunks (a refused certificate) rolls back everything.
+        The rows other writers wait on are only this batch's new serials, and the audit head
+        is locked once the last chunk is in. Chunk after chunk ends as one set-wise batch
+        would: each chunk's writes see the earlier chunks' rows (additions.py's rules)."""
+        outcomes: list[tuple[int, int, str]] = []
+        changes: list[audit_chain.Change] = []
+        added = 0
+        pending: list[CertificateRecord] = []
         with self._writing() as db:
-            added: set[additions.Key] = set()
-            items = list(rows.items())
-            for start in range(0, len(items), _CHUNK):
-                chunk = [r for _, r in items[start : start + _CHUNK]]
-                inserted = db.execute(
-                    "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
-                    "priority, due_at, crl_partition, not_before) "
-                    "SELECT i, s, k, n, %s, %s, %s, p, b FROM unnest(%s::bigint[], %s::text[], "
-                    "%s::text[], %s::bigint[], %s::int[], %s::bigint[]) AS v(i, s, k, n, p, b) "
-                    "ON CONFLICT DO NOTHING RETURNING issuer_id, serial",
+            for records in itertools.chain(chunks, [None]):  # None: the end, write the rest
+                if records is not None:
+                    pending.extend(records)
+                    if len(pending) < _CHUNK:  # random serials: a larger set in key order
+                        continue  # touches fewer index pages than several small ones
+                if pending:
+                    result = self._add_chunk(db, pending, now)
+                    outcomes.extend(result.outcomes)
+                    changes.extend(result.changes)
+                    added += result.added
+                    pending = []
+            self._append_audit(db, changes, audit, now)
+        return AddResult(added, len(outcomes) - added, tuple(outcomes))
+
+    def _add_chunk(
+        self, db: psycopg.Connection[Any], records: Sequence[CertificateRecord], now: int
+    ) -> additions.Outcomes:
+        """records written in the caller's transaction; their outcomes and audit changes."""
+        rows = additions.first_records(records)
+        added: set[additions.Key] = set()
+        items = additions.in_key_order(rows)
+        for start in range(0, len(items), _CHUNK):
+            chunk = [r for _, r in items[start : start + _CHUNK]]
+            inserted = db.execute(
+                "INSERT INTO certificates (issuer_id, serial, kind, not_after, ingested_at, "
+                "priority, due_at, crl_partition, not_before) "
+                "SELECT i, s, k, n, %s, %s, %s, p, b FROM unnest(%s::bigint[], %s::text[], "
+                "%s::text[], %s::bigint[], %s::int[], %s::bigint[]) AS v(i, s, k, n, p, b) "
+                "ON CONFLICT DO NOTHING RETURNING issuer_id, serial",
+                (
+                    now,
+                    Priority.NEW,
+                    now,
+                    arrays.integers(r.issuer_id for r in chunk),
+                    arrays.hex_texts(serial_key(r.serial) for r in chunk),
+                    arrays.hex_texts(r.kind for r in chunk),
+                    arrays.integers(r.not_after for r in chunk),
+                    arrays.integers(r.crl_partition for r in chunk),
+                    arrays.integers(r.not_before for r in chunk),
+                ),
+            ).fetchall()
+            added.update((int(i), s) for i, s in inserted)
+        finals = list(additions.upgrading(records, {k for k in rows if k not in added}).items())
+        upgraded: set[additions.Key] = set()
+        for start in range(0, len(finals), _CHUNK):
+            batch = finals[start : start + _CHUNK]
+            upgraded.update(
+                (int(i), s)
+                for i, s in db.execute(
+                    "UPDATE certificates c SET kind = 'cert', "
+                    "not_before = coalesce(c.not_before, v.b) "
+                    "FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(i, s, b) "
+                    "WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert' "
+                    "RETURNING c.issuer_id, c.serial",
                     (
-                        now,
-                        Priority.NEW,
-                        now,
-                        arrays.integers(r.issuer_id for r in chunk),
-                        arrays.hex_texts(serial_key(r.serial) for r in chunk),
-                        arrays.hex_texts(r.kind for r in chunk),
-                        arrays.integers(r.not_after for r in chunk),
-                        arrays.integers(r.crl_partition for r in chunk),
-                        arrays.integers(r.not_before for r in chunk),
+                        arrays.integers(i for (i, _), _ in batch),
+                        arrays.hex_texts(s for (_, s), _ in batch),
+                        arrays.integers(r.not_before for _, r in batch),
                     ),
                 ).fetchall()
-                added.update((int(i), s) for i, s in inserted)
-            finals = list(additions.upgrading(records, {k for k in rows if k not in added}).items())
-            upgraded: set[additions.Key] = set()
-            for start in range(0, len(finals), _CHUNK):
-                batch = finals[start : start + _CHUNK]
-                upgraded.update(
-                    (int(i), s)
-                    for i, s in db.execute(
-                        "UPDATE certificates c SET kind = 'cert', "
-                        "not_before = coalesce(c.not_before, v.b) "
-                        "FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(i, s, b) "
-                        "WHERE c.issuer_id = v.i AND c.serial = v.s AND c.kind = 'precert' "
-                        "RETURNING c.issuer_id, c.serial",
-                        (
-                            arrays.integers(i for (i, _), _ in batch),
-                            arrays.hex_texts(s for (_, s), _ in batch),
-                            arrays.integers(r.not_before for _, r in batch),
-                        ),
-                    ).fetchall()
-                )
-            partitions = sorted({(r.issuer_id, r.crl_partition) for r in records})
-            db.execute(  # the partitions the CRL builder must publish
-                "INSERT INTO crl_state (issuer_id, crl_partition) SELECT * FROM "
-                "unnest(%s::bigint[], %s::int[]) ON CONFLICT DO NOTHING",
-                ([i for i, _ in partitions], [p for _, p in partitions]),
             )
-            # before the batch, as this transaction saw it: absent where it inserted, a
-            # precertificate where it upgraded, otherwise something a record cannot change
-            stored = {k: "precert" if k in upgraded else "cert" for k in rows if k not in added}
-            result = additions.outcomes(records, stored)
-            self._append_audit(db, result.changes, audit, now)
-        return AddResult(result.added, len(records) - result.added, result.outcomes)
+        partitions = sorted({(r.issuer_id, r.crl_partition) for r in records})
+        db.execute(  # the partitions the CRL builder must publish
+            "INSERT INTO crl_state (issuer_id, crl_partition) SELECT * FROM "
+            "unnest(%s::bigint[], %s::int[]) ON CONFLICT DO NOTHING",
+            ([i for i, _ in partitions], [p for _, p in partitions]),
+        )
+        # before this chunk, as this transaction saw it: absent where it inserted, a
+        # precertificate where it upgraded, otherwise something a record cannot change
+        stored = {k: "precert" if k in upgraded else "cert" for k in rows if k not in added}
+        return additions.outcomes(records, stored)
 
     def _insert_audit_rows(self, db: Connection, rows: Sequence[Sequence[Any]]) -> None:
         """A large batch of entries by COPY: a statement per _CHUNK entries, instead of one

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ _RESPONSE_BY_ALGORITHM = {
     "FROM responses WHERE issuer_id = ? AND serial = ?"
     for algorithm in HashAlgorithm
 }
+
+_BULK_ROWS = 5_000  # a batch this large writes with _BULK_CACHE_KIB of page cache
+_BULK_CACHE_KIB = 65_536
 
 
 class SqliteStore(SqlStore):
@@ -128,7 +131,7 @@ class SqliteStore(SqlStore):
         if not records:
             return AddResult(0, 0)
         rows = additions.first_records(records)
-        with self._writing() as db:
+        with self._bulk_cache(len(records)), self._writing() as db:
             stored = self._stored_kinds(db, list(rows))
             result = additions.outcomes(records, stored)
             db.executemany(
@@ -147,7 +150,7 @@ class SqliteStore(SqlStore):
                         r.crl_partition,
                         r.not_before,
                     )
-                    for (i, s), r in rows.items()
+                    for (i, s), r in additions.in_key_order(rows)
                     if (i, s) not in stored
                 ],
             )
@@ -167,6 +170,34 @@ class SqliteStore(SqlStore):
             )
             self._append_audit(db, result.changes, audit, now)
         return AddResult(result.added, len(records) - result.added, result.outcomes)
+
+    def add_certificate_chunks(
+        self,
+        chunks: Iterable[Sequence[CertificateRecord]],
+        now: int,
+        audit: AuditContext = UNATTRIBUTED,
+    ) -> AddResult:
+        """add_certificates of every chunk's records, once the last chunk is in: the write
+        transaction holds the whole database, and must not wait on a caller still checking
+        certificates (PostgreSQL writes each chunk as it comes)."""
+        return self.add_certificates([r for records in chunks for r in records], now, audit)
+
+    @contextmanager
+    def _bulk_cache(self, rows: int) -> Iterator[None]:
+        """A larger page cache on this connection while it writes a large batch: with the
+        default 2 MiB, the pages of a 50 000-row batch (the table, its four indexes, the audit
+        rows and theirs) are spilled to the WAL and read back while the batch is written,
+        and inserting took a third more CPU. Given back afterwards."""
+        if rows < _BULK_ROWS:
+            yield
+            return
+        db = self._connect()
+        (before,) = db.execute("PRAGMA cache_size").fetchone()
+        db.execute(f"PRAGMA cache_size = {-_BULK_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            db.execute(f"PRAGMA cache_size = {int(before)}")
 
     @staticmethod
     def _stored_kinds(
