@@ -338,8 +338,8 @@ def test_a_published_crl_reaches_the_replica_r17(env: Env) -> None:
 def test_a_large_crl_is_read_in_pieces_and_its_connection_not_pooled_after_r17(env: Env) -> None:
     """A CRL over the store's large-message size (8 MiB; lowered here to 97 bytes so a small
     CRL spans many pieces) is read piece by piece in one snapshot and comes back byte for byte,
-    on the primary and a replica; the connection that published it is closed, not returned to
-    the pool with a buffer the CRL's size."""
+    on the primary and a replica. It is published by COPY in pieces on a connection of its
+    own: no pooled connection is left with a buffer the CRL's size, or discarded."""
     from cryptography import x509
 
     from certstatus.crlbuilder import CrlService
@@ -354,7 +354,7 @@ def test_a_large_crl_is_read_in_pieces_and_its_connection_not_pooled_after_r17(e
         service = CrlService(env.primary, [(env.issuer_id, env.materials[0])], env.config.crl)
         [result] = service.build_due(force=True)
         assert result.published
-        assert env.primary._pool.get_stats().get("returns_bad", 0) == bad_returns + 1
+        assert env.primary._pool.get_stats().get("returns_bad", 0) == bad_returns
         pieces = env.primary.current_crl(env.issuer_id, 0)
         one = whole.current_crl(env.issuer_id, 0)
         assert pieces is not None and one is not None and len(pieces.der) > 3 * 97

@@ -73,8 +73,8 @@ _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 _SYNC_WAIT_CANCELLED = "canceling wait for synchronous replication"
 _READ_ONLY = "25006"  # read_only_sql_transaction: a connection to a node that was demoted
 # libpq keeps its input and output buffers as large as the largest message a connection ever
-# carried; a CRL bigger than this is read in pieces of it, and the connection that published
-# one is closed rather than returned to the pool holding a copy's worth of buffer
+# carried; a CRL bigger than this is read in pieces of it, and published by COPY in pieces on
+# a connection of its own, closed after, rather than leave a pooled one that large
 _LARGE_MESSAGE = 8 << 20
 _PGCOPY = b"PGCOPY\n\xff\r\n\x00"  # binary COPY's signature
 _WALK_TIMEOUT = 300.0  # seconds per fetch of a long walk (_stream), whose first may sort it all
@@ -117,7 +117,7 @@ class PostgresStore(SqlStore):
         self._revive_lock = threading.Lock()
         self._checking = threading.Lock()
         self._refused: str | None = None  # what the server said when a direct connect failed
-        self._retiring = threading.local()  # .active: walk_timeout, and closed after use
+        self._large = threading.local()  # .active: a large message, on a connection of its own
         self.large_message = _LARGE_MESSAGE
         self.walk_timeout = max(timeout, _WALK_TIMEOUT)
         self.loop_reader = LoopReader(url, self._connect_kwargs, name, timeout)
@@ -169,20 +169,37 @@ class PostgresStore(SqlStore):
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         # every database failure is a StoreError: callers (the replica set above all) decide
         # on that alone, e.g. a new replica that has not replayed the schema yet
+        if getattr(self._large, "active", False):
+            with self._own_connection() as conn:
+                yield conn
+            return
         pool, conn = self._checkout()
-        retiring = getattr(self._retiring, "active", False)
         try:
-            if retiring:  # a large message's time, on a connection closed after it
-                conn.execute(f"SET statement_timeout = {int(self.walk_timeout * 1000)}")
             with conn:  # the pool's own connection() does the same: commit, or roll back
                 yield conn
         except psycopg.Error as exc:
             self._after_failure(pool, conn, exc)
             raise StoreError(f"database {self.name} unavailable: {exc}") from None
         finally:
-            if retiring:
-                conn.close()  # the pool replaces a closed connection
             pool.putconn(conn)
+
+    @contextmanager
+    def _own_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection outside the pool for a large message (see _LARGE_MESSAGE), with
+        walk_timeout, closed after it: a pooled one would keep libpq's buffers that large."""
+        options = f"-c statement_timeout={int(self.walk_timeout * 1000)}"
+        try:
+            conn = psycopg.connect(self.url, **{**self._connect_kwargs, "options": options})
+            self._configure(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"database {self.name} unavailable: {exc}") from None
+        try:
+            with conn:  # commit, or roll back; then closed
+                yield conn
+        except psycopg.Error as exc:
+            raise StoreError(f"database {self.name} unavailable: {exc}") from None
+        finally:
+            conn.close()
 
     def _after_failure(
         self, pool: ConnectionPool, conn: psycopg.Connection[Any], exc: psycopg.Error
@@ -358,11 +375,12 @@ class PostgresStore(SqlStore):
         COPY in pieces, and from there into crls: as one parameter it was copied twice on
         its way out (psycopg's and libpq's buffers, +88 MB for a million entries, the
         builder's peak), and the buffer stayed that large on the pooled connection. It is
-        written with walk_timeout, on a connection closed after it: 47 MB and its WAL took
-        more than the store's 5 s on a loaded machine, and the CRL was never published."""
+        written with walk_timeout, on a connection of its own (_own_connection): 47 MB and its
+        WAL took more than the store's 5 s on a loaded machine, and the CRL was never
+        published."""
         if len(crl.der) < self.large_message:
             return super().publish_crl(crl, snapshot)
-        self._retiring.active = True
+        self._large.active = True
         try:
             with self._writing() as db:
                 db.execute("CREATE TEMPORARY TABLE crl_upload (der bytea) ON COMMIT DROP")
@@ -375,7 +393,7 @@ class PostgresStore(SqlStore):
                     copy.write(struct.pack("!h", -1))
                 return self._publish_crl_in(db, crl, snapshot, der_from="crl_upload")
         finally:
-            self._retiring.active = False
+            self._large.active = False
 
     def _migrate(self) -> None:
         with self._writing() as db:
