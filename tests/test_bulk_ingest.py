@@ -226,6 +226,10 @@ def test_an_unknown_certificate_version_is_refused_in_one_line(deployment) -> No
     with pytest.raises(BadRequest) as refused:
         certificates(bytes(data), "application/pkix-cert")
     assert (refused.value.status, refused.value.code) == (400, "not_a_certificate")
+    from certstatus.keys.certificates import CertificateError, load_certificate
+
+    with pytest.raises(CertificateError, match=r"odd\.der: not a PEM or DER certificate"):
+        load_certificate(odd)  # an issuer or responder certificate named in the config
 
 
 def test_started_pool_checks_the_next_batch_and_one_process_starts_none(

@@ -26,7 +26,7 @@ def read_certificates(path: Path) -> list[x509.Certificate]:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is not a ValueError
         raise CertificateError(f"{path}: not a PEM or DER certificate ({exc})") from None
 
 
