@@ -183,6 +183,34 @@ def test_a_dead_checking_process_costs_speed_not_the_answer(deployment, small_ch
         assert checker._pool is not None and checker._pool is not pool
 
 
+def test_a_pool_already_broken_before_the_batch_is_replaced(deployment, small_chunks) -> None:
+    """A checking process killed between batches, the pool already known broken when the next
+    batch (or start()) submits to it: the submit itself raises BrokenProcessPool. The batch
+    is checked in this process, start() says nothing, and the next batch gets a new pool
+    (a long-lived API process must not keep failing on a dead pool)."""
+    import os
+    import signal
+
+    pairs = [(deployment.leaf(), f"leaf {n}") for n in range(6)]
+    ingest = deployment.ingest()
+    with check.Checker(ingest._issuers, processes=2) as checker:
+        expected = checker.check(pairs)
+        pool = checker._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while not pool._broken:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the pool never noticed its dead processes"
+            time.sleep(0.05)
+        checker.start()  # on the broken pool: dropped, not raised
+        assert checker._pool is None
+        checker._pool = pool  # the broken pool again, for the batch itself
+        assert checker.check(pairs) == expected
+        assert checker.check(pairs) == expected
+        assert checker._pool is not None and checker._pool is not pool
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -404,14 +404,20 @@ class Checker:
         """Chunks checked across the pool, yielded in order. A pool whose process died
         (killed, out of memory) is dropped, and what is left of the batch is checked here
         instead: slower, never a different answer."""
-        pool = self._executor()
         futures = []
         done = 0  # items already yielded
         try:
-            futures = [
-                pool.submit(_check_chunk, list(items[i : i + CHUNK]))
-                for i in range(0, len(items), CHUNK)
-            ]
+            try:
+                pool = self._executor()
+                futures = [
+                    pool.submit(_check_chunk, list(items[i : i + CHUNK]))
+                    for i in range(0, len(items), CHUNK)
+                ]
+            except BrokenProcessPool:  # it broke before this batch (a process killed between)
+                log.warning("a checking process died; checking this batch in this process")
+                self.close()
+                yield parse_and_check(items, self.issuers)
+                return
             for future in futures:  # in order: the first failed chunk holds the first refusal
                 try:
                     rows = future.result()
@@ -431,9 +437,12 @@ class Checker:
         takes ~0.5 s of CPU to import what it checks with, which a caller about to read a
         large file can overlap with the reading."""
         if self.processes > 1:
-            pool = self._executor()
-            for _ in range(self.processes):
-                pool.submit(_ready)
+            try:
+                pool = self._executor()
+                for _ in range(self.processes):
+                    pool.submit(_ready)
+            except BrokenProcessPool:  # the next batch starts a new one
+                self.close()
 
     def _executor(self) -> Executor:
         with self._lock:
