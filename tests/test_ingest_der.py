@@ -257,3 +257,32 @@ def test_fast_check_answers_as_check_certificate(case: str, issuers) -> None:
         assert "signature does not verify" in str(fast)
     if case == "our CDP" and issuers is WITH_CRL:
         assert isinstance(fast, check.CertificateRecord) and fast.crl_partition == 3
+
+
+def test_a_path_length_without_ca_goes_the_slow_way_and_is_refused() -> None:
+    """basicConstraints holding only pathLenConstraint (cA absent, so FALSE): cryptography
+    refuses it ("path_length must be None when ca is False"), so the reader must not take it
+    for a plain leaf and record it. It steps aside; the slow path refuses it in one line."""
+    from cryptography.x509.oid import ExtensionOID
+
+    value = bytes.fromhex("3003020100")  # SEQUENCE { INTEGER 0 }
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")]))
+        .issuer_name(CA_NAME)
+        .public_key(LEAF_KEY)
+        .serial_number(0x5151)
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOW + dt.timedelta(days=90))
+        .add_extension(
+            x509.UnrecognizedExtension(ExtensionOID.BASIC_CONSTRAINTS, value), critical=True
+        )
+        .sign(CA_KEY, hashes.SHA256())
+    )
+    data = leaf.public_bytes(Encoding.DER)
+    assert der.read_leaf(data) is None
+    with pytest.raises(ValueError):
+        check.facts(x509.load_der_x509_certificate(data))
+    refused = _outcome(_fast, leaf, ISSUERS)
+    assert isinstance(refused, str) and "\n" not in refused, refused
+    assert refused == _outcome(_slow, leaf, ISSUERS)

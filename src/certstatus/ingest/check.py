@@ -218,7 +218,12 @@ def check_certificate(
     Issuers are matched on the issuer name's DER, which is what verify_directly_issued_by
     compares too; an equal name spelled differently is still matched (and then refused for
     its signature), so the refusal names the issuer it claims."""
-    found = facts(certificate)
+    try:
+        found = facts(certificate)
+    except ValueError as exc:  # cryptography reads extension values lazily, and refuses here
+        raise IngestError(
+            f"{source}: an extension cannot be read ({exc}); nothing recorded"
+        ) from None
     refused = not_a_leaf(certificate, found)
     if refused is not None:
         raise IngestError(f"{source}: {refused}; nothing recorded")

@@ -158,8 +158,7 @@ def _ca(value: bytes) -> bool:
     start, stop = _only(value, 0, len(value), _SEQUENCE)
     shape = _children(value, start, stop)
     tags = bytes([part[0] for part in shape])
-    if tags == bytes([_INTEGER]):
-        return False
+    # pathLen without cA (a pathLen on a non-CA) is refused by cryptography: the slow path
     if tags != bytes([_BOOLEAN, _INTEGER]) or value[shape[0][2] : shape[0][3]] != b"\xff":
         raise _Unexpected
     return True

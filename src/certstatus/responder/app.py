@@ -360,7 +360,8 @@ def create_app() -> OcspApp:
     # `kill -USR1 <worker pid>` prints every thread's stack to the server's log: for a worker
     # that will not stop or answer. A C-level handler, so it works even while the worker's
     # threads wait on each other for the interpreter lock.
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    if sys.stderr is not None:  # no stderr (fd 2 closed): no dumps, but still a responder
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     config = load_config(Path(os.environ.get(CONFIG_ENV, "certstatus.toml")))
     materials = load_issuer_certificates(config)  # public material only: no key is read (R25)
     source = open_response_source(config)

@@ -58,7 +58,8 @@ def _default_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     # stacks on request from the start, a worker stuck while it loads the app included
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    if sys.stderr is not None:
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
 
 
 def still_running(process: multiprocessing.process.BaseProcess) -> bool:
@@ -210,7 +211,11 @@ def _run_server(config: Config) -> None:
         from granian.constants import HTTPModes, Interfaces
         from granian.http import HTTP1Settings
 
-        os.register_at_fork(  # granian forks its workers
+        # granian forks its workers. The hooks stay registered, in the workers too: a fork
+        # inside a worker would release the worker's held stops before its loop runs, and
+        # leave them held in that child for good. Nothing there forks (the signing roles
+        # are spawned, and before this point); anything that comes to must not fork.
+        os.register_at_fork(
             before=hold_stop_signals,
             after_in_parent=release_stop_signals,
             after_in_child=_default_stop_signals,

@@ -190,8 +190,12 @@ class PostgresStore(SqlStore):
         options = f"-c statement_timeout={int(self.walk_timeout * 1000)}"
         try:
             conn = psycopg.connect(self.url, **{**self._connect_kwargs, "options": options})
+        except psycopg.Error as exc:
+            raise StoreError(f"database {self.name} unavailable: {exc}") from None
+        try:
             self._configure(conn)
         except psycopg.Error as exc:
+            conn.close()
             raise StoreError(f"database {self.name} unavailable: {exc}") from None
         try:
             with conn:  # commit, or roll back; then closed
@@ -276,6 +280,8 @@ class PostgresStore(SqlStore):
         Not durable (claims, signed responses, the heartbeat, purge bookkeeping): committed
         with synchronous_commit = local, flushed on the leader without waiting for a standby;
         losing one in a failover only makes a row due again (it is re-signed)."""
+        # a large message (see _LARGE_MESSAGE) may take as long to reach the standby as to send
+        wait = self.walk_timeout if getattr(self._large, "active", False) else self.timeout
         with self._connection() as conn:
             warnings = self._unreplicated.setdefault(conn, [])
             warnings.clear()
@@ -289,7 +295,7 @@ class PostgresStore(SqlStore):
                     # standby (PostgreSQL disarms it before committing), so a cancel request
                     # bounds it, and the warning it causes is caught below
                     if durable:
-                        bound = threading.Timer(self.timeout, _cancel, (conn,))
+                        bound = threading.Timer(wait, _cancel, (conn,))
                         bound.start()
             finally:
                 if bound is not None:
@@ -298,7 +304,7 @@ class PostgresStore(SqlStore):
             if warnings and durable:
                 raise NotAcknowledged(
                     f"database {self.name}: not acknowledged: no synchronous standby confirmed "
-                    f"the write within {self.timeout:g}s (committed on the leader only, and it "
+                    f"the write within {wait:g}s (committed on the leader only, and it "
                     "could be lost with it); retry it, and check `certstatus cluster status`"
                 )
 
