@@ -7,7 +7,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,22 @@ issuer_key = "issuer.key"
 crl_url = "http://127.0.0.1:{port}/crl/{{issuer}}/{{partition}}.crl"
 crl_partitions = {partitions}
 """
+
+
+def fresh_now(**derived: Callable[[int], int]) -> Callable[..., None]:
+    """An autouse fixture for a module whose NOW (and constants derived from it, by name) is
+    when each test starts, not when the module was collected: certificates are made at test
+    time (notBefore 5 minutes back) and revoked just after it, which a NOW from collection put
+    in the future once the suite ran slow (seen in CI under load)."""
+
+    @pytest.fixture(autouse=True)
+    def now_at_test_start(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+        now = int(time.time())
+        monkeypatch.setattr(request.module, "NOW", now)
+        for name, derive in derived.items():
+            monkeypatch.setattr(request.module, name, derive(now))
+
+    return now_at_test_start
 
 
 @dataclass

@@ -17,17 +17,12 @@ import pytest
 from certstatus.ingest.api import IngestError, Revocation
 from certstatus.store import sqlite_path
 from certstatus.store.base import AuditContext
+from tests.conftest import fresh_now
 
 NOW = int(time.time())
 
 
-@pytest.fixture(autouse=True)
-def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """NOW is when each test starts, not when the module was collected: certificates are
-    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
-    from collection put in the future once the suite ran slow (seen in CI under load)."""
-    now = int(time.time())
-    monkeypatch.setattr(sys.modules[__name__], "NOW", now)
+_now_at_test_start = fresh_now()
 
 
 def cli(deployment, *args: str) -> subprocess.CompletedProcess[str]:

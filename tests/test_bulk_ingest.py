@@ -6,7 +6,6 @@ SQLite and PostgreSQL (the engine fixture)."""
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 
 import pytest
@@ -16,17 +15,12 @@ from certstatus.ingest import check
 from certstatus.ingest.api import IngestError, read_certificate_file
 from certstatus.store import audit as audit_chain
 from certstatus.store.base import AuditContext, CertificateRecord
+from tests.conftest import fresh_now
 
 NOW = int(time.time())
 
 
-@pytest.fixture(autouse=True)
-def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """NOW is when each test starts, not when the module was collected: certificates are
-    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
-    from collection put in the future once the suite ran slow (seen in CI under load)."""
-    now = int(time.time())
-    monkeypatch.setattr(sys.modules[__name__], "NOW", now)
+_now_at_test_start = fresh_now()
 
 
 @pytest.fixture
@@ -164,20 +158,25 @@ def test_pem_split_agrees_with_cryptography(deployment) -> None:
         check.certificate_ders(broken)
 
 
-def test_a_dead_checking_process_costs_speed_not_the_answer(deployment, small_chunks) -> None:
-    """A checking process killed (OOM killer, an operator) breaks the pool: the batch is
-    checked in this process instead, and the next batch starts a new pool."""
+def _kill_processes_of(pool) -> None:
+    """SIGKILL every process of a checking pool, as the OOM killer or an operator would."""
     import os
     import signal
 
+    for pid in list(pool._processes):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_dead_checking_process_costs_speed_not_the_answer(deployment, small_chunks) -> None:
+    """A checking process killed (OOM killer, an operator) breaks the pool: the batch is
+    checked in this process instead, and the next batch starts a new pool."""
     pairs = [(deployment.leaf(), f"leaf {n}") for n in range(6)]
     ingest = deployment.ingest()
     with check.Checker(ingest._issuers, processes=2) as checker:
         expected = checker.check(pairs)
         pool = checker._pool
         assert pool is not None
-        for pid in list(pool._processes):  # type: ignore[attr-defined]
-            os.kill(pid, signal.SIGKILL)
+        _kill_processes_of(pool)
         assert checker.check(pairs) == expected
         assert checker.check(pairs) == expected
         assert checker._pool is not None and checker._pool is not pool
@@ -188,17 +187,13 @@ def test_a_pool_already_broken_before_the_batch_is_replaced(deployment, small_ch
     batch (or start()) submits to it: the submit itself raises BrokenProcessPool. The batch
     is checked in this process, start() says nothing, and the next batch gets a new pool
     (a long-lived API process must not keep failing on a dead pool)."""
-    import os
-    import signal
-
     pairs = [(deployment.leaf(), f"leaf {n}") for n in range(6)]
     ingest = deployment.ingest()
     with check.Checker(ingest._issuers, processes=2) as checker:
         expected = checker.check(pairs)
         pool = checker._pool
         assert pool is not None
-        for pid in list(pool._processes):  # type: ignore[attr-defined]
-            os.kill(pid, signal.SIGKILL)
+        _kill_processes_of(pool)
         deadline = time.monotonic() + 20
         while not pool._broken:  # type: ignore[attr-defined]
             assert time.monotonic() < deadline, "the pool never noticed its dead processes"

@@ -25,7 +25,7 @@ from certstatus.crlbuilder.agreement import check_agreement
 from certstatus.demo.ca import DemoCA, write_pem
 from certstatus.keys.pem import key_from_private
 from certstatus.ocsp.reasons import ALLOWED
-from tests.conftest import Deployment, make_deployment, serving
+from tests.conftest import Deployment, fresh_now, make_deployment, serving
 
 NOW = int(time.time())
 DAY = 86400
@@ -33,13 +33,7 @@ LINT_CRL = Path(sys.executable).with_name("lint_crl")
 OPENSSL = shutil.which("openssl") or "openssl"
 
 
-@pytest.fixture(autouse=True)
-def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """NOW is when each test starts, not when the module was collected: certificates are
-    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
-    from collection put in the future once the suite ran slow (seen in CI under load)."""
-    now = int(time.time())
-    monkeypatch.setattr(sys.modules[__name__], "NOW", now)
+_now_at_test_start = fresh_now()
 
 
 class Clock:

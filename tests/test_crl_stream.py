@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import sys
 import time
 from collections.abc import Sequence
 
@@ -30,20 +29,14 @@ from certstatus.crl.gate import (
 from certstatus.demo.ca import DemoCA
 from certstatus.keys.pem import key_from_private
 from certstatus.status import RevokedEntry
+from tests.conftest import fresh_now
 
 NOW = int(time.time())
 CUTOFF = NOW - 86400
 PROPERTY = settings(max_examples=300, deadline=None, database=None)
 
 
-@pytest.fixture(autouse=True)
-def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """NOW is when each test starts, not when the module was collected: certificates are
-    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
-    from collection put in the future once the suite ran slow (seen in CI under load)."""
-    now = int(time.time())
-    monkeypatch.setattr(sys.modules[__name__], "NOW", now)
-    monkeypatch.setattr(sys.modules[__name__], "CUTOFF", now - 86400)
+_now_at_test_start = fresh_now(CUTOFF=lambda now: now - 86400)
 
 
 @functools.cache

@@ -3,7 +3,6 @@ with a clear message and nothing is written; revocation only moves forward."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pytest
@@ -12,16 +11,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certstatus.demo.ca import DemoCA
 from certstatus.ingest.api import IngestError, parse_serial
 from certstatus.store.base import Priority
+from tests.conftest import fresh_now
 
 NOW = int(time.time())
 
 
-@pytest.fixture(autouse=True)
-def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """NOW is when each test starts, not when the module was collected: certificates are
-    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
-    from collection put in the future once the suite ran slow (seen in CI under load)."""
-    monkeypatch.setattr(sys.modules[__name__], "NOW", int(time.time()))
+_now_at_test_start = fresh_now()
 
 
 @pytest.fixture(autouse=True)

@@ -34,18 +34,13 @@ from certstatus.signer import Signer
 from certstatus.store.base import Priority, StoreError
 from certstatus.store.postgres import PostgresStore
 from certstatus.store.replicaset import NoAuthoritativeSource, ReplicaSet, Source
-from tests.conftest import postgres_dir
+from tests.conftest import fresh_now, postgres_dir
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time())
 
 
-@pytest.fixture(autouse=True)
-def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """NOW is when each test starts, not when the module was collected: certificates are
-    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
-    from collection put in the future once the suite ran slow (seen in CI under load)."""
-    monkeypatch.setattr(sys.modules[__name__], "NOW", int(time.time()))
+_now_at_test_start = fresh_now()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 import threading
 import time
 
@@ -15,16 +14,12 @@ from cryptography.x509 import ocsp
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.store.base import Priority, SignedResponse
+from tests.conftest import fresh_now
 
 NOW = int(time.time())
 
 
-@pytest.fixture(autouse=True)
-def _now_at_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """NOW is when each test starts, not when the module was collected: certificates are
-    made at test time (notBefore 5 minutes back) and revoked just after it, which a NOW
-    from collection put in the future once the suite ran slow (seen in CI under load)."""
-    monkeypatch.setattr(sys.modules[__name__], "NOW", int(time.time()))
+_now_at_test_start = fresh_now()
 
 
 @pytest.fixture(autouse=True)
