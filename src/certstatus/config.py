@@ -366,7 +366,8 @@ class ResponderConfig:
         default=0, metadata=key(read=_PROCESSES, bound=_ONE_PER_CORE, help="0 = one per core")
     )
     server: str = field(
-        default="granian", metadata=key(read=_one_of("granian", "uvicorn"), help="HTTP server")
+        default="granian",
+        metadata=key(read=_one_of("granian", "native", "uvicorn"), help="HTTP server"),
     )
     run_signer: bool = field(
         default=True,
@@ -391,6 +392,22 @@ class ResponderConfig:
             read=_duration,
             bound=_between(1, 60, "must be between 1s and 60s"),
             help="headers and POST body must arrive within this",
+        ),
+    )
+    keepalive_timeout: int = field(
+        default=15,
+        metadata=key(
+            read=_duration,
+            bound=_between(1, 3600, "must be between 1s and 1h"),
+            help="server native: a connection idle this long between requests is closed",
+        ),
+    )
+    max_connections: int = field(
+        default=4096,
+        metadata=key(
+            read=_typed(int, "a number of connections"),
+            bound=_between(16, 1_000_000, "must be between 16 and 1000000"),
+            help="server native: per worker; over it the longest idle connection is closed",
         ),
     )
     site: str | None = field(

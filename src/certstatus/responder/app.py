@@ -118,6 +118,20 @@ class OcspApp:
         """The answer to one request, whatever server interface carried it; None when the
         client left before its body arrived (nobody to answer). A body whose declared
         Content-Length is over the limit is refused before any of it is read."""
+        if method == "POST" and path not in self._endpoints:
+            if declared_length is not None and declared_length > self.max_post_body:
+                return _TOO_LARGE
+            posted = await self._read_body(body or _empty())
+            if not isinstance(posted, bytes):
+                return posted
+            return await self.respond(method, path, None, posted)
+        return await self.respond(method, path, if_none_match, None)
+
+    async def respond(
+        self, method: str, path: str, if_none_match: str | None, body: bytes | None
+    ) -> Answer:
+        """The answer to one request whose body (if any) the server has read whole, within
+        its own size limit and deadline (http1.py; handle() reads it for the others)."""
         endpoint = self._endpoints.get(path)
         if endpoint is not None:
             return await endpoint()
@@ -129,11 +143,7 @@ class OcspApp:
                 lambda: decode_request(decode_get_path(path)), if_none_match
             )
         elif method == "POST":
-            if declared_length is not None and declared_length > self.max_post_body:
-                return _TOO_LARGE
-            posted = await self._read_body(body or _empty())
-            if not isinstance(posted, bytes):
-                return posted
+            posted = body or b""
             started = time.perf_counter()
             answer, outcome, source = await self._answer(lambda: decode_request(posted), None)
         else:

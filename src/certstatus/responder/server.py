@@ -207,6 +207,9 @@ def _run_server(config: Config) -> None:
     """The chosen server handles SIGINT/SIGTERM and drains connections."""
     os.environ[CONFIG_ENV] = str(config.path)
     r = config.responder
+    if r.server == "native":
+        _run_native(config)
+        return
     if r.server == "granian":
         from granian.constants import HTTPModes, Interfaces
         from granian.http import HTTP1Settings
@@ -257,6 +260,32 @@ def _run_server(config: Config) -> None:
         timeout_keep_alive=r.request_timeout,
         timeout_graceful_shutdown=5,
     )
+
+
+def _run_native(config: Config) -> None:
+    """certstatus's own HTTP/1.1 server (responder/http1.py): each worker forked with the
+    sockets bound here, its app made after the fork, as granian's factory does."""
+    from functools import partial
+
+    from certstatus.responder.app import create_app
+    from certstatus.responder.http1 import Limits, Server, listening_sockets
+
+    r = config.responder
+    limits = Limits(
+        request_timeout=r.request_timeout,
+        keepalive_timeout=r.keepalive_timeout,
+        max_connections=r.max_connections,
+        max_post_body=r.max_post_body,
+    )
+    sockets = listening_sockets(r.listen_host, r.listen_port, r.process_count)
+    Server(sockets, partial(_native_worker, create_app, limits), kill_timeout=10).serve()
+
+
+def _native_worker(make_app: Callable[[], Any], limits: Any, sock: socket.socket) -> None:
+    """A native worker; create_app registers its SIGUSR1 stack dump, as under granian."""
+    from certstatus.responder.http1 import run_worker
+
+    run_worker(sock, make_app, limits, grace=8)
 
 
 class CompanionDied(RuntimeError):

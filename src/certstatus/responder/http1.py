@@ -1,0 +1,598 @@
+"""certstatus's own HTTP/1.1 server for the responder (`responder.server = "native"`).
+
+Why it exists: with the answer itself down to a dict lookup and one indexed read, the HTTP
+server took most of an answer's CPU. Serving fixed bytes on this machine, granian did 0.6 of
+nginx's requests/s while an asyncio protocol on uvloop with httptools' parser did more than
+nginx (benchmarks/serving.py measures the whole answer). This module is that protocol, with the
+limits a public responder needs kept here rather than in a front:
+
+- headers must arrive within `request_timeout`, a POST body too (408), and a connection idle
+  between requests is closed after `keepalive_timeout`; one timer per worker sweeps them all,
+  so an idle connection costs a few hundred bytes and no timer;
+- at most `max_connections` per worker: a new connection over it closes the connection that
+  has been idle longest, so a flood of idle sockets cannot lock valid clients out;
+- a header block over 64 KiB or 100 fields is refused 431, a URL over 64 KiB 414, a body over
+  `max_post_body` 413 (before it is read when its length is declared);
+- pipelined requests are answered in order, and reading pauses while a client does not read
+  its answers or has more than a few requests queued.
+
+The processes: the server binds one listening socket per worker (SO_REUSEPORT: the kernel
+spreads connections evenly), forks the workers, restarts one that dies, and on SIGTERM or
+SIGINT stops them gracefully (answers in flight are finished, idle connections closed),
+killing one that is still running after `workers_kill_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import time
+import types
+from collections.abc import Callable, Coroutine, Generator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import httptools
+
+from certstatus.responder import headers as h
+from certstatus.responder.app import Answer, OcspApp
+
+log = logging.getLogger("certstatus.serve")
+
+MAX_HEADER_BYTES = 65_536
+MAX_HEADER_FIELDS = 100
+MAX_URL_BYTES = 65_536
+MAX_QUEUED = 16  # pipelined requests read ahead of the one being answered
+_STOPS = (signal.SIGTERM, signal.SIGINT)
+
+_REASONS = {
+    200: b"OK",
+    304: b"Not Modified",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    request_timeout: float = 5.0
+    keepalive_timeout: float = 15.0
+    max_connections: int = 4096
+    max_post_body: int = 10_000
+
+
+def _refusal(status: int, text: str) -> Answer:
+    return Answer(status, h.NO_STORE_TEXT, text.encode() + b"\n")
+
+
+_BAD_REQUEST = _refusal(400, "malformed HTTP request")
+_TOO_LARGE = _refusal(413, "request body too large")
+_HEADERS_TOO_LARGE = _refusal(431, "request header block too large")
+_URL_TOO_LONG = _refusal(414, "request target too long")
+_TOO_SLOW = _refusal(408, "request too slow")
+_INTERNAL = _refusal(500, "internal error")
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: the request is answered `answer` and the connection
+    closed, since the rest of what the client sent can no longer be framed."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+
+class Clock:
+    """The worker's idea of now, and the Date header, both updated by the sweep once a second
+    rather than computed per answer."""
+
+    def __init__(self) -> None:
+        self.tick()
+
+    def tick(self) -> None:
+        self.now = time.monotonic()
+        self.date = b"date: " + h.http_date(int(time.time())).encode() + b"\r\n"
+
+
+def encode_head(status: int, headers: h.Headers, length: int, date: bytes, close: bool) -> bytes:
+    """Status line and header block of an answer; the app's headers plus Date,
+    Content-Length and, when the connection ends with this answer, Connection: close."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")), date]
+    for name, value in headers:
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    parts.append(b"content-length: %d\r\n" % length)
+    if close:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class _Request(NamedTuple):
+    method: str
+    target: bytes
+    if_none_match: str | None
+    body: bytes | None
+    keep_alive: bool
+
+
+def path_of(target: bytes) -> str:
+    """The path the app routes on, from the request target as sent: origin-form up to any
+    query, or absolute-form's path. Not percent-decoded: decode_get_path does that, as for
+    ASGI's raw_path."""
+    if not target.startswith(b"/"):
+        if target == b"*":
+            return "*"
+        try:
+            target = httptools.parse_url(target).path or b"/"
+        except httptools.HttpParserInvalidURLError:
+            return ""
+    query = target.find(b"?")
+    if query >= 0:
+        target = target[:query]
+    return target.decode("latin-1")
+
+
+class Worker:
+    """One worker's connections, what limits them, and the app answering them."""
+
+    def __init__(self, app: OcspApp, limits: Limits) -> None:
+        self.app = app
+        self.limits = limits
+        self.clock = Clock()
+        self.connections: dict[Connection, None] = {}
+        self.stopping = False
+
+    def protocol(self) -> Connection:
+        return Connection(self)
+
+    def admit(self, connection: Connection) -> bool:
+        """Whether a new connection may stay: over the limit, the connection idle longest
+        makes room; if none is idle, the new one is closed."""
+        if len(self.connections) < self.limits.max_connections:
+            self.connections[connection] = None
+            return True
+        idle = [c for c in self.connections if c.idle()]
+        if not idle:
+            return False
+        min(idle, key=lambda c: c.last_active).close()
+        self.connections[connection] = None
+        return True
+
+    def sweep(self) -> None:
+        """Once a second: the clock, and every connection's deadline."""
+        self.clock.tick()
+        now = self.clock.now
+        limits = self.limits
+        for connection in list(self.connections):
+            connection.check(now, limits)
+
+    def stop(self) -> None:
+        """Graceful stop: idle connections closed now, busy ones after their answers."""
+        self.stopping = True
+        for connection in list(self.connections):
+            if connection.idle():
+                connection.close()
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: httptools' parser fed with what arrives, requests answered in
+    the order they came."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: collections.deque[_Request] = collections.deque()
+        self.busy = False  # an answer is being made (awaiting the store)
+        self.reading_paused = False
+        self.writing_paused = False
+        self.last_active = worker.clock.now
+        self.request_started: float | None = None  # the request being read, since when
+        self._reset()
+
+    def _reset(self) -> None:
+        self.target = b""
+        self.header_bytes = 0
+        self.fields = 0
+        self.if_none_match: list[str] = []
+        self.content_length: int | None = None
+        self.body: list[bytes] = []
+        self.body_size = 0
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        if self.worker.stopping or not self.worker.admit(self):
+            transport.close()
+            self.transport = None
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.connections.pop(self, None)
+        self.transport = None
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        self.last_active = self.worker.clock.now
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            self._refuse(refused.answer if isinstance(refused, _Refused) else _BAD_REQUEST)
+            return
+        except httptools.HttpParserUpgrade:
+            self._refuse(_refusal(400, "protocol upgrade not supported"))
+            return
+        except httptools.HttpParserError:
+            self._refuse(_BAD_REQUEST)
+            return
+        self._answer_queued()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if len(self.queue) < MAX_QUEUED:
+            self._resume_reading()
+
+    def eof_received(self) -> bool | None:
+        # a client that half-closes after its requests still gets their answers
+        return bool(self.queue or self.busy)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.request_started = self.worker.clock.now
+        self._reset()
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+        if len(self.target) > MAX_URL_BYTES:
+            raise _Refused(_URL_TOO_LONG)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        self.fields += 1
+        if self.header_bytes > MAX_HEADER_BYTES or self.fields > MAX_HEADER_FIELDS:
+            raise _Refused(_HEADERS_TOO_LARGE)
+        if len(name) == 13 and name.lower() == b"if-none-match":
+            self.if_none_match.append(value.decode("latin-1"))
+        elif len(name) == 14 and name.lower() == b"content-length":
+            self.content_length = int(value) if value.isdigit() else None
+
+    def on_headers_complete(self) -> None:
+        limit = self.worker.limits.max_post_body
+        if self.content_length is not None and self.content_length > limit:
+            raise _Refused(_TOO_LARGE)
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.worker.limits.max_post_body:
+            raise _Refused(_TOO_LARGE)
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self.parser
+        body = self.body
+        self.queue.append(
+            _Request(
+                parser.get_method().decode("latin-1"),
+                self.target,
+                ", ".join(self.if_none_match) if self.if_none_match else None,
+                (body[0] if len(body) == 1 else b"".join(body)) if body else None,
+                parser.should_keep_alive(),
+            )
+        )
+        self.request_started = None
+        if len(self.queue) >= MAX_QUEUED:
+            self._pause_reading()
+
+    # answering
+
+    def _answer_queued(self) -> None:
+        """Answer queued requests in order until one has to wait for the store."""
+        while self.queue and not self.busy and self.transport is not None:
+            request = self.queue.popleft()
+            coroutine = self.worker.app.respond(
+                request.method, path_of(request.target), request.if_none_match, request.body
+            )
+            try:
+                waiting = coroutine.send(None)
+            except StopIteration as done:
+                self._send(request, done.value)
+                continue
+            except Exception:
+                log.exception("answering a request failed")
+                self._send(request, _INTERNAL)
+                continue
+            self.busy = True
+            task = asyncio.ensure_future(_resume(coroutine, waiting))
+            task.add_done_callback(functools.partial(self._finished, request))
+            return
+        if not self.queue and not self.writing_paused:
+            self._resume_reading()
+
+    def _finished(self, request: _Request, task: asyncio.Future[Answer]) -> None:
+        self.busy = False
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("answering a request failed", exc_info=error)
+        self._send(request, _INTERNAL if error is not None else task.result())
+        self._answer_queued()
+
+    def _send(self, request: _Request, answer: Answer | None) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if answer is None:  # nothing to answer (a client gone mid-body: cannot happen here)
+            answer = _BAD_REQUEST
+        close = not request.keep_alive or self.worker.stopping
+        body = b"" if request.method == "HEAD" else answer.body
+        head = encode_head(
+            answer.status, answer.headers, len(answer.body), self.worker.clock.date, close
+        )
+        transport.write(head + body)
+        self.last_active = self.worker.clock.now
+        if close:
+            self.queue.clear()
+            self.close()
+
+    def _refuse(self, answer: Answer) -> None:
+        """A request that cannot be framed or is over a limit: answered, then the connection
+        closed (what follows it on the wire cannot be trusted)."""
+        transport = self.transport
+        if transport is None:
+            return
+        if not self.busy:  # otherwise an answer is still owed first: just close
+            head = encode_head(
+                answer.status, answer.headers, len(answer.body), self.worker.clock.date, True
+            )
+            transport.write(head + answer.body)
+        self.queue.clear()
+        self.close()
+
+    # lifetime
+
+    def idle(self) -> bool:
+        return not self.busy and not self.queue and self.request_started is None
+
+    def check(self, now: float, limits: Limits) -> None:
+        started = self.request_started
+        if started is not None:
+            if now - started > limits.request_timeout:
+                self._refuse(_TOO_SLOW)
+        elif self.idle() and now - self.last_active > limits.keepalive_timeout:
+            self.close()
+
+    def close(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            self.worker.connections.pop(self, None)
+            self.transport = None
+            transport.close()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+
+async def _resume(coroutine: Coroutine[Any, Any, Answer], waiting: Any) -> Answer:
+    """Go on with a coroutine that Connection stepped once itself and that now waits.
+
+    Stepping a coroutine before giving it a task saves creating a task per answer, and most
+    answers (SQLite, a replica read already batched) never wait. When one does, it has
+    yielded what it waits on, as a task would have received it: a future or None (a bare
+    yield). This task passes that on to its own task and sends the coroutine on when woken,
+    so the coroutine runs exactly as it would have under a task of its own."""
+    while True:
+        try:
+            await _pass_on(waiting)
+        except BaseException as exc:  # cancelled while waiting: the coroutine hears it
+            try:
+                waiting = coroutine.throw(exc)
+            except StopIteration as done:
+                return done.value
+            continue
+        try:
+            waiting = coroutine.send(None)
+        except StopIteration as done:
+            return done.value
+
+
+@types.coroutine
+def _pass_on(waiting: Any) -> Generator[Any, None, None]:
+    """Yield to the running task what a stepped coroutine yielded (a future already flagged
+    as awaited, or None)."""
+    yield waiting
+
+
+# the processes
+
+
+def listening_sockets(host: str, port: int, count: int, backlog: int = 1024) -> list[socket.socket]:
+    """One listening socket per worker on host:port, bound here, before any worker exists, so
+    an address that cannot be had fails the command and not a worker."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+        sockets.append(sock)
+    return sockets
+
+
+def run_worker(
+    sock: socket.socket, make_app: Callable[[], OcspApp], limits: Limits, grace: float
+) -> None:
+    """A worker's life: its app made, its socket served until SIGTERM/SIGINT, then its
+    answers in flight finished (at most `grace` seconds) and its connections closed.
+
+    Stops were held blocked across the fork (Server.spawn); the loop's handlers are installed
+    before they are released, so a stop that came meanwhile is acted on, not lost."""
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    stopped = asyncio.Event()
+    for stop in _STOPS:
+        loop.add_signal_handler(stop, stopped.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+    worker = Worker(make_app(), limits)
+
+    async def serve() -> None:
+        server = await loop.create_server(worker.protocol, sock=sock, backlog=1024)
+        sweeping = loop.call_later(1, _sweep, loop, worker)
+        del sweeping
+        await stopped.wait()
+        server.close()
+        worker.stop()
+        deadline = time.monotonic() + grace
+        while worker.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            worker.stop()
+
+    try:
+        loop.run_until_complete(serve())
+    finally:
+        for connection in list(worker.connections):
+            connection.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        worker.app.source.close()
+        loop.close()
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+    worker.sweep()
+    loop.call_later(1, _sweep, loop, worker)
+
+
+class Server:
+    """The parent of the workers: spawns them, replaces one that dies, stops them all."""
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        target: Callable[[socket.socket], None],
+        kill_timeout: float = 10,
+    ) -> None:
+        self.sockets = sockets
+        self.target = target
+        self.kill_timeout = kill_timeout
+        self.context = multiprocessing.get_context("fork")
+        self.workers: dict[int, multiprocessing.process.BaseProcess] = {}
+        self.stop_requested = False
+
+    def spawn(self, index: int) -> None:
+        """A worker on socket `index`, forked with stops held (run_worker releases them)."""
+        process = self.context.Process(
+            target=self.target, args=(self.sockets[index],), name=f"responder-{index}"
+        )
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        self.workers[index] = process
+
+    def serve(self) -> None:
+        """Until SIGTERM or SIGINT; a worker that exits meanwhile is started again (after a
+        second, so one that cannot start does not spin)."""
+        reader, writer = os.pipe()
+        os.set_blocking(writer, False)
+        previous_fd = signal.set_wakeup_fd(writer)
+        previous = {s: signal.signal(s, self._on_stop) for s in _STOPS}
+        try:
+            for index in range(len(self.sockets)):
+                self.spawn(index)
+            log.info(
+                "serving with %d worker(s), pids %s",
+                len(self.workers),
+                [w.pid for w in self.workers.values()],
+            )
+            while not self.stop_requested:
+                sentinels = {w.sentinel: i for i, w in self.workers.items()}
+                ready = multiprocessing.connection.wait([*sentinels, reader], timeout=5)
+                for item in ready:
+                    if item == reader:
+                        os.read(reader, 512)
+                        continue
+                    index = sentinels[item]  # type: ignore[index]
+                    process = self.workers[index]
+                    process.join(timeout=1)
+                    if self.stop_requested:
+                        continue
+                    log.error(
+                        "worker %s (pid %s) exited with %s; starting another",
+                        index,
+                        process.pid,
+                        process.exitcode,
+                    )
+                    time.sleep(1)
+                    if not self.stop_requested:
+                        self.spawn(index)
+            self._stop_workers()
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            for stop, handler in previous.items():
+                signal.signal(stop, handler)
+            os.close(reader)
+            os.close(writer)
+            for sock in self.sockets:
+                sock.close()
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+
+    def _stop_workers(self) -> None:
+        log.info("stopping %d worker(s)", len(self.workers))
+        for process in self.workers.values():
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_timeout
+        for index, process in self.workers.items():
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                log.error(
+                    "worker %s (pid %s) did not stop within %.0f s; killing it",
+                    index,
+                    process.pid,
+                    self.kill_timeout,
+                )
+                process.kill()
+                process.join()
