@@ -114,7 +114,8 @@ def encode_head(status: int, headers: h.Headers, length: int, date: bytes, close
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")), date]
     for name, value in headers:
         parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-    parts.append(b"content-length: %d\r\n" % length)
+    if status != 304:  # a 304's length would be its representation's, which it does not carry
+        parts.append(b"content-length: %d\r\n" % length)
     if close:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
@@ -200,7 +201,7 @@ class Connection(asyncio.Protocol):
         self.busy = False  # an answer is being made (awaiting the store)
         self.reading_paused = False
         self.writing_paused = False
-        self.last_active = worker.clock.now
+        self.last_active = time.monotonic()
         self.request_started: float | None = None  # the request being read, since when
         self._reset()
 
@@ -212,6 +213,7 @@ class Connection(asyncio.Protocol):
         self.content_length: int | None = None
         self.body: list[bytes] = []
         self.body_size = 0
+        self.expect_continue = False
 
     # asyncio.Protocol
 
@@ -233,7 +235,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.transport is None:
             return
-        self.last_active = self.worker.clock.now
+        self.last_active = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -264,7 +266,7 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        self.request_started = self.worker.clock.now
+        self.request_started = time.monotonic()
         self._reset()
 
     def on_url(self, url: bytes) -> None:
@@ -281,11 +283,16 @@ class Connection(asyncio.Protocol):
             self.if_none_match.append(value.decode("latin-1"))
         elif len(name) == 14 and name.lower() == b"content-length":
             self.content_length = int(value) if value.isdigit() else None
+        elif len(name) == 6 and name.lower() == b"expect":
+            self.expect_continue = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
         limit = self.worker.limits.max_post_body
         if self.content_length is not None and self.content_length > limit:
             raise _Refused(_TOO_LARGE)
+        if self.expect_continue and self.transport is not None and not self.queue:
+            # the client waits for this before it sends the body (curl does for large ones)
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -356,7 +363,7 @@ class Connection(asyncio.Protocol):
             answer.status, answer.headers, len(answer.body), self.worker.clock.date, close
         )
         transport.write(head + body)
-        self.last_active = self.worker.clock.now
+        self.last_active = time.monotonic()
         if close:
             self.queue.clear()
             self.close()
