@@ -4,7 +4,7 @@ requests and times them. Loopback only: the target is always 127.0.0.1; the atta
 addresses are spread over 127.1.0.0/16 (still this host) so a per-address cap can be shown.
 
     .venv/bin/python -m benchmarks.connflood [--idle 10000] [--slow 1000] [--seconds 30] \\
-        [--direct]
+        [--direct] [--server native]
 
 prints the valid requests' p50/p99/max latency and failures. tests/test_front.py runs the same
 pieces at 2 000 idle + 200 slowloris.
@@ -262,7 +262,7 @@ def probe(port: int, paths: list[str], seconds: float, timeout: float = 5) -> Pr
 # --- the benchmark ------------------------------------------------------------------------------
 
 
-def benchmark(idle: int, slow: int, seconds: float, direct: bool) -> None:
+def benchmark(idle: int, slow: int, seconds: float, direct: bool, server: str = "granian") -> None:
     from tests.conftest import make_deployment, serving
 
     from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
@@ -272,6 +272,11 @@ def benchmark(idle: int, slow: int, seconds: float, direct: bool) -> None:
     raise_nofile()
     with tempfile.TemporaryDirectory() as tmp:
         deployment = make_deployment(Path(tmp) / "ca")
+        if server != "granian":
+            config = deployment.config_path
+            config.write_text(
+                config.read_text().replace("[responder]\n", f'[responder]\nserver = "{server}"\n')
+            )
         store = deployment.store()
         good, revoked = deployment.good_and_revoked(store)
         store.close()
@@ -284,7 +289,8 @@ def benchmark(idle: int, slow: int, seconds: float, direct: bool) -> None:
                 stack.enter_context(haproxy_front(deployment.port, port))
             print(f"baseline: {probe(port, paths, 3).report()}")
             with attacker(port, idle, slow, seconds + 40) as flood:
-                print(f"{idle} idle + {slow} slowloris held ({'direct' if direct else 'front'})")
+                where = f"direct to {server}" if direct else "through the front"
+                print(f"{idle} idle + {slow} slowloris held ({where})")
                 result = probe(port, paths, seconds)
                 flood.terminate()
             print(f"under attack: {result.report()}")
@@ -299,12 +305,13 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=10_000)
     parser.add_argument("--slow", type=int, default=1_000)
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--direct", action="store_true", help="no front: granian alone")
+    parser.add_argument("--direct", action="store_true", help="no front: the server alone")
+    parser.add_argument("--server", default="granian", choices=["granian", "native"])
     args = parser.parse_args()
     if args.mode == "attack":
         attacker_main(args.port, args.idle, args.slow, args.seconds)
     else:
-        benchmark(args.idle, args.slow, args.seconds, args.direct)
+        benchmark(args.idle, args.slow, args.seconds, args.direct, args.server)
 
 
 if __name__ == "__main__":

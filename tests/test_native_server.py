@@ -262,7 +262,7 @@ def test_slow_requests_get_408_and_idle_connections_close(native) -> None:
         assert 1.9 < time.monotonic() - started < 5
 
 
-def test_expect_continue_and_http10(native) -> None:
+def test_expect_continue_http10_and_upgrades(native) -> None:
     deployment, ours, _, serial, _ = native
     der = request_der(deployment, serial)
     with socket.create_connection(("127.0.0.1", ours), timeout=5) as sock:
@@ -276,6 +276,14 @@ def test_expect_continue_and_http10(native) -> None:
         assert code == 200 and ocsp.load_der_ocsp_response(body).serial_number == serial
     answer = exchange(ours, b"GET /healthz HTTP/1.0\r\n\r\n", wait=5)
     assert status(answer) == 200 and b"connection: close" in answer.lower()
+    # curl --http2 on an http:// URL: the upgrade is ignored, answered in HTTP/1.1, closed
+    h2c = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n"
+    answer = exchange(ours, b"GET %s HTTP/1.1\r\nHost: x\r\n" % get_path(der).encode() + h2c)
+    code, fields, body = split(answer)
+    assert code == 200 and fields["connection"] == "close"
+    assert ocsp.load_der_ocsp_response(body).serial_number == serial
+    answer = exchange(ours, b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status(answer) == 400
 
 
 def test_a_flood_of_idle_and_slow_connections_does_not_stall_valid_clients_r11(

@@ -203,6 +203,7 @@ class Connection(asyncio.Protocol):
         self.writing_paused = False
         self.last_active = time.monotonic()
         self.request_started: float | None = None  # the request being read, since when
+        self.final = False  # nothing more is read: close after the queued answers
         self._reset()
 
     def _reset(self) -> None:
@@ -233,7 +234,7 @@ class Connection(asyncio.Protocol):
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None:
+        if self.transport is None or self.final:
             return
         self.last_active = time.monotonic()
         try:
@@ -243,7 +244,16 @@ class Connection(asyncio.Protocol):
             self._refuse(refused.answer if isinstance(refused, _Refused) else _BAD_REQUEST)
             return
         except httptools.HttpParserUpgrade:
-            self._refuse(_refusal(400, "protocol upgrade not supported"))
+            # A GET or HEAD asking to switch protocols (curl --http2 sends Upgrade: h2c) is
+            # answered in HTTP/1.1, the upgrade ignored as RFC 9110 allows, and the connection
+            # closed after it: the parser stops at an upgrade. CONNECT, or a body behind an
+            # upgrade (which the parser leaves unread), is refused.
+            if self.parser.get_method() in (b"GET", b"HEAD") and self.queue:
+                self.final = True
+                self._pause_reading()
+                self._answer_queued()
+            else:
+                self._refuse(_refusal(400, "protocol upgrade not supported"))
             return
         except httptools.HttpParserError:
             self._refuse(_BAD_REQUEST)
@@ -357,7 +367,7 @@ class Connection(asyncio.Protocol):
             return
         if answer is None:  # nothing to answer (a client gone mid-body: cannot happen here)
             answer = _BAD_REQUEST
-        close = not request.keep_alive or self.worker.stopping
+        close = not request.keep_alive or self.worker.stopping or (self.final and not self.queue)
         body = b"" if request.method == "HEAD" else answer.body
         head = encode_head(
             answer.status, answer.headers, len(answer.body), self.worker.clock.date, close
