@@ -156,12 +156,35 @@ def serve(
     directory.mkdir()
     directory.chmod(0o755)  # nginx workers run as an unprivileged user
     samples = write_samples(directory, store, issuer, issuer_id, serials, args.sample)
+    results: dict[str, Any] = {}
+    with nginx(directory, samples.root) as (nginx_url, nginx_pid):
+        wait_ready(nginx_url + samples.first_path)
+        measure(nginx_url, samples, 1, "GET", nginx_pid)
+        reference = measure(nginx_url, samples, args.duration, "GET", nginx_pid)
+        results["nginx_get"] = reference
+        for n, server in enumerate(args.servers.split(",")):
+            figures = serve_one(directory, config, server, nginx_url, samples, reference, args)
+            if n == 0:  # the first server's figures at the top, as before
+                results.update(figures)
+            results.setdefault("servers", {})[server] = figures
+    shutil.rmtree(samples.root)
+    return results
+
+
+def serve_one(
+    directory: Path,
+    config: Path,
+    server: str,
+    nginx_url: str,
+    samples: Any,
+    reference: dict[str, Any],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """GET and POST against `certstatus serve` with `server`, 2 workers."""
     port = free_port()
-    served = responder_config(config, config.parent / f"serve-{port}.toml", port, workers=2)
-    with (
-        nginx(directory, samples.root) as (nginx_url, nginx_pid),
-        (directory / "responder.log").open("wb") as log_file,
-    ):
+    served = responder_config(config, config.parent / f"serve-{port}.toml", port, server, 2)
+    results: dict[str, Any] = {}
+    with (directory / f"responder-{server}.log").open("wb") as log_file:
         responder = subprocess.Popen(
             [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(served)],
             stdout=subprocess.DEVNULL,
@@ -169,12 +192,8 @@ def serve(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(nginx_url + samples.first_path)
             wait_ready(url + "/readyz", timeout=60)
             same_bytes(url, nginx_url, samples.first_path)
-            measure(nginx_url, samples, 1, "GET", nginx_pid)
-            reference = measure(nginx_url, samples, args.duration, "GET", nginx_pid)
-            results: dict[str, Any] = {"nginx_get": reference}
             for method in ("GET", "POST"):
                 measure(url, samples, 1, method, responder.pid)
                 ours = measure(url, samples, args.duration, method, responder.pid)
@@ -187,7 +206,6 @@ def serve(
         finally:
             responder.terminate()
             responder.wait(timeout=30)
-    shutil.rmtree(samples.root)
     return results
 
 
@@ -345,6 +363,11 @@ def main() -> None:
     parser.add_argument("--sizes", help="sizes to measure on the way, e.g. 1000,100000")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument(
+        "--servers",
+        default="granian",
+        help="responder.server values to measure, e.g. granian,native",
+    )
     parser.add_argument("--sample", type=int, default=20_000, help="serials wrk picks from")
     parser.add_argument("--openssl-seconds", type=int, default=3)
     parser.add_argument("--shared-buffers", type=int, default=256, help="MB, postgres")

@@ -47,12 +47,14 @@ def test_scale_benchmark_reports_every_figure_with_sane_values() -> None:
             "500",
             "--openssl-seconds",
             "1",
+            "--servers",
+            "granian,native",
         ],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=120,
         check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -82,6 +84,12 @@ def test_scale_benchmark_reports_every_figure_with_sane_values() -> None:
         assert figures["cpu_us_per_answer"] > 0, name
     for name in ("get", "post"):
         assert 0 < size[name]["ratio_to_nginx_get"] < 5, name
+    assert set(size["servers"]) == {"granian", "native"}
+    assert size["servers"]["granian"]["get"] == size["get"]  # the first, also at the top
+    for server, figures in size["servers"].items():
+        for name in ("get", "post"):
+            assert figures[name]["non_2xx"] == 0, (server, name)
+            assert 0 < figures[name]["ratio_to_nginx_get"] < 5, (server, name)
 
 
 @pytest.mark.integration
