@@ -360,6 +360,27 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_cleanly(tmp_path: Path) -
     assert "Traceback" not in text, text[-3000:]
 
 
+def test_workers_that_fail_as_they_start_stop_the_server(tmp_path: Path) -> None:
+    """Five workers in a row that exit at once: the server stops with a failure status and
+    one line saying why, instead of restarting them forever."""
+    script = (
+        "import os, sys\n"
+        "from certstatus.responder.http1 import Server, WorkersFailing, listening_sockets\n"
+        "sockets = listening_sockets('127.0.0.1', 0, 2)\n"
+        "try:\n"
+        "    Server(sockets, lambda sock: os._exit(3)).serve()\n"
+        "except WorkersFailing as exc:\n"
+        "    sys.exit(f'failed: {exc}')\n"
+    )
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 1, run
+    assert "failed: the responder's workers keep failing as they start" in run.stderr
+    assert time.monotonic() - started < 30
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
     return [int(p) for p in out.stdout.split()]

@@ -23,10 +23,16 @@ from tests.conftest import make_deployment, wait_ready
 pytestmark = pytest.mark.integration
 
 
-def serve_and_interrupt(directory: Path, whole_group: bool) -> tuple[float, str]:
+def serve_and_interrupt(
+    directory: Path, whole_group: bool, server: str = "granian"
+) -> tuple[float, str]:
     """Start `serve` (signer beside it), SIGINT it as soon as it answers, and return how long
     it took to exit and everything it logged (granian logs to stdout, we to stderr)."""
     deployment = make_deployment(directory, run_signer=True)
+    config = deployment.config_path
+    config.write_text(
+        config.read_text().replace("[responder]\n", f'[responder]\nserver = "{server}"\n')
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(deployment.config_path)],
         stdout=subprocess.PIPE,
@@ -100,19 +106,23 @@ def forked_children(pid: int, cmdline: bytes) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("attempt", range(3))
+@pytest.mark.parametrize(
+    ("server", "attempt"), [("granian", 0), ("granian", 1), ("granian", 2), ("native", 0)]
+)
 def test_sigint_to_the_server_alone_stops_every_worker_gracefully(
-    tmp_path: Path, attempt: int
+    tmp_path: Path, server: str, attempt: int
 ) -> None:
-    took, log = serve_and_interrupt(tmp_path / "ca", whole_group=False)
+    took, log = serve_and_interrupt(tmp_path / "ca", whole_group=False, server=server)
     assert "refused to gracefully stop" not in log and "Killing" not in log, log
     assert "did not stop" not in log and "still running" not in log, log
     assert took < 8, f"stopping took {took:.1f} s:\n{log}"
 
 
-@pytest.mark.parametrize("attempt", range(2))
-def test_ctrl_c_stops_the_signing_roles_without_a_false_kill(tmp_path: Path, attempt: int) -> None:
-    took, log = serve_and_interrupt(tmp_path / "ca", whole_group=True)
+@pytest.mark.parametrize(("server", "attempt"), [("granian", 0), ("granian", 1), ("native", 0)])
+def test_ctrl_c_stops_the_signing_roles_without_a_false_kill(
+    tmp_path: Path, server: str, attempt: int
+) -> None:
+    took, log = serve_and_interrupt(tmp_path / "ca", whole_group=True, server=server)
     assert "did not stop" not in log and "still running" not in log, log
     assert "killing" not in log.lower(), log
     assert "Traceback" not in log, log

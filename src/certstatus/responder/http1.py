@@ -479,8 +479,10 @@ def run_worker(
     """A worker's life: its app made, its socket served until SIGTERM/SIGINT, then its
     answers in flight finished (at most `grace` seconds) and its connections closed.
 
-    Stops were held blocked across the fork (Server.spawn); the loop's handlers are installed
-    before they are released, so a stop that came meanwhile is acted on, not lost."""
+    Stops were held blocked across the fork (Server.spawn), and stay held until the loop
+    runs: uvloop drops a signal that arrives before its loop runs, even with a handler added
+    (measured with uvloop 0.23; asyncio's own loop keeps it). A stop during the app's loading
+    therefore waits for the load, then stops the worker."""
     import uvloop
 
     loop = uvloop.new_event_loop()
@@ -488,13 +490,12 @@ def run_worker(
     stopped = asyncio.Event()
     for stop in _STOPS:
         loop.add_signal_handler(stop, stopped.set)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+    loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, _STOPS)
     worker = Worker(make_app(), limits)
 
     async def serve() -> None:
         server = await loop.create_server(worker.protocol, sock=sock, backlog=1024)
-        sweeping = loop.call_later(1, _sweep, loop, worker)
-        del sweeping
+        loop.call_later(1, _sweep, loop, worker)
         await stopped.wait()
         server.close()
         worker.stop()
@@ -518,6 +519,15 @@ def _sweep(loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
     loop.call_later(1, _sweep, loop, worker)
 
 
+QUICK_FAILURE = 5  # seconds: a worker that exits this soon after starting failed to start
+QUICK_FAILURES = 5  # in a row: the server stops rather than restart workers forever
+
+
+class WorkersFailing(RuntimeError):
+    """Workers exit as soon as they start (a config or database they cannot open): the
+    command ends with a failure, for a supervisor to see, instead of restarting them forever."""
+
+
 class Server:
     """The parent of the workers: spawns them, replaces one that dies, stops them all."""
 
@@ -532,6 +542,8 @@ class Server:
         self.kill_timeout = kill_timeout
         self.context = multiprocessing.get_context("fork")
         self.workers: dict[int, multiprocessing.process.BaseProcess] = {}
+        self.started: dict[int, float] = {}
+        self.quick_failures = 0  # workers in a row that failed within QUICK seconds of starting
         self.stop_requested = False
 
     def spawn(self, index: int) -> None:
@@ -545,6 +557,7 @@ class Server:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
         self.workers[index] = process
+        self.started[index] = time.monotonic()
 
     def serve(self) -> None:
         """Until SIGTERM or SIGINT; a worker that exits meanwhile is started again (after a
@@ -573,6 +586,18 @@ class Server:
                     process.join(timeout=1)
                     if self.stop_requested:
                         continue
+                    quick = time.monotonic() - self.started[index] < QUICK_FAILURE
+                    self.quick_failures = self.quick_failures + 1 if quick else 0
+                    if self.quick_failures >= QUICK_FAILURES:
+                        log.critical(
+                            "%d workers in a row exited within %d s of starting (the last "
+                            "with %s); stopping the server",
+                            self.quick_failures,
+                            QUICK_FAILURE,
+                            process.exitcode,
+                        )
+                        self.stop_requested = True
+                        continue
                     log.error(
                         "worker %s (pid %s) exited with %s; starting another",
                         index,
@@ -583,6 +608,11 @@ class Server:
                     if not self.stop_requested:
                         self.spawn(index)
             self._stop_workers()
+            if self.quick_failures >= QUICK_FAILURES:
+                raise WorkersFailing(
+                    "the responder's workers keep failing as they start; the server stopped "
+                    "(see the log above)"
+                )
         finally:
             signal.set_wakeup_fd(previous_fd)
             for stop, handler in previous.items():

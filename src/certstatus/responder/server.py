@@ -268,7 +268,7 @@ def _run_native(config: Config) -> None:
     from functools import partial
 
     from certstatus.responder.app import create_app
-    from certstatus.responder.http1 import Limits, Server, listening_sockets
+    from certstatus.responder.http1 import Limits, Server, WorkersFailing, listening_sockets
 
     r = config.responder
     limits = Limits(
@@ -278,7 +278,10 @@ def _run_native(config: Config) -> None:
         max_post_body=r.max_post_body,
     )
     sockets = listening_sockets(r.listen_host, r.listen_port, r.process_count)
-    Server(sockets, partial(_native_worker, create_app, limits), kill_timeout=10).serve()
+    try:
+        Server(sockets, partial(_native_worker, create_app, limits), kill_timeout=10).serve()
+    except WorkersFailing as exc:
+        raise CompanionDied(str(exc)) from None
 
 
 def _native_worker(make_app: Callable[[], Any], limits: Any, sock: socket.socket) -> None:
@@ -289,8 +292,9 @@ def _native_worker(make_app: Callable[[], Any], limits: Any, sock: socket.socket
 
 
 class CompanionDied(RuntimeError):
-    """A role beside the server ended on its own: the server stopped for it, and the command
-    must end with a failure status, so a supervisor restarts the whole (never exit 0)."""
+    """A role beside the server ended on its own, or the native server's workers keep failing
+    as they start: the server stopped for it, and the command must end with a failure status,
+    so a supervisor restarts the whole (never exit 0)."""
 
 
 @contextmanager
