@@ -6,8 +6,10 @@ limits must hold without a front (R11, R13, R14)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -358,6 +360,107 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_cleanly(tmp_path: Path) -
     text = log.read_text(errors="replace")
     assert "exited with -9; starting another" in text
     assert "Traceback" not in text, text[-3000:]
+
+
+def test_a_header_line_without_end_is_refused_at_the_head_limit(native) -> None:
+    """httptools keeps an unfinished header line until it ends: a client sending one without
+    end gets 431 once the head passes its limit, not a worker growing by its every byte."""
+    _, ours, _, _, _ = native
+    sent = 0
+    answer = b""
+    with socket.create_connection(("127.0.0.1", ours), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: ")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while sent < 8_000_000 and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(b"a" * 65_536)
+                sent += 65_536
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    # the kernel's socket buffers take a few MB before the server reads them
+    assert sent < 8_000_000, "never refused"
+    assert status(answer) == 431, answer[:200]
+
+
+def test_an_error_in_a_pipelined_batch_comes_after_the_answers_before_it(native) -> None:
+    """Three valid requests and then one with a malformed header, in one write: the three
+    are answered, then the 400, then the connection closes (the client pairs answers with
+    requests by order)."""
+    _, ours, _, _, _ = native
+    good = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    answer = exchange(ours, good * 3 + b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")
+    assert [status(b"HTTP/1.1 " + part) for part in answer.split(b"HTTP/1.1 ")[1:]] == [
+        200,
+        200,
+        200,
+        400,
+    ]
+
+
+def test_http_versions(native) -> None:
+    _, ours, _, _, _ = native
+    assert status(exchange(ours, b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n")) == 505
+    with socket.create_connection(("127.0.0.1", ours), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        code, fields, _ = split(sock.recv(65536))
+        assert code == 200 and fields["connection"] == "keep-alive"
+        sock.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert status(sock.recv(65536)) == 200  # the same connection, kept as promised
+
+
+def test_clients_that_never_read_are_dropped_and_slow_ones_evicted(tmp_path: Path) -> None:
+    """A client that pipelines thousands of requests and never reads its answers holds a
+    socket and buffered answers: after keepalive_timeout without progress it is aborted,
+    descriptors and all. Over max_connections, the oldest connection still sending its
+    request makes room for a new one."""
+    deployment = make_deployment(tmp_path / "ca")
+    config = with_server(
+        deployment,
+        "native",
+        workers=1,
+        keepalive_timeout="2s",
+        request_timeout="2s",
+        max_connections=16,
+    )
+    port = port_of(config)
+    with served(config) as process:
+        (worker,) = _children(process.pid)
+        before = len(os.listdir(f"/proc/{worker}/fd"))
+        burst = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3000
+        readers = []
+        for _ in range(8):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.sendall(burst)
+            readers.append(sock)
+        try:
+            deadline = time.monotonic() + 12
+            while time.monotonic() < deadline:
+                if len(os.listdir(f"/proc/{worker}/fd")) <= before:
+                    break
+                time.sleep(0.2)
+            assert len(os.listdir(f"/proc/{worker}/fd")) <= before
+        finally:
+            for sock in readers:
+                sock.close()
+        slow = []
+        try:
+            for _ in range(16):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+                slow.append(sock)
+            time.sleep(0.3)
+            answer = exchange(
+                port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert status(answer) == 200
+            assert slow[0].recv(10) == b""  # the oldest unfinished request made room
+        finally:
+            for sock in slow:
+                sock.close()
 
 
 def test_workers_that_fail_as_they_start_stop_the_server(tmp_path: Path) -> None:

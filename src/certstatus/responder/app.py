@@ -131,7 +131,10 @@ class OcspApp:
         self, method: str, path: str, if_none_match: str | None, body: bytes | None
     ) -> Answer:
         """The answer to one request whose body (if any) the server has read whole, within
-        its own size limit and deadline (http1.py; handle() reads it for the others)."""
+        its own size limit and deadline (http1.py; handle() reads it for the others).
+
+        The native server runs it up to its first wait outside any task (http1.py, _resume):
+        nothing here may need a task (asyncio.timeout, current_task) before an await."""
         endpoint = self._endpoints.get(path)
         if endpoint is not None:
             return await endpoint()

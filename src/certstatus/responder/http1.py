@@ -50,7 +50,10 @@ log = logging.getLogger("certstatus.serve")
 MAX_HEADER_BYTES = 65_536
 MAX_HEADER_FIELDS = 100
 MAX_URL_BYTES = 65_536
+MAX_HEAD_BYTES = MAX_URL_BYTES + MAX_HEADER_BYTES + 4096  # request line and headers
 MAX_QUEUED = 16  # pipelined requests read ahead of the one being answered
+ANSWERS_PER_TURN = 16  # answers one connection gets before the loop serves the others
+EVICTION_SCAN = 64  # connections looked at, oldest first, for one to make room
 _STOPS = (signal.SIGTERM, signal.SIGINT)
 
 _REASONS = {
@@ -65,6 +68,7 @@ _REASONS = {
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     503: b"Service Unavailable",
+    505: b"HTTP Version Not Supported",
 }
 
 
@@ -86,6 +90,7 @@ _HEADERS_TOO_LARGE = _refusal(431, "request header block too large")
 _URL_TOO_LONG = _refusal(414, "request target too long")
 _TOO_SLOW = _refusal(408, "request too slow")
 _INTERNAL = _refusal(500, "internal error")
+_VERSION = _refusal(505, "only HTTP/1.0 and HTTP/1.1 are served here")
 
 
 class _Refused(Exception):
@@ -108,9 +113,17 @@ class Clock:
         self.date = b"date: " + h.http_date(int(time.time())).encode() + b"\r\n"
 
 
-def encode_head(status: int, headers: h.Headers, length: int, date: bytes, close: bool) -> bytes:
+def encode_head(
+    status: int,
+    headers: h.Headers,
+    length: int,
+    date: bytes,
+    close: bool,
+    http10_keep_alive: bool = False,
+) -> bytes:
     """Status line and header block of an answer; the app's headers plus Date,
-    Content-Length and, when the connection ends with this answer, Connection: close."""
+    Content-Length and, when the connection ends with this answer, Connection: close (or,
+    to an HTTP/1.0 client that asked to keep it, Connection: keep-alive)."""
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")), date]
     for name, value in headers:
         parts.append(f"{name}: {value}\r\n".encode("latin-1"))
@@ -118,6 +131,8 @@ def encode_head(status: int, headers: h.Headers, length: int, date: bytes, close
         parts.append(b"content-length: %d\r\n" % length)
     if close:
         parts.append(b"connection: close\r\n")
+    elif http10_keep_alive:
+        parts.append(b"connection: keep-alive\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
 
@@ -128,6 +143,7 @@ class _Request(NamedTuple):
     if_none_match: str | None
     body: bytes | None
     keep_alive: bool
+    http10_keep_alive: bool
 
 
 def path_of(target: bytes) -> str:
@@ -148,7 +164,13 @@ def path_of(target: bytes) -> str:
 
 
 class Worker:
-    """One worker's connections, what limits them, and the app answering them."""
+    """One worker's connections, what limits them, and the app answering them.
+
+    `connections` is ordered by last activity (a connection moves to the end whenever data
+    arrives), so the one to evict is found at the front, not by a scan (a flood of idle
+    connections made a scan per new connection the worker's main cost). A connection stays in
+    it until the kernel has let it go (connection_lost), closing or not: one closed while its
+    client is not reading still holds a socket and its unsent answers."""
 
     def __init__(self, app: OcspApp, limits: Limits) -> None:
         self.app = app
@@ -161,22 +183,32 @@ class Worker:
         return Connection(self)
 
     def admit(self, connection: Connection) -> bool:
-        """Whether a new connection may stay: over the limit, the connection idle longest
-        makes room; if none is idle, the new one is closed."""
-        if len(self.connections) < self.limits.max_connections:
-            self.connections[connection] = None
-            return True
-        idle = [c for c in self.connections if c.idle()]
-        if not idle:
-            return False
-        min(idle, key=lambda c: c.last_active).close()
-        self.connections[connection] = None
+        """Whether a new connection may stay: over the limit, the least recently active one
+        not waiting for the store is aborted to make room (closing ones first in line,
+        then idle or slow ones); if none of the oldest few qualifies, the new one is closed."""
+        connections = self.connections
+        if len(connections) >= self.limits.max_connections:
+            for n, candidate in enumerate(connections):
+                if n >= EVICTION_SCAN:
+                    return False
+                if not candidate.busy:
+                    candidate.abort()
+                    break
+            else:
+                return False
+        connections[connection] = None
         return True
+
+    def touch(self, connection: Connection) -> None:
+        connections = self.connections
+        if connection in connections:
+            del connections[connection]
+            connections[connection] = None
 
     def sweep(self) -> None:
         """Once a second: the clock, and every connection's deadline."""
         self.clock.tick()
-        now = self.clock.now
+        now = time.monotonic()
         limits = self.limits
         for connection in list(self.connections):
             connection.check(now, limits)
@@ -199,11 +231,16 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.queue: collections.deque[_Request] = collections.deque()
         self.busy = False  # an answer is being made (awaiting the store)
+        self.scheduled = False  # more queued answers are due on the loop's next turn
         self.reading_paused = False
         self.writing_paused = False
         self.last_active = time.monotonic()
         self.request_started: float | None = None  # the request being read, since when
+        self.in_head = False  # its request line and headers not all read yet
+        self.head_fed = 0  # bytes received while they were not
         self.final = False  # nothing more is read: close after the queued answers
+        self.refusal: Answer | None = None  # sent after the queued answers, then closed
+        self.closing_since: float | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -221,7 +258,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         if self.worker.stopping or not self.worker.admit(self):
-            transport.close()
+            transport.abort()
             self.transport = None
             return
         sock = transport.get_extra_info("socket")
@@ -237,6 +274,14 @@ class Connection(asyncio.Protocol):
         if self.transport is None or self.final:
             return
         self.last_active = time.monotonic()
+        self.worker.touch(self)
+        if self.in_head:
+            # httptools keeps a header line until it ends: bound what one head may hold
+            # (the part of a read that begins a head is counted from the next read on)
+            self.head_fed += len(data)
+            if self.head_fed > MAX_HEAD_BYTES:
+                self._refuse(_HEADERS_TOO_LARGE)
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -253,6 +298,8 @@ class Connection(asyncio.Protocol):
                 self._pause_reading()
                 self._answer_queued()
             else:
+                if self.queue:  # the upgrade request itself, queued as it completed
+                    self.queue.pop()
                 self._refuse(_refusal(400, "protocol upgrade not supported"))
             return
         except httptools.HttpParserError:
@@ -266,8 +313,8 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if len(self.queue) < MAX_QUEUED:
-            self._resume_reading()
+        self.last_active = time.monotonic()
+        self._answer_queued()
 
     def eof_received(self) -> bool | None:
         # a client that half-closes after its requests still gets their answers
@@ -277,6 +324,8 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.request_started = time.monotonic()
+        self.in_head = True
+        self.head_fed = 0
         self._reset()
 
     def on_url(self, url: bytes) -> None:
@@ -297,11 +346,15 @@ class Connection(asyncio.Protocol):
             self.expect_continue = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.parser.get_http_version() not in ("1.1", "1.0"):
+            raise _Refused(_VERSION)
         limit = self.worker.limits.max_post_body
         if self.content_length is not None and self.content_length > limit:
             raise _Refused(_TOO_LARGE)
-        if self.expect_continue and self.transport is not None and not self.queue:
-            # the client waits for this before it sends the body (curl does for large ones)
+        if self.expect_continue and not self.busy and not self.queue and self.transport:
+            # the client waits for this before it sends the body (curl does for large ones);
+            # never ahead of an answer still owed
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -313,13 +366,15 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parser = self.parser
         body = self.body
+        keep_alive = parser.should_keep_alive()
         self.queue.append(
             _Request(
                 parser.get_method().decode("latin-1"),
                 self.target,
                 ", ".join(self.if_none_match) if self.if_none_match else None,
                 (body[0] if len(body) == 1 else b"".join(body)) if body else None,
-                parser.should_keep_alive(),
+                keep_alive,
+                keep_alive and parser.get_http_version() == "1.0",
             )
         )
         self.request_started = None
@@ -329,8 +384,19 @@ class Connection(asyncio.Protocol):
     # answering
 
     def _answer_queued(self) -> None:
-        """Answer queued requests in order until one has to wait for the store."""
+        """Answer queued requests in order until one has to wait for the store, the client
+        stops reading, or a turn's share is done (the rest on the loop's next turn, so one
+        connection's pipelined burst cannot keep the worker from its other clients)."""
+        self.scheduled = False
+        turn = 0
         while self.queue and not self.busy and self.transport is not None:
+            if self.writing_paused:
+                return  # resume_writing() goes on
+            if turn == ANSWERS_PER_TURN:
+                self.scheduled = True
+                asyncio.get_running_loop().call_soon(self._answer_queued)
+                return
+            turn += 1
             request = self.queue.popleft()
             coroutine = self.worker.app.respond(
                 request.method, path_of(request.target), request.if_none_match, request.body
@@ -348,7 +414,13 @@ class Connection(asyncio.Protocol):
             task = asyncio.ensure_future(_resume(coroutine, waiting))
             task.add_done_callback(functools.partial(self._finished, request))
             return
-        if not self.queue and not self.writing_paused:
+        if self.busy or self.transport is None:
+            return
+        if self.refusal is not None:
+            refusal, self.refusal = self.refusal, None
+            self._write(refusal, close=True, head_only=False)
+            self.close()
+        elif not self.final and not self.writing_paused:
             self._resume_reading()
 
     def _finished(self, request: _Request, task: asyncio.Future[Answer]) -> None:
@@ -359,58 +431,97 @@ class Connection(asyncio.Protocol):
         if error is not None:
             log.error("answering a request failed", exc_info=error)
         self._send(request, _INTERNAL if error is not None else task.result())
-        self._answer_queued()
+        if not self.scheduled:
+            self._answer_queued()
 
-    def _send(self, request: _Request, answer: Answer | None) -> None:
-        transport = self.transport
-        if transport is None:
+    def _send(self, request: _Request, answer: Answer) -> None:
+        if self.transport is None:
             return
-        if answer is None:  # nothing to answer (a client gone mid-body: cannot happen here)
-            answer = _BAD_REQUEST
-        close = not request.keep_alive or self.worker.stopping or (self.final and not self.queue)
-        body = b"" if request.method == "HEAD" else answer.body
-        head = encode_head(
-            answer.status, answer.headers, len(answer.body), self.worker.clock.date, close
+        close = (
+            not request.keep_alive
+            or self.worker.stopping
+            or (self.final and not self.queue and self.refusal is None)
         )
-        transport.write(head + body)
-        self.last_active = time.monotonic()
+        self._write(answer, close, request.method == "HEAD", request.http10_keep_alive)
         if close:
             self.queue.clear()
             self.close()
 
+    def _write(
+        self, answer: Answer, close: bool, head_only: bool, http10_keep_alive: bool = False
+    ) -> None:
+        assert self.transport is not None
+        head = encode_head(
+            answer.status,
+            answer.headers,
+            len(answer.body),
+            self.worker.clock.date,
+            close,
+            http10_keep_alive,
+        )
+        self.transport.write(head if head_only else head + answer.body)
+        self.last_active = time.monotonic()
+
     def _refuse(self, answer: Answer) -> None:
-        """A request that cannot be framed or is over a limit: answered, then the connection
-        closed (what follows it on the wire cannot be trusted)."""
-        transport = self.transport
-        if transport is None:
+        """A request that cannot be framed or is over a limit: answered after the answers
+        still owed to the requests before it, then the connection closed (what follows it on
+        the wire cannot be trusted)."""
+        if self.transport is None:
             return
-        if not self.busy:  # otherwise an answer is still owed first: just close
-            head = encode_head(
-                answer.status, answer.headers, len(answer.body), self.worker.clock.date, True
-            )
-            transport.write(head + answer.body)
-        self.queue.clear()
+        self.final = True
+        self.in_head = False
+        self.request_started = None
+        self._pause_reading()
+        if self.busy or self.queue:
+            self.refusal = answer
+            if not self.busy:
+                self._answer_queued()
+            return
+        self._write(answer, close=True, head_only=False)
         self.close()
 
     # lifetime
 
     def idle(self) -> bool:
-        return not self.busy and not self.queue and self.request_started is None
+        return (
+            not self.busy
+            and not self.queue
+            and self.request_started is None
+            and not self.writing_paused
+            and self.closing_since is None
+        )
 
     def check(self, now: float, limits: Limits) -> None:
-        started = self.request_started
-        if started is not None:
-            if now - started > limits.request_timeout:
+        """Deadlines: a closing connection gets request_timeout to take its last answer, a
+        request request_timeout to arrive, a client that stops reading its answers, or an
+        idle one, keepalive_timeout."""
+        if self.closing_since is not None:
+            if now - self.closing_since > limits.request_timeout:
+                self.abort()
+        elif self.request_started is not None:
+            if now - self.request_started > limits.request_timeout:
                 self._refuse(_TOO_SLOW)
+        elif self.writing_paused:
+            if now - self.last_active > limits.keepalive_timeout:
+                self.abort()
         elif self.idle() and now - self.last_active > limits.keepalive_timeout:
             self.close()
 
     def close(self) -> None:
+        """Close once what was written has been sent (it stays counted until then)."""
+        transport = self.transport
+        if transport is not None and self.closing_since is None:
+            self.closing_since = time.monotonic()
+            self.final = True
+            transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent answers and all."""
         transport = self.transport
         if transport is not None:
-            self.worker.connections.pop(self, None)
-            self.transport = None
-            transport.close()
+            self.final = True
+            self.queue.clear()
+            transport.abort()
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None:
@@ -430,7 +541,9 @@ async def _resume(coroutine: Coroutine[Any, Any, Answer], waiting: Any) -> Answe
     answers (SQLite, a replica read already batched) never wait. When one does, it has
     yielded what it waits on, as a task would have received it: a future or None (a bare
     yield). This task passes that on to its own task and sends the coroutine on when woken,
-    so the coroutine runs exactly as it would have under a task of its own."""
+    so from its first wait on the coroutine runs as under a task of its own. Its first step
+    runs in no task: what needs one (asyncio.timeout, current_task) must come after an
+    await there (OcspApp.respond has none)."""
     while True:
         try:
             await _pass_on(waiting)
@@ -508,7 +621,7 @@ def run_worker(
         loop.run_until_complete(serve())
     finally:
         for connection in list(worker.connections):
-            connection.close()
+            connection.abort()
         loop.run_until_complete(asyncio.sleep(0))
         worker.app.source.close()
         loop.close()
@@ -627,6 +740,8 @@ class Server:
 
     def _stop_workers(self) -> None:
         log.info("stopping %d worker(s)", len(self.workers))
+        for sock in self.sockets:  # with the workers' copies closed too, new clients are refused
+            sock.close()
         for process in self.workers.values():
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
