@@ -382,6 +382,54 @@ def test_a_header_line_without_end_is_refused_at_the_head_limit(native) -> None:
     assert status(answer) == 431, answer[:200]
 
 
+def test_a_trailer_line_without_end_is_refused_too(native) -> None:
+    """The same through a chunked body's trailer, which httptools also keeps until it ends."""
+    _, ours, _, _, _ = native
+    sent = 0
+    answer = b""
+    with socket.create_connection(("127.0.0.1", ours), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while sent < 8_000_000 and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(b"a" * 65_536)
+                sent += 65_536
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert sent < 8_000_000, "never refused"
+    assert status(answer) == 431, answer[:200]
+
+
+def test_a_pipelining_client_that_reads_late_gets_every_answer(native) -> None:
+    """Thousands of small pipelined requests, read only after a second: every one answered,
+    none taken for an endless head (the server reads up to 256 KiB at a time once it
+    resumes; counting whole reads as head bytes refused such clients 431)."""
+    _, ours, _, _, _ = native
+    count = 6000
+    with socket.create_connection(("127.0.0.1", ours), timeout=10) as sock:
+        sock.setblocking(False)
+        burst = memoryview(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+        deadline = time.monotonic() + 1
+        while burst and time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                burst = burst[sock.send(burst) :]
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        received = 0
+        answers = 0
+        sock.settimeout(10)
+        while answers < count:
+            if burst:
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    burst = burst[sock.send(burst) :]
+                sock.settimeout(10)
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {answers} answers"
+            received += len(chunk)
+            answers += chunk.count(b"HTTP/1.1 200 OK")
+    assert answers == count
+
+
 def test_an_error_in_a_pipelined_batch_comes_after_the_answers_before_it(native) -> None:
     """Three valid requests and then one with a malformed header, in one write: the three
     are answered, then the 400, then the connection closes (the client pairs answers with
@@ -399,7 +447,9 @@ def test_an_error_in_a_pipelined_batch_comes_after_the_answers_before_it(native)
 
 def test_http_versions(native) -> None:
     _, ours, _, _, _ = native
-    assert status(exchange(ours, b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n")) == 505
+    for line in (b"GET /healthz HTTP/2.0", b"GET /healthz"):  # HTTP/2 in text; HTTP/0.9
+        answer = exchange(ours, line + b"\r\nHost: x\r\n\r\n")
+        assert status(answer) == 400 and b"only HTTP/1.0 and HTTP/1.1" in answer, answer
     with socket.create_connection(("127.0.0.1", ours), timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         code, fields, _ = split(sock.recv(65536))

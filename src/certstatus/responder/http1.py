@@ -50,9 +50,9 @@ log = logging.getLogger("certstatus.serve")
 MAX_HEADER_BYTES = 65_536
 MAX_HEADER_FIELDS = 100
 MAX_URL_BYTES = 65_536
-MAX_HEAD_BYTES = MAX_URL_BYTES + MAX_HEADER_BYTES + 4096  # request line and headers
+MAX_FRAMING_BYTES = MAX_URL_BYTES + MAX_HEADER_BYTES + 4096  # a request's bytes but its body
 MAX_QUEUED = 16  # pipelined requests read ahead of the one being answered
-ANSWERS_PER_TURN = 16  # answers one connection gets before the loop serves the others
+ANSWERS_PER_TURN = 1  # answers one connection gets before the loop serves the others
 EVICTION_SCAN = 64  # connections looked at, oldest first, for one to make room
 _STOPS = (signal.SIGTERM, signal.SIGINT)
 
@@ -68,7 +68,6 @@ _REASONS = {
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     503: b"Service Unavailable",
-    505: b"HTTP Version Not Supported",
 }
 
 
@@ -90,7 +89,8 @@ _HEADERS_TOO_LARGE = _refusal(431, "request header block too large")
 _URL_TOO_LONG = _refusal(414, "request target too long")
 _TOO_SLOW = _refusal(408, "request too slow")
 _INTERNAL = _refusal(500, "internal error")
-_VERSION = _refusal(505, "only HTTP/1.0 and HTTP/1.1 are served here")
+# 400, not 505: a 5xx is what operators alert on as the server's own failure
+_VERSION = _refusal(400, "only HTTP/1.0 and HTTP/1.1 are served here")
 
 
 class _Refused(Exception):
@@ -236,8 +236,11 @@ class Connection(asyncio.Protocol):
         self.writing_paused = False
         self.last_active = time.monotonic()
         self.request_started: float | None = None  # the request being read, since when
-        self.in_head = False  # its request line and headers not all read yet
-        self.head_fed = 0  # bytes received while they were not
+        self.in_message = False  # a request begun and not all read yet
+        self.begun = 0  # requests begun on this connection
+        self.framing = 0  # bytes of the unfinished request that are not its body
+        self.body_read = 0  # body bytes the parser handed over from the current read
+        self.buffered = 0  # unsent answer bytes at the last sweep
         self.final = False  # nothing more is read: close after the queued answers
         self.refusal: Answer | None = None  # sent after the queued answers, then closed
         self.closing_since: float | None = None
@@ -275,13 +278,8 @@ class Connection(asyncio.Protocol):
             return
         self.last_active = time.monotonic()
         self.worker.touch(self)
-        if self.in_head:
-            # httptools keeps a header line until it ends: bound what one head may hold
-            # (the part of a read that begins a head is counted from the next read on)
-            self.head_fed += len(data)
-            if self.head_fed > MAX_HEAD_BYTES:
-                self._refuse(_HEADERS_TOO_LARGE)
-                return
+        begun, unfinished = self.begun, self.in_message
+        self.body_read = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -305,6 +303,14 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._refuse(_BAD_REQUEST)
             return
+        if unfinished and self.in_message and self.begun == begun:
+            # The whole read went to one request still unfinished. httptools keeps a header
+            # or trailer line until it ends, so what is not body is bounded (a read that
+            # begins a request counts from the next one: never a false refusal).
+            self.framing += len(data) - self.body_read
+            if self.framing > MAX_FRAMING_BYTES:
+                self._refuse(_HEADERS_TOO_LARGE)
+                return
         self._answer_queued()
 
     def pause_writing(self) -> None:
@@ -324,8 +330,9 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.request_started = time.monotonic()
-        self.in_head = True
-        self.head_fed = 0
+        self.in_message = True
+        self.begun += 1
+        self.framing = 0
         self._reset()
 
     def on_url(self, url: bytes) -> None:
@@ -346,7 +353,6 @@ class Connection(asyncio.Protocol):
             self.expect_continue = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
         if self.parser.get_http_version() not in ("1.1", "1.0"):
             raise _Refused(_VERSION)
         limit = self.worker.limits.max_post_body
@@ -358,6 +364,7 @@ class Connection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
+        self.body_read += len(body)
         self.body_size += len(body)
         if self.body_size > self.worker.limits.max_post_body:
             raise _Refused(_TOO_LARGE)
@@ -378,6 +385,7 @@ class Connection(asyncio.Protocol):
             )
         )
         self.request_started = None
+        self.in_message = False
         if len(self.queue) >= MAX_QUEUED:
             self._pause_reading()
 
@@ -469,7 +477,7 @@ class Connection(asyncio.Protocol):
         if self.transport is None:
             return
         self.final = True
-        self.in_head = False
+        self.in_message = False
         self.request_started = None
         self._pause_reading()
         if self.busy or self.queue:
@@ -493,12 +501,20 @@ class Connection(asyncio.Protocol):
 
     def check(self, now: float, limits: Limits) -> None:
         """Deadlines: a closing connection gets request_timeout to take its last answer, a
-        request request_timeout to arrive, a client that stops reading its answers, or an
-        idle one, keepalive_timeout."""
+        request request_timeout to arrive (not counting while this server paused reading),
+        a client that stops reading its answers, or an idle one, keepalive_timeout. A client
+        reading slowly but steadily makes progress: its unsent answers shrink."""
+        transport = self.transport
+        if transport is None:
+            return
+        buffered = transport.get_write_buffer_size()
+        if buffered < self.buffered:
+            self.last_active = now
+        self.buffered = buffered
         if self.closing_since is not None:
             if now - self.closing_since > limits.request_timeout:
                 self.abort()
-        elif self.request_started is not None:
+        elif self.request_started is not None and not self.reading_paused:
             if now - self.request_started > limits.request_timeout:
                 self._refuse(_TOO_SLOW)
         elif self.writing_paused:
@@ -531,6 +547,8 @@ class Connection(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
+            if self.request_started is not None:  # its deadline runs from now: the pause was ours
+                self.request_started = time.monotonic()
             self.transport.resume_reading()
 
 
