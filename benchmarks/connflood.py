@@ -262,7 +262,7 @@ def probe(port: int, paths: list[str], seconds: float, timeout: float = 5) -> Pr
 # --- the benchmark ------------------------------------------------------------------------------
 
 
-def benchmark(idle: int, slow: int, seconds: float, direct: bool, server: str = "granian") -> None:
+def benchmark(idle: int, slow: int, seconds: float, direct: bool, server: str = "native") -> None:
     from tests.conftest import make_deployment, serving
 
     from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
@@ -272,7 +272,7 @@ def benchmark(idle: int, slow: int, seconds: float, direct: bool, server: str = 
     raise_nofile()
     with tempfile.TemporaryDirectory() as tmp:
         deployment = make_deployment(Path(tmp) / "ca")
-        if server != "granian":
+        if server != "native":
             config = deployment.config_path
             config.write_text(
                 config.read_text().replace("[responder]\n", f'[responder]\nserver = "{server}"\n')
@@ -306,7 +306,7 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=1_000)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--direct", action="store_true", help="no front: the server alone")
-    parser.add_argument("--server", default="granian", choices=["granian", "native"])
+    parser.add_argument("--server", default="native", choices=["native", "granian"])
     args = parser.parse_args()
     if args.mode == "attack":
         attacker_main(args.port, args.idle, args.slow, args.seconds)

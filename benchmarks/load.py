@@ -116,7 +116,7 @@ def nginx(directory: Path, root: Path, workers: int = 2) -> Iterator[tuple[str, 
 
 
 def responder_config(
-    source: Path, target: Path, port: int, server: str = "granian", workers: int = 2
+    source: Path, target: Path, port: int, server: str = "native", workers: int = 2
 ) -> Path:
     """A copy of a deployment's config whose [responder] listens on port with `workers` server
     processes and no signer inside: the benchmark pregenerates before it serves."""

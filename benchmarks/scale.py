@@ -4,7 +4,7 @@ At each size: real certificates recorded through `Ingest.add_files` (what `certs
 PEM parse, leaf checks, issuer signature verified, batches of 10 000), pregeneration by
 `Signer` with 2 processes against `openssl speed -multi 2 ecdsap256` in the same run, bytes on
 disk per certificate after a checkpoint, the periodic queries' times, and serving: `wrk -t2 -c64`
-GET and POST for random serials against `certstatus serve` (granian, 2 workers) and nginx
+GET and POST for random serials against `certstatus serve` (2 workers, each of --servers) and nginx
 serving the same response bytes (the GET reference for both methods), with the responder's RSS
 and CPU microseconds per answer.
 
@@ -365,8 +365,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument(
         "--servers",
-        default="granian",
-        help="responder.server values to measure, e.g. granian,native",
+        default="native",
+        help="responder.server values to measure, e.g. native,granian",
     )
     parser.add_argument("--sample", type=int, default=20_000, help="serials wrk picks from")
     parser.add_argument("--openssl-seconds", type=int, default=3)

@@ -6,7 +6,7 @@ benchmarks/peer.py; it needs root for its network namespace, and --no-peer skips
 one machine; CPU microseconds per answer from /proc beside each figure.
 
     .venv/bin/python -m benchmarks.serving [--certs 100000] [--duration 10] \\
-        [--servers uvicorn:1,uvicorn:2,granian:2] [--no-peer]
+        [--servers uvicorn:2,granian:2,native:2] [--no-peer]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--certs", type=int, default=100_000)
     parser.add_argument("--sample", type=int, default=20_000)
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--servers", default="uvicorn:1,uvicorn:2,granian:1,granian:2")
+    parser.add_argument("--servers", default="uvicorn:2,granian:2,native:1,native:2")
     parser.add_argument("--no-peer", action="store_true", help="skip openssl ocsp")
     args = parser.parse_args()
     if not shutil.which("wrk") or not shutil.which("nginx"):

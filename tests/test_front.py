@@ -49,7 +49,7 @@ def status(answer: bytes) -> int:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory) -> Iterator[tuple[Deployment, list[str], int]]:
     """A served deployment (good and revoked, signed) and the front before it."""
-    deployment = make_deployment(tmp_path_factory.mktemp("front") / "ca")
+    deployment = granian(make_deployment(tmp_path_factory.mktemp("front") / "ca"))
     store = deployment.store()
     good, revoked = deployment.good_and_revoked(store)
     store.close()
@@ -57,6 +57,16 @@ def live(tmp_path_factory) -> Iterator[tuple[Deployment, list[str], int]]:
     front = free_port()
     with serving(deployment), haproxy_front(deployment.port, front):
         yield deployment, paths, front
+
+
+def granian(deployment: Deployment) -> Deployment:
+    """The deployment served by granian: what these tests hold is granian's behaviour, and
+    the front's before it (the native server's own: tests/test_native_server.py)."""
+    config = deployment.config_path
+    config.write_text(
+        config.read_text().replace("[responder]\n", '[responder]\nserver = "granian"\n')
+    )
+    return deployment
 
 
 def ocsp_path(issuer: x509.Certificate, serial: int) -> str:
@@ -97,7 +107,7 @@ def test_granian_alone_is_stalled_by_the_same_flood(tmp_path: Path) -> None:
     """Why the front exists: the same flood straight at granian delays valid requests past
     1 s (issue 16: ~1 030 idle connections were enough). If this ever passes, granian
     learned to hold them itself and the README's table should say so."""
-    deployment = make_deployment(tmp_path / "ca")
+    deployment = granian(make_deployment(tmp_path / "ca"))
     store = deployment.store()
     good, _ = deployment.good_and_revoked(store)
     store.close()
@@ -214,10 +224,13 @@ def test_posts_of_declared_length_straight_to_granian_r14(live) -> None:
     assert time.monotonic() - started < 12
 
 
-def test_a_client_leaving_mid_body_is_no_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["native", "granian"])
+def test_a_client_leaving_mid_body_is_no_error(tmp_path: Path, server: str) -> None:
     """Clients that close the connection before their declared body has arrived (found by the
     fuzz run): the responder logs no traceback and keeps answering."""
     deployment = make_deployment(tmp_path / "ca")
+    if server == "granian":
+        granian(deployment)
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -355,8 +355,11 @@ class IssuerConfig:
 
 @dataclass(frozen=True)
 class ResponderConfig:
-    """[responder]. granian is the default server: it measured 0.38 of nginx's requests/s
-    against uvicorn's 0.23 on this project's benchmark (benchmarks/serving.py)."""
+    """[responder]. The default server is certstatus's own (responder/http1.py): it holds
+    its connection limits itself, so idle and slowloris floods do not stall it without a
+    front, refuses ambiguous framing granian accepts, and costs less CPU per answer
+    (docs/benchmarks.md). granian (0.38 of nginx against uvicorn's 0.23 when chosen) stays
+    available."""
 
     listen: str = field(
         default="127.0.0.1:8080",
@@ -366,8 +369,8 @@ class ResponderConfig:
         default=0, metadata=key(read=_PROCESSES, bound=_ONE_PER_CORE, help="0 = one per core")
     )
     server: str = field(
-        default="granian",
-        metadata=key(read=_one_of("granian", "native", "uvicorn"), help="HTTP server"),
+        default="native",
+        metadata=key(read=_one_of("native", "granian", "uvicorn"), help="HTTP server"),
     )
     run_signer: bool = field(
         default=True,
