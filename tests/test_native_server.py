@@ -518,10 +518,10 @@ def test_workers_that_fail_as_they_start_stop_the_server(tmp_path: Path) -> None
     one line saying why, instead of restarting them forever."""
     script = (
         "import os, sys\n"
-        "from certstatus.responder.http1 import Server, WorkersFailing, listening_sockets\n"
-        "sockets = listening_sockets('127.0.0.1', 0, 2)\n"
+        "from certstatus.responder.http1 import Server, WorkersFailing, listening_socket\n"
+        "sock = listening_socket('127.0.0.1', 0)\n"
         "try:\n"
-        "    Server(sockets, lambda sock: os._exit(3)).serve()\n"
+        "    Server(sock, 2, lambda sock: os._exit(3)).serve()\n"
         "except WorkersFailing as exc:\n"
         "    sys.exit(f'failed: {exc}')\n"
     )

@@ -264,11 +264,11 @@ def _run_server(config: Config) -> None:
 
 def _run_native(config: Config) -> None:
     """certstatus's own HTTP/1.1 server (responder/http1.py): each worker forked with the
-    sockets bound here, its app made after the fork, as granian's factory does."""
+    socket bound here, its app made after the fork, as granian's factory does."""
     from functools import partial
 
     from certstatus.responder.app import create_app
-    from certstatus.responder.http1 import Limits, Server, WorkersFailing, listening_sockets
+    from certstatus.responder.http1 import Limits, Server, WorkersFailing, listening_socket
 
     r = config.responder
     limits = Limits(
@@ -277,9 +277,10 @@ def _run_native(config: Config) -> None:
         max_connections=r.max_connections,
         max_post_body=r.max_post_body,
     )
-    sockets = listening_sockets(r.listen_host, r.listen_port, r.process_count)
+    sock = listening_socket(r.listen_host, r.listen_port)
+    worker = partial(_native_worker, create_app, limits)
     try:
-        Server(sockets, partial(_native_worker, create_app, limits), kill_timeout=10).serve()
+        Server(sock, r.process_count, worker, kill_timeout=10).serve()
     except WorkersFailing as exc:
         raise CompanionDied(str(exc)) from None
 
