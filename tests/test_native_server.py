@@ -189,6 +189,19 @@ def test_pipelined_requests_are_answered_in_order(native) -> None:
             assert parsed.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED  # R5
 
 
+def test_a_half_closed_client_gets_its_answers_then_the_close(native) -> None:
+    _, ours, _, _, _ = native
+    with socket.create_connection(("127.0.0.1", ours), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        started = time.monotonic()
+        while chunk := sock.recv(65536):  # ends when the server closes, not at a timeout
+            received += chunk
+        assert time.monotonic() - started < 1.5  # well before keepalive_timeout (2 s)
+    assert received.count(b"HTTP/1.1 200 OK") == 50
+
+
 def _answers(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     answers = []
     while raw:

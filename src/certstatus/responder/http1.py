@@ -325,7 +325,9 @@ class Connection(asyncio.Protocol):
         self._answer_queued()
 
     def eof_received(self) -> bool | None:
-        # a client that half-closes after its requests still gets their answers
+        """A client that half-closes after its requests still gets their answers, then the
+        connection closes (nothing more can come)."""
+        self.final = True
         return bool(self.queue or self.busy)
 
     # httptools callbacks
@@ -534,11 +536,13 @@ class Connection(asyncio.Protocol):
             transport.close()
 
     def abort(self) -> None:
-        """Drop the connection now, unsent answers and all."""
+        """Drop the connection now, unsent answers and all. Its socket goes at once, so it
+        stops counting now (a burst of new connections must not all evict the same one)."""
         transport = self.transport
         if transport is not None:
             self.final = True
             self.queue.clear()
+            self.worker.connections.pop(self, None)
             transport.abort()
 
     def _pause_reading(self) -> None:
