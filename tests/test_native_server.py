@@ -547,6 +547,20 @@ def test_workers_that_fail_as_they_start_stop_the_server(tmp_path: Path) -> None
     assert time.monotonic() - started < 30
 
 
+def test_a_port_taken_at_the_last_moment_is_a_config_error(tmp_path: Path) -> None:
+    """serve checks the address first; one taken between that check and the bind is refused
+    in one line naming the key, not a traceback."""
+    from certstatus.config import ConfigError, load_config
+    from certstatus.responder.server import _run_native
+
+    deployment = make_deployment(tmp_path / "ca")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", deployment.port))
+        taken.listen()
+        with pytest.raises(ConfigError, match=r"responder\.listen: cannot listen on 127\.0\.0\.1:"):
+            _run_native(load_config(deployment.config_path))
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
     return [int(p) for p in out.stdout.split()]

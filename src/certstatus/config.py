@@ -410,7 +410,7 @@ class ResponderConfig:
         metadata=key(
             read=_typed(int, "a number of connections"),
             bound=_between(16, 1_000_000, "must be between 16 and 1000000"),
-            help="server native: per worker; over it the longest idle connection is closed",
+            help="server native: per worker; over it the least recently active one goes",
         ),
     )
     site: str | None = field(

@@ -277,7 +277,11 @@ def _run_native(config: Config) -> None:
         max_connections=r.max_connections,
         max_post_body=r.max_post_body,
     )
-    sock = listening_socket(r.listen_host, r.listen_port)
+    try:
+        sock = listening_socket(r.listen_host, r.listen_port)
+    except OSError as exc:  # taken since ensure_listen_address_free looked
+        problem = f"cannot listen on {r.listen}: {exc.strerror or exc}"
+        raise ConfigError([("responder.listen", problem)], config.path) from None
     worker = partial(_native_worker, create_app, limits)
     try:
         Server(sock, r.process_count, worker, kill_timeout=10).serve()
