@@ -104,14 +104,12 @@ class _Refused(Exception):
 
 
 class Clock:
-    """The worker's idea of now, and the Date header, both updated by the sweep once a second
-    rather than computed per answer."""
+    """The Date header, updated by the sweep once a second rather than formatted per answer."""
 
     def __init__(self) -> None:
         self.tick()
 
     def tick(self) -> None:
-        self.now = time.monotonic()
         self.date = b"date: " + h.http_date(int(time.time())).encode() + b"\r\n"
 
 
