@@ -6,7 +6,12 @@ SQLite and PostgreSQL (the engine fixture)."""
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -158,25 +163,25 @@ def test_pem_split_agrees_with_cryptography(deployment) -> None:
         check.certificate_ders(broken)
 
 
-def _kill_processes_of(pool) -> None:
-    """SIGKILL every process of a checking pool, as the OOM killer or an operator would."""
-    import os
-    import signal
-
-    for pid in list(pool._processes):
-        os.kill(pid, signal.SIGKILL)
-
-
-def test_a_dead_checking_process_costs_speed_not_the_answer(deployment, small_chunks) -> None:
-    """A checking process killed (OOM killer, an operator) breaks the pool: the batch is
-    checked in this process instead, and the next batch starts a new pool."""
+@contextmanager
+def checker_with_its_pool_killed(deployment) -> Iterator[tuple[Any, list, list, Any]]:
+    """A checker that has checked a batch once, its pool's processes then SIGKILLed, as the
+    OOM killer or an operator would: (checker, the batch, its expected result, the pool)."""
     pairs = [(deployment.leaf(), f"leaf {n}") for n in range(6)]
     ingest = deployment.ingest()
     with check.Checker(ingest._issuers, processes=2) as checker:
         expected = checker.check(pairs)
         pool = checker._pool
         assert pool is not None
-        _kill_processes_of(pool)
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        yield checker, pairs, expected, pool
+
+
+def test_a_dead_checking_process_costs_speed_not_the_answer(deployment, small_chunks) -> None:
+    """A checking process killed (OOM killer, an operator) breaks the pool: the batch is
+    checked in this process instead, and the next batch starts a new pool."""
+    with checker_with_its_pool_killed(deployment) as (checker, pairs, expected, pool):
         assert checker.check(pairs) == expected
         assert checker.check(pairs) == expected
         assert checker._pool is not None and checker._pool is not pool
@@ -187,13 +192,7 @@ def test_a_pool_already_broken_before_the_batch_is_replaced(deployment, small_ch
     batch (or start()) submits to it: the submit itself raises BrokenProcessPool. The batch
     is checked in this process, start() says nothing, and the next batch gets a new pool
     (a long-lived API process must not keep failing on a dead pool)."""
-    pairs = [(deployment.leaf(), f"leaf {n}") for n in range(6)]
-    ingest = deployment.ingest()
-    with check.Checker(ingest._issuers, processes=2) as checker:
-        expected = checker.check(pairs)
-        pool = checker._pool
-        assert pool is not None
-        _kill_processes_of(pool)
+    with checker_with_its_pool_killed(deployment) as (checker, pairs, expected, pool):
         deadline = time.monotonic() + 20
         while not pool._broken:  # type: ignore[attr-defined]
             assert time.monotonic() < deadline, "the pool never noticed its dead processes"

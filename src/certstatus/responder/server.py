@@ -268,7 +268,13 @@ def _run_native(config: Config) -> None:
     from functools import partial
 
     from certstatus.responder.app import create_app
-    from certstatus.responder.http1 import Limits, Server, WorkersFailing, listening_socket
+    from certstatus.responder.http1 import (
+        Limits,
+        Server,
+        WorkersFailing,
+        listening_socket,
+        run_worker,
+    )
 
     r = config.responder
     limits = Limits(
@@ -282,18 +288,12 @@ def _run_native(config: Config) -> None:
     except OSError as exc:  # taken since ensure_listen_address_free looked
         problem = f"cannot listen on {r.listen}: {exc.strerror or exc}"
         raise ConfigError([("responder.listen", problem)], config.path) from None
-    worker = partial(_native_worker, create_app, limits)
+    # create_app registers each worker's SIGUSR1 stack dump, as under granian
+    worker = partial(run_worker, make_app=create_app, limits=limits, grace=8)
     try:
         Server(sock, r.process_count, worker, kill_timeout=10).serve()
     except WorkersFailing as exc:
         raise CompanionDied(str(exc)) from None
-
-
-def _native_worker(make_app: Callable[[], Any], limits: Any, sock: socket.socket) -> None:
-    """A native worker; create_app registers its SIGUSR1 stack dump, as under granian."""
-    from certstatus.responder.http1 import run_worker
-
-    run_worker(sock, make_app, limits, grace=8)
 
 
 class CompanionDied(RuntimeError):
