@@ -351,11 +351,17 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_cleanly(tmp_path: Path) -
     with served(config, log) as process:
         workers = _children(process.pid)
         assert len(workers) == 2, workers
+        metrics = _metrics_dir(workers[0])
+        assert (metrics / f"gauge_livemin_{workers[0]}.db").exists()
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and len(set(_children(process.pid)) - {workers[0]}) < 2:
             time.sleep(0.2)
-        assert len(set(_children(process.pid)) - {workers[0]}) == 2
+        replaced = set(_children(process.pid)) - {workers[0]}
+        assert len(replaced) == 2
+        # the dead worker's readiness and staleness left the merge; the new one's are in it
+        assert not list(metrics.glob(f"gauge_live*_{workers[0]}.db"))
+        assert _metrics_dir((replaced - {workers[1]}).pop()) == metrics
         for _ in range(20):
             assert (
                 status(
@@ -373,6 +379,19 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_cleanly(tmp_path: Path) -
     text = log.read_text(errors="replace")
     assert "exited with -9; starting another" in text
     assert "Traceback" not in text, text[-3000:]
+
+
+def _metrics_dir(worker: int) -> Path:
+    """The directory the workers share their metrics through: run_server makes it, and the
+    worker maps its files once its app is made (it may not have answered yet)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in Path(f"/proc/{worker}/maps").read_text().splitlines():
+            path = Path(line.split(maxsplit=5)[-1])
+            if path.parent.name.startswith("certstatus-metrics-"):
+                return path.parent
+        time.sleep(0.1)
+    raise AssertionError(f"worker {worker} maps no metrics file")
 
 
 def endless_line(port: int, opening: bytes) -> tuple[int, bytes]:

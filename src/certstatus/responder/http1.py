@@ -674,11 +674,13 @@ class Server:
         workers: int,
         target: Callable[[socket.socket], None],
         kill_timeout: float = 10,
+        exited: Callable[[int | None], None] = lambda pid: None,
     ) -> None:
         self.sock = sock
         self.count = workers
         self.target = target
         self.kill_timeout = kill_timeout
+        self.exited = exited  # told each worker's pid once it is gone
         self.context = multiprocessing.get_context("fork")
         self.workers: dict[int, multiprocessing.process.BaseProcess] = {}
         self.started: dict[int, float] = {}
@@ -723,6 +725,7 @@ class Server:
                     index = sentinels[item]  # type: ignore[index]
                     process = self.workers[index]
                     process.join(timeout=1)
+                    self.exited(process.pid)
                     if self.stop_requested:
                         continue
                     quick = time.monotonic() - self.started[index] < QUICK_FAILURE

@@ -4,6 +4,10 @@ workers start, and /metrics merges what every worker wrote.
 
 Imported by the workers only (create_app), after that variable is set: prometheus_client picks
 its storage when first imported.
+
+The gauges merge the living workers only ("live" modes): the server forgets a worker that
+exits (server.forget_worker), else its last staleness or readiness would stay in the merge
+for good, beside the values of the worker started in its place.
 """
 
 from __future__ import annotations
@@ -45,18 +49,18 @@ STALENESS = Gauge(
     "certstatus_responder_source_staleness_seconds",
     "Age of the heartbeat each source has replayed (+Inf while unreachable); the worst worker's.",
     ["source", "role", "site"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 FRESH = Gauge(
     "certstatus_responder_source_fresh",
     "1 while a source is within max_staleness and used, else 0; the worst worker's.",
     ["source", "role", "site"],
-    multiprocess_mode="min",
+    multiprocess_mode="livemin",
 )
 READY = Gauge(
     "certstatus_responder_ready",
     "1 while some source can answer authoritatively (what /readyz says), else 0.",
-    multiprocess_mode="min",
+    multiprocess_mode="livemin",
 )
 
 

@@ -86,6 +86,11 @@ def _granian_server() -> type:
         def is_alive(self) -> bool:
             return still_running(self.inner)
 
+        def _watcher(self) -> None:
+            self.inner.join()
+            forget_worker(self.inner.pid)  # before granian starts the next one
+            super()._watcher()  # its join returns at once; then granian's own bookkeeping
+
     class Server(MPServer):
         def _spawn_worker(self, *args: Any, **kwargs: Any) -> WorkerProcess:
             worker = super()._spawn_worker(*args, **kwargs)
@@ -93,6 +98,16 @@ def _granian_server() -> type:
             return worker
 
     return Server
+
+
+def forget_worker(pid: int | None) -> None:
+    """Drop the gauges of a worker that exited from the merged /metrics (metrics.py's live
+    modes): a worker killed while a source was stale would otherwise report it stale, or
+    the server unready, beside the living workers, until the server restarts."""
+    if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(pid)
 
 
 def run_server(config: Config) -> None:
@@ -291,7 +306,7 @@ def _run_native(config: Config) -> None:
     # create_app registers each worker's SIGUSR1 stack dump, as under granian
     worker = partial(run_worker, make_app=create_app, limits=limits, grace=8)
     try:
-        Server(sock, r.process_count, worker, kill_timeout=10).serve()
+        Server(sock, r.process_count, worker, kill_timeout=10, exited=forget_worker).serve()
     except WorkersFailing as exc:
         raise CompanionDied(str(exc)) from None
 
