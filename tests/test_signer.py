@@ -5,15 +5,18 @@ Tests taking `engine` run on SQLite and on PostgreSQL (tests/conftest.py)."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from cryptography.x509 import ocsp
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.store.base import Priority, SignedResponse
+from certstatus.store.sqlite import SqliteStore
 from tests.conftest import fresh_now
 
 NOW = int(time.time())
@@ -211,3 +214,29 @@ def test_released_claims_are_due_again_at_once_and_keep_the_version_guard(engine
     again = {c.serial: c for c in store.claim_due(now, 10, 300)}
     assert set(again) == {a.serial_number, b.serial_number}
     assert again[b.serial_number].revoked  # b comes back as its revocation, not the old claim
+
+
+def test_sqlite_commits_leave_the_wal_to_grow_to_its_checkpoint_size_and_no_further(
+    tmp_path: Path,
+) -> None:
+    """A commit copies the WAL into the database only past 16 384 pages, not SQLite's 1 000:
+    the signer's commits waited on those checkpoints' fsyncs every few batches (issue 15,
+    item 4). The WAL is still restarted after each checkpoint, so it stays bounded."""
+    store = SqliteStore(tmp_path / "wal.db")
+    wal = tmp_path / "wal.db-wal"
+    with store._writing() as db:
+        db.execute("CREATE TABLE filler (page BLOB)")
+
+    def commit(pages: int) -> None:
+        with store._writing(durable=False) as db:
+            db.executemany("INSERT INTO filler VALUES (?)", [(os.urandom(4000),)] * pages)
+
+    for _ in range(30):  # 3 000 pages: SQLite's default would have checkpointed thrice
+        commit(100)
+    assert wal.stat().st_size > 8 * 2**20
+    high = 0
+    for _ in range(50):  # 25 000 pages more: past the checkpoint, the WAL starts over
+        commit(500)
+        high = max(high, wal.stat().st_size)
+    assert 64 * 2**20 < high < 80 * 2**20
+    store.close()
