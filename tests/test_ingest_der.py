@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,6 +71,10 @@ EXTENSIONS: dict[str, x509.ExtensionType] = {
     "san": x509.SubjectAlternativeName([x509.DNSName("host.der.invalid")]),
     "key_usage": x509.KeyUsage(True, False, False, False, False, False, False, False, False),
     "ski": x509.SubjectKeyIdentifier.from_public_key(LEAF_KEY),
+    # a GeneralNames SEQUENCE whose one dNSName runs past its end: cryptography refuses it
+    "bad_san": x509.UnrecognizedExtension(
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x82\x05a"
+    ),
     "aki": x509.AuthorityKeyIdentifier.from_issuer_public_key(CA_KEY.public_key()),
 }
 KINDS = {"leaf": 0, "ca": 0, "ca_pathlen": 0, "server_auth": 1, "ocsp_signing": 1}
@@ -239,6 +243,8 @@ CASES = {
     "our CDP": _leaf(["leaf", "cdp_ours"], serial=0x10),
     "foreign CDP": _leaf(["cdp_foreign"]),
     "no CDP": _leaf(["leaf"], serial=0x11),
+    "malformed SAN": _leaf(["leaf", "bad_san"], serial=0x12),
+    "malformed SAN and our CDP": _leaf(["leaf", "bad_san", "cdp_ours"], serial=0x13),
 }
 
 
@@ -257,14 +263,24 @@ def test_fast_check_answers_as_check_certificate(case: str, issuers) -> None:
         assert "signature does not verify" in str(fast)
     if case == "our CDP" and issuers is WITH_CRL:
         assert isinstance(fast, check.CertificateRecord) and fast.crl_partition == 3
+    if case.startswith("malformed SAN"):
+        # issued and signed by our CA: recorded, so it gets a status, unless the partition
+        # its unreadable extensions would name is needed
+        with pytest.raises(ValueError):
+            check.facts(CASES[case])
+        if case == "malformed SAN and our CDP" and issuers is WITH_CRL:
+            assert isinstance(fast, str) and "cannot be read" in fast and "\n" not in fast
+        else:
+            assert (
+                isinstance(fast, check.CertificateRecord)
+                and fast.serial == certificate.serial_number
+            )
 
 
 def test_a_path_length_without_ca_goes_the_slow_way_and_is_refused() -> None:
     """basicConstraints holding only pathLenConstraint (cA absent, so FALSE): cryptography
     refuses it ("path_length must be None when ca is False"), so the reader must not take it
     for a plain leaf and record it. It steps aside; the slow path refuses it in one line."""
-    from cryptography.x509.oid import ExtensionOID
-
     value = bytes.fromhex("3003020100")  # SEQUENCE { INTEGER 0 }
     leaf = (
         x509.CertificateBuilder()

@@ -157,6 +157,28 @@ def facts(certificate: x509.Certificate) -> Facts:
     return Facts(ca, ocsp_signing, precertificate, points)
 
 
+def readable_facts(
+    certificate: x509.Certificate, source: str, issuers: Sequence[IssuerCheck]
+) -> Facts:
+    """facts(), or the same four facts read from the DER (der.py) when cryptography cannot
+    read some extension: a malformed extension the checks do not use (a SAN, say) does not
+    make a certificate the issuer signed any less issued, and an issued certificate must get
+    a status; the DER path records it too. Refused only when the unreadable part may be one
+    of those facts, or a CRL distribution point whose partition is needed."""
+    try:
+        return facts(certificate)
+    except ValueError as exc:  # cryptography reads extension values lazily, and refuses here
+        leaf = der_reader.read_leaf(certificate.public_bytes(Encoding.DER))
+        partitioned = any(
+            i.crl is not None and i.certificate.subject == certificate.issuer for i in issuers
+        )
+        if leaf is None or (leaf.distribution_points and partitioned):
+            raise IngestError(
+                f"{source}: an extension cannot be read ({exc}); nothing recorded"
+            ) from None
+        return Facts(leaf.ca, leaf.ocsp_signing, leaf.precertificate)
+
+
 def not_a_leaf(certificate: x509.Certificate, found: Facts | None = None) -> str | None:
     """Why a certificate is not a subscriber (pre)certificate to record, or None.
 
@@ -218,12 +240,7 @@ def check_certificate(
     Issuers are matched on the issuer name's DER, which is what verify_directly_issued_by
     compares too; an equal name spelled differently is still matched (and then refused for
     its signature), so the refusal names the issuer it claims."""
-    try:
-        found = facts(certificate)
-    except ValueError as exc:  # cryptography reads extension values lazily, and refuses here
-        raise IngestError(
-            f"{source}: an extension cannot be read ({exc}); nothing recorded"
-        ) from None
+    found = readable_facts(certificate, source, issuers)
     refused = not_a_leaf(certificate, found)
     if refused is not None:
         raise IngestError(f"{source}: {refused}; nothing recorded")
