@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 from certstatus.config import Config, ConfigError
@@ -107,7 +107,8 @@ def forget_worker(pid: int | None) -> None:
     if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client.multiprocess import mark_process_dead
 
-        mark_process_dead(pid)
+        with suppress(OSError):  # never worth stopping the server over
+            mark_process_dead(pid)
 
 
 def run_server(config: Config) -> None:
