@@ -69,6 +69,7 @@ EXTENSIONS: dict[str, x509.ExtensionType] = {
         ]
     ),
     "san": x509.SubjectAlternativeName([x509.DNSName("host.der.invalid")]),
+    "ian": x509.IssuerAlternativeName([x509.DNSName("ca.der.invalid")]),
     "key_usage": x509.KeyUsage(True, False, False, False, False, False, False, False, False),
     "ski": x509.SubjectKeyIdentifier.from_public_key(LEAF_KEY),
     # a GeneralNames SEQUENCE whose one dNSName runs past its end: cryptography refuses it
@@ -245,6 +246,9 @@ CASES = {
     "no CDP": _leaf(["leaf"], serial=0x11),
     "malformed SAN": _leaf(["leaf", "bad_san"], serial=0x12),
     "malformed SAN and our CDP": _leaf(["leaf", "bad_san", "cdp_ours"], serial=0x13),
+    "malformed SAN, a CA": _leaf(["ca", "bad_san"], serial=0x14),
+    "malformed SAN, a responder": _leaf(["ocsp_signing", "bad_san"], serial=0x15),
+    "malformed SAN, a precertificate": _leaf(["leaf", "poison", "bad_san"], serial=0x16),
 }
 
 
@@ -265,16 +269,36 @@ def test_fast_check_answers_as_check_certificate(case: str, issuers) -> None:
         assert isinstance(fast, check.CertificateRecord) and fast.crl_partition == 3
     if case.startswith("malformed SAN"):
         # issued and signed by our CA: recorded, so it gets a status, unless the partition
-        # its unreadable extensions would name is needed
+        # its CDP would name is needed, or it is not a leaf at all
         with pytest.raises(ValueError):
             check.facts(CASES[case])
         if case == "malformed SAN and our CDP" and issuers is WITH_CRL:
             assert isinstance(fast, str) and "cannot be read" in fast and "\n" not in fast
+        elif case == "malformed SAN, a CA":
+            assert isinstance(fast, str) and "is a CA certificate" in fast
+        elif case == "malformed SAN, a responder":
+            assert isinstance(fast, str) and "OCSP responder certificate" in fast
         else:
-            assert (
-                isinstance(fast, check.CertificateRecord)
-                and fast.serial == certificate.serial_number
-            )
+            assert isinstance(fast, check.CertificateRecord)
+            assert fast.serial == certificate.serial_number
+            assert fast.kind == ("precert" if "precertificate" in case else "cert")
+
+
+def test_a_duplicated_extension_is_refused_in_one_line_on_both_paths() -> None:
+    """cryptography raises DuplicateExtension, which is not a ValueError, for a certificate
+    carrying one extension twice; the DER reader gives up on it too. Refused, not a
+    traceback (the signature is broken by the edit, but the extensions are read first)."""
+    data = _leaf(["san", "ian"], serial=0x17).public_bytes(Encoding.DER)
+    at = data.index(bytes.fromhex("0603551d12"))  # issuerAltName's OID becomes SAN's
+    duplicated = x509.load_der_x509_certificate(
+        data[:at] + bytes.fromhex("0603551d11") + data[at + 5 :]
+    )
+    with pytest.raises(x509.DuplicateExtension):
+        check.facts(duplicated)
+    for issuers in (ISSUERS, WITH_CRL):
+        fast = _outcome(_fast, duplicated, issuers)
+        assert fast == _outcome(_slow, duplicated, issuers)
+        assert isinstance(fast, str) and "cannot be read" in fast and "\n" not in fast, fast
 
 
 def test_a_path_length_without_ca_goes_the_slow_way_and_is_refused() -> None:

@@ -163,11 +163,12 @@ def readable_facts(
     """facts(), or the same four facts read from the DER (der.py) when cryptography cannot
     read some extension: a malformed extension the checks do not use (a SAN, say) does not
     make a certificate the issuer signed any less issued, and an issued certificate must get
-    a status; the DER path records it too. Refused only when the unreadable part may be one
-    of those facts, or a CRL distribution point whose partition is needed."""
+    a status; the DER path records it too. Refused when the DER reader cannot read those
+    facts either (it gives up on duplicates and on what it does not expect), and when a CRL
+    distribution point would pick the partition: the reader does not parse one."""
     try:
         return facts(certificate)
-    except ValueError as exc:  # cryptography reads extension values lazily, and refuses here
+    except (ValueError, x509.DuplicateExtension) as exc:  # read lazily, and refused here
         leaf = der_reader.read_leaf(certificate.public_bytes(Encoding.DER))
         partitioned = any(
             i.crl is not None and i.certificate.subject == certificate.issuer for i in issuers

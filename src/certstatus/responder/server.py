@@ -88,8 +88,10 @@ def _granian_server() -> type:
 
         def _watcher(self) -> None:
             self.inner.join()
-            forget_worker(self.inner.pid)  # before granian starts the next one
-            super()._watcher()  # its join returns at once; then granian's own bookkeeping
+            try:
+                forget_worker(self.inner.pid)  # before granian starts the next one
+            finally:
+                super()._watcher()  # its join returns at once; then granian's bookkeeping
 
     class Server(MPServer):
         def _spawn_worker(self, *args: Any, **kwargs: Any) -> WorkerProcess:

@@ -47,7 +47,7 @@ _BULK_CACHE_KIB = 65_536
 # 1 000, 4 MiB). Each such checkpoint waits on two fsyncs inside the committing call; the
 # signer commits a claim and a store per batch, so at the default it waited on them every
 # few batches: a quarter of its main process's time, while its signing workers idled.
-# 16 384 pages (64 MiB of WAL at most, plus what a long reader pins) measured 11-25 % more
+# 16 384 pages (64 MiB of WAL at most, plus what a long reader pins) measured 11-29 % more
 # responses per second on SQLite at 10^5-10^6 certificates (docs/benchmarks.md).
 _CHECKPOINT_PAGES = 16_384
 
