@@ -15,7 +15,7 @@ import pytest
 from cryptography.x509 import ocsp
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store.base import Priority, SignedResponse
+from certstatus.store.base import Priority, SignedResponse, serial_key
 from certstatus.store.sqlite import SqliteStore
 from tests.conftest import fresh_now
 
@@ -240,3 +240,24 @@ def test_sqlite_commits_leave_the_wal_to_grow_to_its_checkpoint_size_and_no_furt
         high = max(high, wal.stat().st_size)
     assert 64 * 2**20 < high < 80 * 2**20
     store.close()
+
+
+def test_new_certificates_are_due_from_their_minute_and_claimed_in_key_order(engine) -> None:
+    """Recorded within one minute, in two batches: all due from the minute's start, so a
+    bulk import's claims come in key order and share their pages (issue 15 item 4; on
+    whole seconds one batch of claims was spread over the whole key range)."""
+    store = engine.store()
+    ingest = engine.ingest(store)
+    minute = NOW - NOW % 60
+    first = [engine.leaf() for _ in range(20)]
+    second = [engine.leaf() for _ in range(20)]
+    ingest.add_certificates([(leaf, "t") for leaf in first], minute + 5)
+    ingest.add_certificates([(leaf, "t") for leaf in second], minute + 50)
+    issuer_id = ingest.issuer_id("demo")
+    for leaf in first + second:
+        row = store.certificate(issuer_id, leaf.serial_number)
+        assert row is not None and row.due_at == minute
+    claimed = [c.serial for c in store.claim_due(minute + 55, 40, 60)]
+    assert sorted(claimed) == sorted(leaf.serial_number for leaf in first + second)
+    if isinstance(store, SqliteStore):  # PostgreSQL breaks ties in its own order
+        assert claimed == sorted(claimed, key=serial_key)  # the order they are stored in

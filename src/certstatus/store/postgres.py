@@ -481,7 +481,7 @@ class PostgresStore(SqlStore):
                 (
                     now,
                     Priority.NEW,
-                    now,
+                    additions.new_due_at(now),
                     arrays.integers(r.issuer_id for r in chunk),
                     arrays.hex_texts(serial_key(r.serial) for r in chunk),
                     arrays.hex_texts(r.kind for r in chunk),

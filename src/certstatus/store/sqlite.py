@@ -154,7 +154,7 @@ class SqliteStore(SqlStore):
                         r.not_after,
                         now,
                         Priority.NEW,
-                        now,
+                        additions.new_due_at(now),
                         r.crl_partition,
                         r.not_before,
                     )
