@@ -508,11 +508,17 @@ def test_concurrent_requests_share_lookups_on_a_replica(env: Env) -> None:
     assert replicas.fallbacks == fallbacks + 1  # only the unknown serial reached the primary
 
 
-def test_batched_libpq_lookups_agree_with_psycopg(env: Env) -> None:
+def test_batched_libpq_lookups_agree_with_psycopg(env: Env, monkeypatch) -> None:
     """store/pglookup.py speaks libpq directly on the responder's hot path; psycopg's cursor
     (PostgresStore.response) is its oracle: both hash algorithms, a serial asked twice in one
-    batch, misses (unknown serial, unknown issuer) in place, and a connection that lost its
-    prepared statements re-prepares instead of failing."""
+    batch, misses (unknown serial, unknown issuer) in place, a connection that lost its
+    prepared statements re-prepares instead of failing, and a process that has not read the
+    responder certificate the stored rows end with yet reads it in the same exchange."""
+    from certstatus.store import responsecerts
+
+    def forget_certs() -> None:
+        monkeypatch.setattr(responsecerts.CERTS, "_known", {responsecerts.WHOLE: b""})
+
     serials = env.leaves(6, 0x90_0000)
     with env.signer() as signer:
         signer.sign_due()
@@ -529,6 +535,7 @@ def test_batched_libpq_lookups_agree_with_psycopg(env: Env) -> None:
 
     expected = oracle()
     assert sum(r is None for r in expected) == 2
+    forget_certs()
     assert reader.responses(keys) == expected
     with reader._connection() as db:
         db.execute("DEALLOCATE ALL")  # as after a pooler or a reconnect
@@ -537,6 +544,7 @@ def test_batched_libpq_lookups_agree_with_psycopg(env: Env) -> None:
     loop_reader = reader.loop_reader
     assert not loop_reader.ready
     loop_reader.connect()
+    forget_certs()
     assert asyncio.run(loop_reader.responses(keys)) == expected
     assert asyncio.run(loop_reader.responses(keys[:3])) == expected[:3]  # prepared already
 

@@ -101,11 +101,7 @@ class ResponseBuilder:
         }
         key_hash = hashlib.sha1(subject_public_key_bits(responder)).digest()
         self._responder_id = der.explicit(2, der.octet_string(key_hash))  # byKey
-        certs = b""
-        if include_responder_certificate and responder != issuer:
-            certs = der.explicit(
-                0, der.sequence(responder.public_bytes(serialization.Encoding.DER))
-            )
+        certs = certs_field(issuer, responder) if include_responder_certificate else b""
         self._certs = certs
         self._certs_len = len(certs)
         self._sig_alg_len = len(key.algorithm_identifier)
@@ -255,9 +251,16 @@ class ResponseBuilder:
     ) -> bytes:
         """A complete, signed OCSPResponse for one certificate under one CertID hash."""
         tail = self._single_tail(status, this_update, next_update)
-        return self._signed(
+        signed = self._signed(
             algorithm, self._heads[algorithm], _serial_der(serial), tail, produced_at
         )
+        return signed + self._certs
+
+    @property
+    def certs(self) -> bytes:
+        """The BasicOCSPResponse `certs` field ([0] with the responder certificate) that ends
+        every response of this builder; empty when the issuer signs for itself."""
+        return self._certs
 
     def sign_both(
         self,
@@ -268,15 +271,22 @@ class ResponseBuilder:
         this_update: int,
         next_update: int,
         produced_at: int,
+        certs: bool = True,
     ) -> tuple[bytes, bytes]:
-        """The SHA-1 and SHA-256 CertID responses of one certificate (what the signer stores),
-        sharing the serial's and the status's encoding."""
+        """The SHA-1 and SHA-256 CertID responses of one certificate, sharing the serial's and
+        the status's encoding. With certs=False each stops before the trailing `certs` field:
+        what the signer stores, since that field is the same for every response of a
+        responder certificate and would be 60 % of each row (the store appends it on reading).
+        """
         serial_der = _serial_der(serial)
         tail = self.single_tail(revoked, revocation_time, reason, this_update, next_update)
-        return (
-            self._signed(HashAlgorithm.SHA1, self._sha1_heads, serial_der, tail, produced_at),
-            self._signed(HashAlgorithm.SHA256, self._sha256_heads, serial_der, tail, produced_at),
+        sha1 = self._signed(HashAlgorithm.SHA1, self._sha1_heads, serial_der, tail, produced_at)
+        sha256 = self._signed(
+            HashAlgorithm.SHA256, self._sha256_heads, serial_der, tail, produced_at
         )
+        if certs and self._certs:
+            return sha1 + self._certs, sha256 + self._certs
+        return sha1, sha256
 
     def _signed(
         self,
@@ -302,7 +312,16 @@ class ResponseBuilder:
             if len(self._envelopes) > self._CACHE_LIMIT:
                 self._envelopes.clear()
             around = self._envelopes[lengths] = self._envelope_parts(*lengths)
-        return b"".join((around[0], tbs, around[1], signature, self._certs))
+        return b"".join((around[0], tbs, around[1], signature))
+
+
+def certs_field(issuer: x509.Certificate, responder: x509.Certificate) -> bytes:
+    """BasicOCSPResponse's `certs` for a delegated responder ([0] EXPLICIT SEQUENCE OF
+    Certificate, RFC 6960 4.2.1), so a client can check the signature without fetching the
+    responder certificate; empty when the issuer signs its own responses."""
+    if responder == issuer:
+        return b""
+    return der.explicit(0, der.sequence(responder.public_bytes(serialization.Encoding.DER)))
 
 
 def _serial_der(serial: int) -> bytes:

@@ -72,6 +72,7 @@ class Signer:
             )
             for m in issuers
         ]
+        self._certs = {spec.issuer_id: spec.certs for spec in self.specs}
         self._not_after = {
             self.issuer_ids[m.name]: int(m.responder_certificate.not_valid_after_utc.timestamp())
             for m in issuers
@@ -170,6 +171,7 @@ class Signer:
                 this_update,
                 next_update,
                 refresh_at,
+                self._certs[item.issuer_id],
             )
             for (item, (this_update, next_update, refresh_at)), (sha1, sha256) in zip(
                 planned, signed, strict=True

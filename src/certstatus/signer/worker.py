@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certstatus.keys.base import KeyFileError, KeyUnavailableError
 from certstatus.keys.source import KeyRef, open_key
-from certstatus.ocsp.response import ResponseBuilder
+from certstatus.ocsp.response import ResponseBuilder, certs_field
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,14 @@ class IssuerSpec:
     issuer_der: bytes
     responder_der: bytes
     key: KeyRef
+
+    @property
+    def certs(self) -> bytes:
+        """The `certs` field that completes every response signed for this issuer."""
+        return certs_field(
+            x509.load_der_x509_certificate(self.issuer_der),
+            x509.load_der_x509_certificate(self.responder_der),
+        )
 
     def builder(self) -> ResponseBuilder:
         responder = x509.load_der_x509_certificate(self.responder_der)
@@ -85,11 +93,13 @@ def probe(builders: Builders | None = None) -> None:
 def sign_jobs(
     jobs: list[Job], builders: dict[int, ResponseBuilder] | None = None
 ) -> list[tuple[bytes, bytes]]:
-    """Sign each job under SHA-1 and SHA-256 CertIDs: one SingleResponse per response (R8)."""
+    """Sign each job under SHA-1 and SHA-256 CertIDs: one SingleResponse per response (R8).
+    Each ends before the responder certificate (IssuerSpec.certs), which the store keeps once:
+    half the bytes sent back over the pipe, and written, per certificate."""
     table = _builders if builders is None else builders
     return [
         table[issuer_id].sign_both(
-            serial, revoked, revoked_at, reason, this_update, next_update, produced
+            serial, revoked, revoked_at, reason, this_update, next_update, produced, certs=False
         )
         for issuer_id, serial, revoked, revoked_at, reason, this_update, next_update, produced in jobs
     ]

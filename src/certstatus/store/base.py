@@ -116,6 +116,11 @@ class DueCertificate(NamedTuple):
 
 
 class SignedResponse(NamedTuple):
+    """Both responses of one certificate, as the signer stores them: each DER is the whole
+    response once `certs` (the responder certificate field, the same for every response of
+    one responder certificate; empty if the DERs are whole) is appended. The store keeps each
+    distinct `certs` once, and readers get the whole response back."""
+
     issuer_id: int
     serial: int
     version: int
@@ -124,6 +129,7 @@ class SignedResponse(NamedTuple):
     this_update: int
     next_update: int
     refresh_at: int
+    certs: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ batch is answered twice and no answer is matched to its key by parsing the seria
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import psycopg
@@ -21,6 +22,7 @@ from psycopg import pq
 
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.store.base import StoredResponse
+from certstatus.store.responsecerts import CERTS
 
 ResponseKey = tuple[int, int, HashAlgorithm]  # issuer id, serial, CertID hash
 
@@ -29,8 +31,8 @@ STATEMENTS = {
     algorithm: (
         f"certstatus_responses_{algorithm.value}".encode(),
         (
-            f"SELECT k.i, r.der_{algorithm.value}, r.this_update, r.next_update, r.refresh_at "
-            "FROM unnest(string_to_array($2, ',')) WITH ORDINALITY AS k(serial, i) "
+            f"SELECT k.i, r.der_{algorithm.value}, r.this_update, r.next_update, r.refresh_at, "
+            "r.certs_id FROM unnest(string_to_array($2, ',')) WITH ORDINALITY AS k(serial, i) "
             "JOIN responses r ON r.issuer_id = $1 AND r.serial = k.serial"
         ).encode(),
     )
@@ -57,25 +59,62 @@ def group_by_statement(
     ]
 
 
+# the responder certificates a batch's rows end with that this process has not read yet
+CERTS_STATEMENT = b"SELECT id, der FROM response_certs WHERE id = ANY($1::bigint[])"
+
+Pending = list[tuple[int, int]]  # (position in the results, certs_id)
+
+
 def store_rows(
     rows: pq.abc.PGresult,
     positions: list[int],
     source: str,
     results: list[StoredResponse | None],
-) -> None:
-    """Each row of one statement's result into the place of the key it answers."""
+) -> Pending:
+    """Each row of one statement's result into the place of the key it answers, completed
+    with its responder certificate (store/responsecerts.py). Rows whose certificate this
+    process has not read yet are returned: the caller runs CERTS_STATEMENT with
+    certs_parameter(pending), then complete()."""
     from_bytes = int.from_bytes
     cell = rows.get_value
+    known = CERTS.get
+    pending: Pending = []
     for row in range(rows.ntuples):
         # every column is NOT NULL: no cell is None
         position = positions[from_bytes(cell(row, 0), "big") - 1]  # type: ignore[arg-type]
+        certs_id = from_bytes(cell(row, 5), "big", signed=True)  # type: ignore[arg-type]
+        certs = known(certs_id)
+        if certs is None:
+            pending.append((position, certs_id))
+            certs = b""
         results[position] = StoredResponse(
-            cell(row, 1),  # type: ignore[arg-type]
+            cell(row, 1) + certs,  # type: ignore[operator]
             from_bytes(cell(row, 2), "big", signed=True),  # type: ignore[arg-type]
             from_bytes(cell(row, 3), "big", signed=True),  # type: ignore[arg-type]
             from_bytes(cell(row, 4), "big", signed=True),  # type: ignore[arg-type]
             source,
         )
+    return pending
+
+
+def certs_parameter(pending: Pending) -> bytes:
+    return ("{" + ",".join(str(i) for i in sorted({i for _, i in pending})) + "}").encode()
+
+
+def complete(results: list[StoredResponse | None], pending: Pending, rows: pq.abc.PGresult) -> None:
+    """Append each pending row's responder certificate, read by CERTS_STATEMENT (StoreError
+    if one is missing: a response is never served without the certificate it was signed
+    with)."""
+    cell = rows.get_value
+    found = {
+        int.from_bytes(cell(row, 0), "big", signed=True): cell(row, 1)  # type: ignore[arg-type]
+        for row in range(rows.ntuples)
+    }
+    for position, certs_id in pending:
+        certs = CERTS.learn(certs_id, found.get(certs_id))
+        partial = results[position]
+        assert partial is not None
+        results[position] = dataclasses.replace(partial, der=partial.der + certs)
 
 
 def read_responses(
@@ -84,9 +123,16 @@ def read_responses(
     """One statement per (issuer, hash algorithm) in the batch; None where nothing is stored.
     Raises psycopg.Error on any database failure, like the rest of the store."""
     results: list[StoredResponse | None] = [None] * len(keys)
+    pending: Pending = []
     for algorithm, issuer_id, positions, serials in group_by_statement(keys):
         rows = _execute(connection.pgconn, algorithm, [b"%d" % issuer_id, serials])
-        store_rows(rows, positions, source, results)
+        pending += store_rows(rows, positions, source, results)
+    if pending:
+        rows = connection.pgconn.exec_params(
+            CERTS_STATEMENT, [certs_parameter(pending)], None, None, _BINARY
+        )
+        _check(rows, pq.ExecStatus.TUPLES_OK)
+        complete(results, pending, rows)
     return results
 
 

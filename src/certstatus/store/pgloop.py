@@ -20,7 +20,16 @@ import psycopg
 from psycopg import pq
 
 from certstatus.store.base import StoredResponse, StoreError
-from certstatus.store.pglookup import STATEMENTS, ResponseKey, group_by_statement, store_rows
+from certstatus.store.pglookup import (
+    CERTS_STATEMENT,
+    STATEMENTS,
+    Pending,
+    ResponseKey,
+    certs_parameter,
+    complete,
+    group_by_statement,
+    store_rows,
+)
 
 
 class LoopReader:
@@ -76,6 +85,7 @@ class LoopReader:
         self, pgconn: pq.abc.PGconn, prepared: set[bytes], keys: Sequence[ResponseKey]
     ) -> list[StoredResponse | None]:
         results: list[StoredResponse | None] = [None] * len(keys)
+        pending: Pending = []
         for algorithm, issuer_id, positions, serials in group_by_statement(keys):
             name, sql = STATEMENTS[algorithm]
             if name not in prepared:
@@ -84,7 +94,10 @@ class LoopReader:
                 prepared.add(name)
             pgconn.send_query_prepared(name, [b"%d" % issuer_id, serials], None, 1)
             rows = await _one_result(pgconn, pq.ExecStatus.TUPLES_OK)
-            store_rows(rows, positions, self.name, results)
+            pending += store_rows(rows, positions, self.name, results)
+        if pending:
+            pgconn.send_query_params(CERTS_STATEMENT, [certs_parameter(pending)], None, None, 1)
+            complete(results, pending, await _one_result(pgconn, pq.ExecStatus.TUPLES_OK))
         return results
 
 

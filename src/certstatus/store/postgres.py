@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store import additions
+from certstatus.store import additions, responsecerts
 from certstatus.store import audit as audit_chain
 from certstatus.store import pgarrays as arrays
 from certstatus.store.audit import COLUMNS
@@ -47,6 +47,7 @@ from certstatus.store.base import (
 )
 from certstatus.store.pglookup import ResponseKey, read_responses
 from certstatus.store.pgloop import LoopReader
+from certstatus.store.responsecerts import CERTS
 from certstatus.store.schema import POSTGRES_MIGRATIONS
 from certstatus.store.shared import _CRL_COLUMNS, Connection, SqlStore
 
@@ -54,7 +55,7 @@ log = logging.getLogger("certstatus.store")
 _MIGRATION_LOCK = 0x63657274  # "cert"
 _CHUNK = 10_000  # rows per statement of a batch write
 _RESPONSE_BY_ALGORITHM = {
-    algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at "
+    algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at, certs_id "
     "FROM responses WHERE issuer_id = %s AND serial = %s"
     for algorithm in HashAlgorithm
 }
@@ -606,27 +607,30 @@ class PostgresStore(SqlStore):
         blob, starts, lengths = arrays.slices(
             der for r in responses for der in (r.der_sha1, r.der_sha256)
         )
+        ids = responsecerts.ids_of(responses)
         with self._writing(durable=False) as db:
+            self._keep_certs(db, ids)
             cur = db.execute(
                 "WITH v AS (SELECT issuer_id, serial, version, this_update, next_update, "
                 "refresh_at, substring(%(blob)b FROM starts[2 * n - 1] FOR lengths[2 * n - 1]) "
                 "AS der_sha1, substring(%(blob)b FROM starts[2 * n] FOR lengths[2 * n]) AS "
-                "der_sha256 FROM unnest(%(issuer)s::bigint[], %(serial)s::text[], "
+                "der_sha256, certs_id FROM unnest(%(issuer)s::bigint[], %(serial)s::text[], "
                 "%(version)s::bigint[], %(this)s::bigint[], %(next)s::bigint[], "
-                "%(refresh)s::bigint[]) WITH ORDINALITY AS u(issuer_id, serial, version, "
-                "this_update, next_update, refresh_at, n), "
+                "%(refresh)s::bigint[], %(certs)s::bigint[]) WITH ORDINALITY AS u(issuer_id, "
+                "serial, version, this_update, next_update, refresh_at, certs_id, n), "
                 "(SELECT %(starts)s::int[] AS starts, %(lengths)s::int[] AS lengths) AS d), "
                 "kept AS (UPDATE certificates c SET priority = %(refresh_priority)s, "
                 "due_at = CASE WHEN v.refresh_at < c.not_after THEN v.refresh_at END FROM v "
                 "WHERE c.issuer_id = v.issuer_id AND c.serial = v.serial "
                 "AND c.version = v.version RETURNING c.issuer_id, c.serial) "
                 "INSERT INTO responses (issuer_id, serial, version, this_update, next_update, "
-                "refresh_at, der_sha1, der_sha256) SELECT v.* FROM v JOIN kept "
+                "refresh_at, der_sha1, der_sha256, certs_id) SELECT v.* FROM v JOIN kept "
                 "ON kept.issuer_id = v.issuer_id AND kept.serial = v.serial "
                 "ON CONFLICT (issuer_id, serial) DO UPDATE SET version = excluded.version, "
                 "this_update = excluded.this_update, next_update = excluded.next_update, "
                 "refresh_at = excluded.refresh_at, der_sha1 = excluded.der_sha1, "
-                "der_sha256 = excluded.der_sha256 WHERE excluded.version >= responses.version",
+                "der_sha256 = excluded.der_sha256, certs_id = excluded.certs_id "
+                "WHERE excluded.version >= responses.version",
                 {
                     "issuer": arrays.integers(r.issuer_id for r in responses),
                     "serial": arrays.hex_texts(serial_key(r.serial) for r in responses),
@@ -634,6 +638,7 @@ class PostgresStore(SqlStore):
                     "this": arrays.integers(r.this_update for r in responses),
                     "next": arrays.integers(r.next_update for r in responses),
                     "refresh": arrays.integers(r.refresh_at for r in responses),
+                    "certs": arrays.integers(ids[r.certs] for r in responses),
                     "blob": blob,
                     "starts": starts,
                     "lengths": lengths,
@@ -649,9 +654,13 @@ class PostgresStore(SqlStore):
             row = db.execute(
                 _RESPONSE_BY_ALGORITHM[algorithm], (issuer_id, serial_key(serial))
             ).fetchone()
-        if row is None:
-            return None
-        return StoredResponse(bytes(row[0]), row[1], row[2], row[3], self.name)
+            if row is None:
+                return None
+            der, this_update, next_update, refresh_at, certs_id = row
+            certs = CERTS.get(certs_id)
+            if certs is None:
+                certs = CERTS.learn(certs_id, self._fetch_certs(db, certs_id))
+        return StoredResponse(bytes(der) + certs, this_update, next_update, refresh_at, self.name)
 
     def responses(self, keys: Sequence[ResponseKey]) -> list[StoredResponse | None]:
         """Many lookups in one round trip per (issuer, hash algorithm): what the responder's

@@ -391,3 +391,26 @@ POSTGRES_MIGRATIONS.append(
         """,
     )
 )
+
+# v10: each responder certificate stored once (store/responsecerts.py). A response is stored
+# without its trailing `certs` field, which was 500 of its 800 bytes; certs_id names the row of
+# response_certs that completes it (0: the stored DER is whole, as every row before v10).
+# The id is a hash of the bytes, so it is the same on every server and never reused.
+SQLITE_MIGRATIONS.append(
+    (
+        10,
+        """
+        CREATE TABLE response_certs (id INTEGER PRIMARY KEY, der BLOB NOT NULL);
+        ALTER TABLE responses ADD COLUMN certs_id INTEGER NOT NULL DEFAULT 0;
+        """,
+    )
+)
+POSTGRES_MIGRATIONS.append(
+    (
+        10,
+        """
+        CREATE TABLE response_certs (id BIGINT PRIMARY KEY, der BYTEA NOT NULL);
+        ALTER TABLE responses ADD COLUMN certs_id BIGINT NOT NULL DEFAULT 0;
+        """,
+    )
+)

@@ -22,7 +22,7 @@ from certstatus.status import (
     revocation_transition,
 )
 from certstatus.store import audit as audit_chain
-from certstatus.store import expiry, monitoring, purgequeue
+from certstatus.store import expiry, monitoring, purgequeue, responsecerts
 from certstatus.store.base import (
     CERTIFICATE_COLUMNS,
     UNATTRIBUTED,
@@ -44,6 +44,7 @@ from certstatus.store.base import (
     serial_key,
 )
 from certstatus.store.monitoring import Freshness, NewCertificate
+from certstatus.store.responsecerts import CERTS
 
 
 class Cursor(Protocol):
@@ -314,15 +315,33 @@ class SqlStore(ABC):
         with self._reading() as db:
             row = db.execute(
                 self._sql(
-                    "SELECT version, this_update, next_update, der_sha1, der_sha256 "
+                    "SELECT version, this_update, next_update, der_sha1, der_sha256, certs_id "
                     "FROM responses WHERE issuer_id = ? AND serial = ?"
                 ),
                 (issuer_id, serial_key(serial)),
             ).fetchone()
-        if row is None:
-            return None
-        version, this_update, next_update, sha1, sha256 = row
-        return StoredResponseInfo(version, this_update, next_update, bytes(sha1), bytes(sha256))
+            if row is None:
+                return None
+            version, this_update, next_update, sha1, sha256, certs_id = row
+            certs = CERTS.get(certs_id)
+            if certs is None:
+                certs = CERTS.learn(certs_id, self._fetch_certs(db, certs_id))
+        return StoredResponseInfo(
+            version, this_update, next_update, bytes(sha1) + certs, bytes(sha256) + certs
+        )
+
+    # the responder certificate each stored response ends with (store/responsecerts.py)
+
+    def _keep_certs(self, db: Connection, ids: dict[bytes, int]) -> None:
+        """Insert each `certs` a batch refers to, in the batch's own transaction: a response
+        is never visible before the row that completes it."""
+        kept = [(stored_id, certs) for certs, stored_id in ids.items() if certs]
+        if kept:
+            self._executemany(db, self._sql(responsecerts.INSERT), kept)
+
+    def _fetch_certs(self, db: Connection, certs_id: int) -> bytes | None:
+        row = db.execute(self._sql(responsecerts.SELECT), (certs_id,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def response_versions(self, issuer_id: int, serials: Sequence[int]) -> dict[int, int]:
         rows = self._rows_by_serial("serial, version", "responses", issuer_id, serials)

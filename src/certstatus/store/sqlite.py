@@ -17,7 +17,7 @@ from typing import Any
 
 from certstatus.files import create_private
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store import additions
+from certstatus.store import additions, responsecerts
 from certstatus.store.base import (
     UNATTRIBUTED,
     AddResult,
@@ -31,12 +31,13 @@ from certstatus.store.base import (
     StoreError,
     serial_key,
 )
+from certstatus.store.responsecerts import CERTS
 from certstatus.store.schema import SQLITE_MIGRATIONS
 from certstatus.store.shared import Connection, SqlStore
 
 # One query per CertID hash, so a lookup copies only the DER it serves.
 _RESPONSE_BY_ALGORITHM = {
-    algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at "
+    algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at, certs_id "
     "FROM responses WHERE issuer_id = ? AND serial = ?"
     for algorithm in HashAlgorithm
 }
@@ -264,6 +265,7 @@ class SqliteStore(SqlStore):
     def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
         """Both statements carry the version guard, in one transaction, so they agree on which
         rows are still current; rows whose status changed since the claim are skipped."""
+        ids = responsecerts.ids_of(responses)
         rows = [
             (
                 r.issuer_id,
@@ -274,20 +276,22 @@ class SqliteStore(SqlStore):
                 r.refresh_at,
                 r.der_sha1,
                 r.der_sha256,
+                ids[r.certs],
             )
             for r in responses
         ]
         with self._writing(durable=False) as db:
+            self._keep_certs(db, ids)
             before = db.total_changes
             db.executemany(
                 "INSERT INTO responses (issuer_id, serial, version, this_update, next_update, "
-                "refresh_at, der_sha1, der_sha256) "
-                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM certificates "
+                "refresh_at, der_sha1, der_sha256, certs_id) "
+                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM certificates "
                 "WHERE issuer_id = ?1 AND serial = ?2 AND version = ?3 "
                 "ON CONFLICT (issuer_id, serial) DO UPDATE SET version = excluded.version, "
                 "this_update = excluded.this_update, next_update = excluded.next_update, "
                 "refresh_at = excluded.refresh_at, der_sha1 = excluded.der_sha1, "
-                "der_sha256 = excluded.der_sha256 "
+                "der_sha256 = excluded.der_sha256, certs_id = excluded.certs_id "
                 "WHERE excluded.version >= responses.version",
                 rows,
             )
@@ -313,9 +317,17 @@ class SqliteStore(SqlStore):
     def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
     ) -> StoredResponse | None:
-        query = _RESPONSE_BY_ALGORITHM[algorithm]
-        row = self._connect().execute(query, (issuer_id, serial_key(serial))).fetchone()
-        return None if row is None else StoredResponse(*row)
+        db = self._connect()
+        row = db.execute(
+            _RESPONSE_BY_ALGORITHM[algorithm], (issuer_id, serial_key(serial))
+        ).fetchone()
+        if row is None:
+            return None
+        der, this_update, next_update, refresh_at, certs_id = row
+        certs = CERTS.get(certs_id)
+        if certs is None:
+            certs = CERTS.learn(certs_id, self._fetch_certs(db, certs_id))
+        return StoredResponse(der + certs, this_update, next_update, refresh_at)
 
     def ping(self) -> None:
         try:
