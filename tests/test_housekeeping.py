@@ -196,9 +196,9 @@ def test_freshness_counts_unexpired_certificates_only_retired_or_not(engine) -> 
     der = b"\x30\x00"
     store.store_signed(
         [  # the expired one's response is both the oldest and the soonest to lapse
-            SignedResponse(issuer_id, live, 1, der, der, now - 100, now + 1000, now + 500),
-            SignedResponse(issuer_id, expired, 1, der, der, now - 5000, now + 50, now + 20),
-            SignedResponse(issuer_id, other, 1, der, der, now - 50, now + 2000, now + 900),
+            SignedResponse(issuer_id, live, 1, der, der, now - 100, now + 1000, now + 500, b""),
+            SignedResponse(issuer_id, expired, 1, der, der, now - 5000, now + 50, now + 20, b""),
+            SignedResponse(issuer_id, other, 1, der, der, now - 50, now + 2000, now + 900, b""),
         ],
         now,
     )

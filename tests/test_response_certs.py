@@ -5,6 +5,7 @@ it (R6). Tests taking `engine` run on SQLite and on PostgreSQL (tests/conftest.p
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -88,9 +89,11 @@ def test_rows_stored_whole_before_schema_10_are_served_as_they_are(engine) -> No
     assert store.response(issuer_id, other).der != whole  # the others are still completed
 
 
-def test_each_response_keeps_the_certificate_it_was_stored_with(engine) -> None:
+def test_each_response_keeps_the_certificate_it_was_stored_with(engine, monkeypatch) -> None:
     """Across a responder rotation, rows signed before and after it coexist: each is completed
-    with its own `certs`, named by the bytes' hash."""
+    with its own `certs`, named by the bytes' hash; on PostgreSQL also by the responder's
+    batched lookups (store/pglookup.py, and store/pgloop.py from an event loop), which read
+    what they have not seen in the same exchange."""
     store, issuer_id, [first, second] = _signed(engine, 2)
     now = int(time.time())
     old, new = b"\xa0\x03\x30\x01\x00", b"\xa0\x04\x30\x02\x00\x00"
@@ -112,6 +115,18 @@ def test_each_response_keeps_the_certificate_it_was_stored_with(engine) -> None:
     with store._reading() as db:
         (count,) = db.execute("SELECT count(*) FROM response_certs").fetchone()
     assert count == 3  # the real responder's, old and new
+    if engine.engine == "postgres":
+        keys = [
+            (issuer_id, first, HashAlgorithm.SHA1),
+            (issuer_id, second, HashAlgorithm.SHA256),
+            (issuer_id, first, HashAlgorithm.SHA256),
+        ]
+        expected = [b"c1" + old, b"b256" + new, b"c256" + old]
+        _forget_cached_certs(monkeypatch)
+        assert [r.der for r in store.responses(keys)] == expected
+        _forget_cached_certs(monkeypatch)
+        store.loop_reader.connect()
+        assert [r.der for r in asyncio.run(store.loop_reader.responses(keys))] == expected
 
 
 def test_a_response_whose_certificate_row_is_gone_is_an_error_not_a_cut_answer(
@@ -123,3 +138,12 @@ def test_a_response_whose_certificate_row_is_gone_is_an_error_not_a_cut_answer(
     _forget_cached_certs(monkeypatch)
     with pytest.raises(StoreError, match="response_certs has no row matching id"):
         store.response(issuer_id, serial)
+    if engine.engine == "postgres":
+        keys = [(issuer_id, serial, HashAlgorithm.SHA1)]
+        with pytest.raises(StoreError, match="response_certs has no row matching id"):
+            store.responses(keys)
+        reader = store.loop_reader
+        reader.connect()
+        with pytest.raises(StoreError, match="response_certs has no row matching id"):
+            asyncio.run(reader.responses(keys))
+        assert not reader.ready  # the loop's connection is dropped, as on any failure

@@ -205,7 +205,7 @@ def test_cached_splicing_matches_the_reference_path_and_parses_r7_r8(
             public = resp.certificates[0].public_key()
             assert isinstance(public, ec.EllipticCurvePublicKey)
             public.verify(resp.signature, resp.tbs_response_bytes, ec.ECDSA(hashes.SHA256()))
-        both = builder.sign_both(
+        both_args = (
             serial,
             status.revoked,
             status.revocation_time,
@@ -214,7 +214,12 @@ def test_cached_splicing_matches_the_reference_path_and_parses_r7_r8(
             next_update,
             produced,
         )
+        both = builder.sign_both(*both_args)
         assert both == tuple(pair[-2:])
+        # what the signer stores: each response without the responder certificate, which the
+        # store appends when reading (store/responsecerts.py); the same bytes once appended
+        cut = builder.sign_both(*both_args, certs=False)
+        assert builder.certs and tuple(c + builder.certs for c in cut) == both
     assert pair[:2] == pair[2:]  # the builder that keeps nothing cached agrees too
 
 

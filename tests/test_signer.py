@@ -103,7 +103,7 @@ def test_stale_good_is_not_stored_over_a_revocation(engine) -> None:
     [claim] = store.claim_due(NOW, 10, 60)
     ingest.revoke("demo", serial, "keyCompromise", NOW)  # lands while the good is being signed
     stale = SignedResponse(
-        issuer_id, serial, claim.version, b"good1", b"good256", NOW, NOW + 1, NOW + 1
+        issuer_id, serial, claim.version, b"good1", b"good256", NOW, NOW + 1, NOW + 1, b""
     )
     assert store.store_signed([stale], NOW) == 0
     assert store.response(issuer_id, serial) is None

@@ -26,7 +26,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certstatus.config import IssuerMaterial, SigningConfig
 from certstatus.keys.base import KeyUnavailableError
 from certstatus.ocsp.schedule import ScheduleError, Validity, Window
-from certstatus.signer.worker import Builders, IssuerSpec, Job, init_worker, probe, sign_jobs
+from certstatus.signer.worker import (
+    Builders,
+    IssuerSpec,
+    Job,
+    Signed,
+    init_worker,
+    probe,
+    sign_jobs,
+)
 from certstatus.store.base import DueCertificate, SignedResponse, SigningQueue
 
 log = logging.getLogger("certstatus.signer")
@@ -72,7 +80,6 @@ class Signer:
             )
             for m in issuers
         ]
-        self._certs = {spec.issuer_id: spec.certs for spec in self.specs}
         self._not_after = {
             self.issuer_ids[m.name]: int(m.responder_certificate.not_valid_after_utc.timestamp())
             for m in issuers
@@ -103,11 +110,11 @@ class Signer:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def _submit(self, jobs: list[Job]) -> Future[list[tuple[bytes, bytes]]]:
+    def _submit(self, jobs: list[Job]) -> Future[list[Signed]]:
         if self.processes <= 1:
             if self._local_builders is None:
                 self._local_builders = Builders(self.specs)
-            future: Future[list[tuple[bytes, bytes]]] = Future()
+            future: Future[list[Signed]] = Future()
             try:
                 future.set_result(sign_jobs(jobs, self._local_builders))
             except KeyUnavailableError as exc:
@@ -158,9 +165,7 @@ class Signer:
             planned.append((item, window.validity(spread())))
         return planned
 
-    def _store(
-        self, planned: list[tuple[DueCertificate, Validity]], signed: list[tuple[bytes, bytes]]
-    ) -> int:
+    def _store(self, planned: list[tuple[DueCertificate, Validity]], signed: list[Signed]) -> int:
         responses = [
             SignedResponse(
                 item.issuer_id,
@@ -171,9 +176,9 @@ class Signer:
                 this_update,
                 next_update,
                 refresh_at,
-                self._certs[item.issuer_id],
+                certs,
             )
-            for (item, (this_update, next_update, refresh_at)), (sha1, sha256) in zip(
+            for (item, (this_update, next_update, refresh_at)), (sha1, sha256, certs) in zip(
                 planned, signed, strict=True
             )
         ]
@@ -202,7 +207,7 @@ class Signer:
             log.error(problem)
             return 0
         batch = self.config.batch_size
-        in_flight: dict[Future[list[tuple[bytes, bytes]]], list] = {}
+        in_flight: dict[Future[list[Signed]], list] = {}
         stored = 0
         exhausted = False
         failed: KeyUnavailableError | None = None

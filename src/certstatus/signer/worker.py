@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certstatus.keys.base import KeyFileError, KeyUnavailableError
 from certstatus.keys.source import KeyRef, open_key
-from certstatus.ocsp.response import ResponseBuilder, certs_field
+from certstatus.ocsp.response import ResponseBuilder
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,6 @@ class IssuerSpec:
     issuer_der: bytes
     responder_der: bytes
     key: KeyRef
-
-    @property
-    def certs(self) -> bytes:
-        """The `certs` field that completes every response signed for this issuer."""
-        return certs_field(
-            x509.load_der_x509_certificate(self.issuer_der),
-            x509.load_der_x509_certificate(self.responder_der),
-        )
 
     def builder(self) -> ResponseBuilder:
         responder = x509.load_der_x509_certificate(self.responder_der)
@@ -90,16 +82,21 @@ def probe(builders: Builders | None = None) -> None:
         table[issuer_id].key.sign(b"certstatus key probe")
 
 
-def sign_jobs(
-    jobs: list[Job], builders: dict[int, ResponseBuilder] | None = None
-) -> list[tuple[bytes, bytes]]:
+# (SHA-1 CertID response, SHA-256 CertID response, the `certs` field both end with)
+Signed = tuple[bytes, bytes, bytes]
+
+
+def sign_jobs(jobs: list[Job], builders: dict[int, ResponseBuilder] | None = None) -> list[Signed]:
     """Sign each job under SHA-1 and SHA-256 CertIDs: one SingleResponse per response (R8).
-    Each ends before the responder certificate (IssuerSpec.certs), which the store keeps once:
-    half the bytes sent back over the pipe, and written, per certificate."""
+    Each response comes back without its trailing `certs` field, which the store keeps once;
+    the field is returned beside them from the builder that counted it in the responses'
+    length headers, one bytes object per issuer (pickled once per batch)."""
     table = _builders if builders is None else builders
-    return [
-        table[issuer_id].sign_both(
+    signed = []
+    for issuer_id, serial, revoked, revoked_at, reason, this_update, next_update, produced in jobs:
+        builder = table[issuer_id]
+        sha1, sha256 = builder.sign_both(
             serial, revoked, revoked_at, reason, this_update, next_update, produced, certs=False
         )
-        for issuer_id, serial, revoked, revoked_at, reason, this_update, next_update, produced in jobs
-    ]
+        signed.append((sha1, sha256, builder.certs))
+    return signed

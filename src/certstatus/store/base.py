@@ -129,7 +129,7 @@ class SignedResponse(NamedTuple):
     this_update: int
     next_update: int
     refresh_at: int
-    certs: bytes = b""
+    certs: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import pq
 
 from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.store import pgarrays as arrays
 from certstatus.store.base import StoredResponse
 from certstatus.store.responsecerts import CERTS
 
@@ -98,7 +99,8 @@ def store_rows(
 
 
 def certs_parameter(pending: Pending) -> bytes:
-    return ("{" + ",".join(str(i) for i in sorted({i for _, i in pending})) + "}").encode()
+    """CERTS_STATEMENT's parameter: the ids pending rows wait for, each once."""
+    return arrays.integers(sorted({certs_id for _, certs_id in pending})).encode()
 
 
 def complete(results: list[StoredResponse | None], pending: Pending, rows: pq.abc.PGresult) -> None:

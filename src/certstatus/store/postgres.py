@@ -657,10 +657,10 @@ class PostgresStore(SqlStore):
             if row is None:
                 return None
             der, this_update, next_update, refresh_at, certs_id = row
-            certs = CERTS.get(certs_id)
-            if certs is None:
-                certs = CERTS.learn(certs_id, self._fetch_certs(db, certs_id))
-        return StoredResponse(bytes(der) + certs, this_update, next_update, refresh_at, self.name)
+            whole = CERTS.whole(
+                bytes(der), certs_id, lambda missing: self._fetch_certs(db, missing)
+            )
+        return StoredResponse(whole, this_update, next_update, refresh_at, self.name)
 
     def responses(self, keys: Sequence[ResponseKey]) -> list[StoredResponse | None]:
         """Many lookups in one round trip per (issuer, hash algorithm): what the responder's

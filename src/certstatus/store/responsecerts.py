@@ -9,7 +9,7 @@ are then a third of the size.
 The id is derived from the bytes (the first 8 bytes of their SHA-256 as a signed 64-bit
 integer), so the signer knows it without asking, a repeated insert changes nothing, and a
 reader may cache an id forever: no replica, failover or restore can make one id mean other
-bytes. Id 0 appends nothing: rows written before schema 5, and issuers that sign their own
+bytes. Id 0 appends nothing: rows written before schema 10, and issuers that sign their own
 responses.
 """
 

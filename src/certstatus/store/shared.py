@@ -323,9 +323,7 @@ class SqlStore(ABC):
             if row is None:
                 return None
             version, this_update, next_update, sha1, sha256, certs_id = row
-            certs = CERTS.get(certs_id)
-            if certs is None:
-                certs = CERTS.learn(certs_id, self._fetch_certs(db, certs_id))
+            certs = CERTS.whole(b"", certs_id, lambda missing: self._fetch_certs(db, missing))
         return StoredResponseInfo(
             version, this_update, next_update, bytes(sha1) + certs, bytes(sha256) + certs
         )

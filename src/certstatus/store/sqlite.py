@@ -324,10 +324,8 @@ class SqliteStore(SqlStore):
         if row is None:
             return None
         der, this_update, next_update, refresh_at, certs_id = row
-        certs = CERTS.get(certs_id)
-        if certs is None:
-            certs = CERTS.learn(certs_id, self._fetch_certs(db, certs_id))
-        return StoredResponse(der + certs, this_update, next_update, refresh_at)
+        whole = CERTS.whole(der, certs_id, lambda missing: self._fetch_certs(db, missing))
+        return StoredResponse(whole, this_update, next_update, refresh_at)
 
     def ping(self) -> None:
         try:
