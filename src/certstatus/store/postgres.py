@@ -47,7 +47,6 @@ from certstatus.store.base import (
 )
 from certstatus.store.pglookup import ResponseKey, read_responses
 from certstatus.store.pgloop import LoopReader
-from certstatus.store.responsecerts import CERTS
 from certstatus.store.schema import POSTGRES_MIGRATIONS
 from certstatus.store.shared import _CRL_COLUMNS, Connection, SqlStore
 
@@ -654,13 +653,7 @@ class PostgresStore(SqlStore):
             row = db.execute(
                 _RESPONSE_BY_ALGORITHM[algorithm], (issuer_id, serial_key(serial))
             ).fetchone()
-            if row is None:
-                return None
-            der, this_update, next_update, refresh_at, certs_id = row
-            whole = CERTS.whole(
-                bytes(der), certs_id, lambda missing: self._fetch_certs(db, missing)
-            )
-        return StoredResponse(whole, this_update, next_update, refresh_at, self.name)
+            return self._completed(db, row, self.name)
 
     def responses(self, keys: Sequence[ResponseKey]) -> list[StoredResponse | None]:
         """Many lookups in one round trip per (issuer, hash algorithm): what the responder's

@@ -16,7 +16,7 @@ responses.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from certstatus.store.base import SignedResponse, StoreError
 
@@ -57,13 +57,6 @@ class CertsCache:
             )
         self._known[stored_id] = certs
         return certs
-
-    def whole(self, der: bytes, stored_id: int, fetch: Callable[[int], bytes | None]) -> bytes:
-        """The stored DER completed; fetch reads an id this cache has not seen."""
-        certs = self._known.get(stored_id)
-        if certs is None:
-            certs = self.learn(stored_id, fetch(stored_id))
-        return der + certs
 
 
 # Ids are content hashes, so one cache serves every store of the process.

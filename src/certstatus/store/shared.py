@@ -37,6 +37,7 @@ from certstatus.store.base import (
     RevocationRequest,
     RevokeOutcome,
     StoredCrl,
+    StoredResponse,
     StoredResponseInfo,
     StoreError,
     UnknownCertificate,
@@ -323,7 +324,7 @@ class SqlStore(ABC):
             if row is None:
                 return None
             version, this_update, next_update, sha1, sha256, certs_id = row
-            certs = CERTS.whole(b"", certs_id, lambda missing: self._fetch_certs(db, missing))
+            certs = self._certs(db, certs_id)
         return StoredResponseInfo(
             version, this_update, next_update, bytes(sha1) + certs, bytes(sha256) + certs
         )
@@ -337,9 +338,23 @@ class SqlStore(ABC):
         if kept:
             self._executemany(db, self._sql(responsecerts.INSERT), kept)
 
-    def _fetch_certs(self, db: Connection, certs_id: int) -> bytes | None:
-        row = db.execute(self._sql(responsecerts.SELECT), (certs_id,)).fetchone()
-        return None if row is None else bytes(row[0])
+    def _certs(self, db: Connection, certs_id: int) -> bytes:
+        """The `certs` field a stored response ends with: from the process's cache, read once
+        per id (StoreError if the row is gone)."""
+        certs = CERTS.get(certs_id)
+        if certs is None:
+            row = db.execute(self._sql(responsecerts.SELECT), (certs_id,)).fetchone()
+            certs = CERTS.learn(certs_id, None if row is None else bytes(row[0]))
+        return certs
+
+    def _completed(self, db: Connection, row: Any, source: str = "") -> StoredResponse | None:
+        """A response lookup's row (der, this_update, next_update, refresh_at, certs_id) as
+        served: the DER with its responder certificate appended."""
+        if row is None:
+            return None
+        der, this_update, next_update, refresh_at, certs_id = row
+        whole = bytes(der) + self._certs(db, certs_id)
+        return StoredResponse(whole, this_update, next_update, refresh_at, source)
 
     def response_versions(self, issuer_id: int, serials: Sequence[int]) -> dict[int, int]:
         rows = self._rows_by_serial("serial, version", "responses", issuer_id, serials)

@@ -31,7 +31,6 @@ from certstatus.store.base import (
     StoreError,
     serial_key,
 )
-from certstatus.store.responsecerts import CERTS
 from certstatus.store.schema import SQLITE_MIGRATIONS
 from certstatus.store.shared import Connection, SqlStore
 
@@ -321,11 +320,7 @@ class SqliteStore(SqlStore):
         row = db.execute(
             _RESPONSE_BY_ALGORITHM[algorithm], (issuer_id, serial_key(serial))
         ).fetchone()
-        if row is None:
-            return None
-        der, this_update, next_update, refresh_at, certs_id = row
-        whole = CERTS.whole(der, certs_id, lambda missing: self._fetch_certs(db, missing))
-        return StoredResponse(whole, this_update, next_update, refresh_at)
+        return self._completed(db, row)
 
     def ping(self) -> None:
         try:
