@@ -147,3 +147,140 @@ def test_a_response_whose_certificate_row_is_gone_is_an_error_not_a_cut_answer(
         with pytest.raises(StoreError, match="response_certs has no row matching id"):
             asyncio.run(reader.responses(keys))
         assert not reader.ready  # the loop's connection is dropped, as on any failure
+
+
+# Schema 11: cut rows only once the operator says no earlier reader is left
+# (`certstatus responder-cert store-once on`).
+
+
+def _at_schema(engine, last: int) -> None:
+    """Create the engine's database as a release that knew schemas up to `last` left it."""
+    from certstatus.store import sqlite_path
+    from certstatus.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
+
+    url = engine.config.database
+    if engine.engine == "postgres":
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+            for version, sql in POSTGRES_MIGRATIONS[:last]:
+                db.execute(sql.encode())
+                db.execute("INSERT INTO schema_migrations VALUES (%s)", (version,))
+        return
+    import sqlite3
+
+    db = sqlite3.connect(sqlite_path(url, engine.config.base_dir), isolation_level=None)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+    for version, sql in SQLITE_MIGRATIONS[:last]:
+        for statement in filter(str.strip, sql.split(";")):
+            db.execute(statement)
+        db.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
+    db.close()
+
+
+def _audited_format_changes(store) -> list[tuple[str, str, str | None]]:
+    return [
+        (r.actor, r.action, r.after)
+        for r in store.audit_entries(0, 0, 1000)
+        if r.action == "response-format"
+    ]
+
+
+def test_a_new_database_stores_each_responder_certificate_once(engine) -> None:
+    store, issuer_id, [serial] = _signed(engine, 1)
+    assert store.certs_stored_once()
+    assert _rows(store, issuer_id, serial)[2] != responsecerts.WHOLE
+
+
+def test_an_upgraded_database_stores_whole_responses_until_switched_on_f5(engine) -> None:
+    """A database a release before schema 10 created may still be read by such a release's
+    web nodes, which serve a stored row as it is: rows stay whole (what they serve correctly)
+    until the operator switches store-once on, and again after switching it off."""
+    from certstatus.store.base import AuditContext
+
+    _at_schema(engine, 9)
+    store, issuer_id, [first, second] = _signed(engine, 2)
+    assert not store.certs_stored_once()
+    responder = x509.load_pem_x509_certificate((engine.dir / "responder.pem").read_bytes())
+    for serial in (first, second):
+        sha1, sha256, certs_id = _rows(store, issuer_id, serial)
+        assert certs_id == responsecerts.WHOLE
+        for stored in (sha1, sha256):  # an earlier reader serves the row as it is: whole
+            assert ocsp.load_der_ocsp_response(stored).certificates == [responder]
+        assert store.response(issuer_id, serial).der == sha1
+    with store._reading() as db:
+        assert db.execute("SELECT count(*) FROM response_certs").fetchone()[0] == 0
+
+    operator = AuditContext("cli:test", action="response-format")
+    assert store.store_certs_once(True, operator, int(time.time())) is False
+    assert store.store_certs_once(True, operator, int(time.time())) is True  # no second entry
+    assert _audited_format_changes(store) == [
+        ("cli:test", "response-format", '{"certs_stored_once":true}')
+    ]
+    ingest = engine.ingest(store)
+    ingest.revoke("demo", first, "keyCompromise", int(time.time()))
+    with engine.signer(store) as signer:
+        assert signer.sign_due() == 1
+    sha1, _, certs_id = _rows(store, issuer_id, first)
+    assert certs_id != responsecerts.WHOLE  # signed after the switch: cut
+    served = ocsp.load_der_ocsp_response(store.response(issuer_id, first).der)
+    assert served.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert served.certificates == [responder]
+    assert store.response(issuer_id, second).der == _rows(store, issuer_id, second)[0]
+
+    assert store.store_certs_once(False, operator, int(time.time())) is True
+    ingest.revoke("demo", second, "keyCompromise", int(time.time()))
+    with engine.signer(store) as signer:
+        assert signer.sign_due() == 1
+    sha1, _, certs_id = _rows(store, issuer_id, second)
+    assert certs_id == responsecerts.WHOLE
+    assert ocsp.load_der_ocsp_response(sha1).certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert [after for _, _, after in _audited_format_changes(store)] == [
+        '{"certs_stored_once":true}',
+        '{"certs_stored_once":false}',
+    ]
+
+
+def test_a_database_already_holding_cut_rows_keeps_storing_them(engine) -> None:
+    """Upgrading from schema 10, whose signers stored cut rows unconditionally: its readers
+    already complete them, so schema 11 starts switched on; with no cut row, off."""
+    _at_schema(engine, 10)
+    store, _, _ = _signed(engine, 1)
+    assert not store.certs_stored_once()  # schema 10 and no cut row yet: whole
+    with store._writing() as db:
+        db.execute("DROP TABLE response_format")
+        db.execute("DELETE FROM schema_migrations WHERE version = 11")
+        db.execute(store._sql("UPDATE responses SET certs_id = 1"))
+    store.close()
+    assert engine.store().certs_stored_once()
+
+
+def test_store_once_command_tells_and_switches_the_format(engine) -> None:
+    """What an operator runs after the last earlier reader is gone, on either engine."""
+    import subprocess
+    import sys
+
+    _at_schema(engine, 9)
+
+    def run(*state: str) -> subprocess.CompletedProcess[str]:
+        command = ["responder-cert", "store-once", "--config", str(engine.config_path), *state]
+        return subprocess.run(
+            [sys.executable, "-m", "certstatus.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert run().stdout == "responder certificate stored once: off (whole responses)\n"
+    switched = run("on")
+    assert switched.returncode == 0, switched.stderr
+    assert switched.stdout.startswith("responder certificate stored once: now on")
+    assert run("on").stdout.startswith("responder certificate stored once: already on")
+    typo = run("yes")
+    assert typo.returncode == 2 and "'yes' is not one of 'on', 'off'" in typo.stderr
+    store = engine.store()
+    assert store.certs_stored_once()
+    [(actor, _, after)] = _audited_format_changes(store)
+    assert actor.startswith("cli:") and after == '{"certs_stored_once":true}'

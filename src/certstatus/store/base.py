@@ -528,6 +528,18 @@ class SiteDrains(Protocol):
         ...
 
 
+class ResponseFormat(Protocol):
+    """Whether the signer stores responses without their responder certificate, each one kept
+    once (store/responsecerts.py): switched on by the operator once no reader of a release that
+    cannot complete such a row is left (`certstatus responder-cert store-once on`)."""
+
+    def certs_stored_once(self) -> bool: ...
+
+    def store_certs_once(self, on: bool, context: AuditContext, now: int) -> bool:
+        """Switch it; returns what it was. A change is audit-logged."""
+        ...
+
+
 class Expiry(Protocol):
     """Expiry housekeeping (store/expiry.py): one batch, one transaction, per call."""
 
@@ -550,6 +562,7 @@ class Store(
     PurgeQueue,
     MonitorReads,
     SiteDrains,
+    ResponseFormat,
     Expiry,
     Protocol,
 ):

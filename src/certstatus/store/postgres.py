@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store import additions, responsecerts
+from certstatus.store import additions
 from certstatus.store import audit as audit_chain
 from certstatus.store import pgarrays as arrays
 from certstatus.store.audit import COLUMNS
@@ -47,7 +47,7 @@ from certstatus.store.base import (
 )
 from certstatus.store.pglookup import ResponseKey, read_responses
 from certstatus.store.pgloop import LoopReader
-from certstatus.store.schema import POSTGRES_MIGRATIONS
+from certstatus.store.schema import FRESH_DATABASE, POSTGRES_MIGRATIONS
 from certstatus.store.shared import _CRL_COLUMNS, Connection, SqlStore
 
 log = logging.getLogger("certstatus.store")
@@ -419,6 +419,8 @@ class PostgresStore(SqlStore):
                 if version not in applied:
                     db.execute(sql.encode())
                     db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            if not applied:
+                db.execute(FRESH_DATABASE)
 
     def add_certificates(
         self, records: Sequence[CertificateRecord], now: int, audit: AuditContext = UNATTRIBUTED
@@ -603,12 +605,11 @@ class PostgresStore(SqlStore):
         responses for exactly those rows."""
         if not responses:
             return 0
-        blob, starts, lengths = arrays.slices(
-            der for r in responses for der in (r.der_sha1, r.der_sha256)
-        )
-        ids = responsecerts.ids_of(responses)
         with self._writing(durable=False) as db:
-            self._keep_certs(db, ids)
+            responses, ids = self._as_stored(db, responses)
+            blob, starts, lengths = arrays.slices(
+                der for r in responses for der in (r.der_sha1, r.der_sha256)
+            )
             cur = db.execute(
                 "WITH v AS (SELECT issuer_id, serial, version, this_update, next_update, "
                 "refresh_at, substring(%(blob)b FROM starts[2 * n - 1] FOR lengths[2 * n - 1]) "

@@ -22,6 +22,9 @@ from certstatus.store.base import SignedResponse, StoreError
 
 WHOLE = 0  # the stored DER is the whole response
 
+STORED_ONCE = "SELECT certs_stored_once FROM response_format WHERE id = 1"
+SET_STORED_ONCE = "UPDATE response_format SET certs_stored_once = ? WHERE id = 1"
+
 INSERT = "INSERT INTO response_certs (id, der) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
 SELECT = "SELECT der FROM response_certs WHERE id = ?"
 
@@ -35,6 +38,18 @@ def certs_id(certs: bytes) -> int:
 def ids_of(responses: Iterable[SignedResponse]) -> dict[bytes, int]:
     """The id of each distinct `certs` among a batch's responses (one, but for a rotation)."""
     return {certs: certs_id(certs) for certs in {r.certs for r in responses}}
+
+
+def whole(response: SignedResponse) -> SignedResponse:
+    """The response with its `certs` put back: what a database whose readers may predate
+    schema 10 stores (schema.py, v11)."""
+    if not response.certs:
+        return response
+    return response._replace(
+        der_sha1=response.der_sha1 + response.certs,
+        der_sha256=response.der_sha256 + response.certs,
+        certs=b"",
+    )
 
 
 class CertsCache:

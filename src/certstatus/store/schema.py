@@ -414,3 +414,22 @@ POSTGRES_MIGRATIONS.append(
         """,
     )
 )
+
+# v11: when the signer may store responses cut (v10), as a switch in the database. A reader of
+# a release before v10 serves a cut row as it is, without its responder certificate, and
+# clients reject it; so an upgraded database keeps storing whole rows (certs_id 0, which every
+# release serves) until `certstatus responder-cert store-once on` says every reader knows
+# certs_id. A database that already holds cut rows ran v10 readers: it stays cut. A new
+# database has no earlier reader: the migration runner switches it on (FRESH_DATABASE).
+_RESPONSE_FORMAT = """
+        CREATE TABLE response_format (
+            id {small} PRIMARY KEY CHECK (id = 1),
+            certs_stored_once {small} NOT NULL CHECK (certs_stored_once IN (0, 1))
+        );
+        INSERT INTO response_format (id, certs_stored_once)
+            SELECT 1, CASE WHEN EXISTS (SELECT 1 FROM responses WHERE certs_id <> 0)
+                THEN 1 ELSE 0 END;
+"""
+SQLITE_MIGRATIONS.append((11, _RESPONSE_FORMAT.format(small="INTEGER")))
+POSTGRES_MIGRATIONS.append((11, _RESPONSE_FORMAT.format(small="SMALLINT")))
+FRESH_DATABASE = "UPDATE response_format SET certs_stored_once = 1 WHERE id = 1"

@@ -36,6 +36,7 @@ from certstatus.store.base import (
     PurgeBacklog,
     RevocationRequest,
     RevokeOutcome,
+    SignedResponse,
     StoredCrl,
     StoredResponse,
     StoredResponseInfo,
@@ -331,12 +332,42 @@ class SqlStore(ABC):
 
     # the responder certificate each stored response ends with (store/responsecerts.py)
 
-    def _keep_certs(self, db: Connection, ids: dict[bytes, int]) -> None:
-        """Insert each `certs` a batch refers to, in the batch's own transaction: a response
-        is never visible before the row that completes it."""
+    def _as_stored(
+        self, db: Connection, responses: Sequence[SignedResponse]
+    ) -> tuple[Sequence[SignedResponse], dict[bytes, int]]:
+        """A batch as this database stores it now, read in the batch's own transaction: cut,
+        with each `certs` inserted (so a response is never visible before the row that
+        completes it), once `store-once` is on; whole until then (schema.py, v11)."""
+        if not self._stored_once(db):
+            responses = [responsecerts.whole(r) for r in responses]
+        ids = responsecerts.ids_of(responses)
         kept = [(stored_id, certs) for certs, stored_id in ids.items() if certs]
         if kept:
             self._executemany(db, self._sql(responsecerts.INSERT), kept)
+        return responses, ids
+
+    def _stored_once(self, db: Connection) -> bool:
+        row = db.execute(responsecerts.STORED_ONCE).fetchone()
+        return bool(row and row[0])
+
+    def certs_stored_once(self) -> bool:
+        with self._reading() as db:
+            return self._stored_once(db)
+
+    def store_certs_once(self, on: bool, context: AuditContext, now: int) -> bool:
+        with self._writing() as db:
+            was = bool(
+                db.execute(self._sql(responsecerts.STORED_ONCE + self.LOCK_ROW)).fetchone()[0]
+            )
+            if was != on:
+                db.execute(self._sql(responsecerts.SET_STORED_ONCE), (int(on),))
+                change = audit_chain.Change(
+                    "response-format",
+                    before={"certs_stored_once": was},
+                    after={"certs_stored_once": on},
+                )
+                self._append_audit(db, [change], context, now)
+        return was
 
     def _certs(self, db: Connection, certs_id: int) -> bytes:
         """The `certs` field a stored response ends with: from the process's cache, read once

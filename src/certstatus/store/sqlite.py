@@ -17,7 +17,7 @@ from typing import Any
 
 from certstatus.files import create_private
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store import additions, responsecerts
+from certstatus.store import additions
 from certstatus.store.base import (
     UNATTRIBUTED,
     AddResult,
@@ -31,7 +31,7 @@ from certstatus.store.base import (
     StoreError,
     serial_key,
 )
-from certstatus.store.schema import SQLITE_MIGRATIONS
+from certstatus.store.schema import FRESH_DATABASE, SQLITE_MIGRATIONS
 from certstatus.store.shared import Connection, SqlStore
 
 # One query per CertID hash, so a lookup copies only the DER it serves.
@@ -129,6 +129,8 @@ class SqliteStore(SqlStore):
             for statement in filter(str.strip, sql.split(";")):
                 db.execute(statement)
             db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+        if not applied:
+            db.execute(FRESH_DATABASE)
 
     def add_certificates(
         self, records: Sequence[CertificateRecord], now: int, audit: AuditContext = UNATTRIBUTED
@@ -264,23 +266,22 @@ class SqliteStore(SqlStore):
     def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
         """Both statements carry the version guard, in one transaction, so they agree on which
         rows are still current; rows whose status changed since the claim are skipped."""
-        ids = responsecerts.ids_of(responses)
-        rows = [
-            (
-                r.issuer_id,
-                serial_key(r.serial),
-                r.version,
-                r.this_update,
-                r.next_update,
-                r.refresh_at,
-                r.der_sha1,
-                r.der_sha256,
-                ids[r.certs],
-            )
-            for r in responses
-        ]
         with self._writing(durable=False) as db:
-            self._keep_certs(db, ids)
+            responses, ids = self._as_stored(db, responses)
+            rows = [
+                (
+                    r.issuer_id,
+                    serial_key(r.serial),
+                    r.version,
+                    r.this_update,
+                    r.next_update,
+                    r.refresh_at,
+                    r.der_sha1,
+                    r.der_sha256,
+                    ids[r.certs],
+                )
+                for r in responses
+            ]
             before = db.total_changes
             db.executemany(
                 "INSERT INTO responses (issuer_id, serial, version, this_update, next_update, "
