@@ -2,18 +2,21 @@
 
 Each round records N fresh certificates, then times one `Signer.sign_due` pass with 2 signing
 processes (the pool is started and the key opened before the clock), and reports per response
-(two per certificate: the SHA-1 and SHA-256 CertIDs):
+(two per certificate: the SHA-1 and SHA-256 CertIDs; one with `--sha256 on-request`, which
+signs only the SHA-1 one, as [signing] sha256_responses = "on-request" does):
 
 - responses/s, wall clock;
 - CPU (utime + stime from /proc) of the signer's own process (claim, plan, store; on SQLite
   this includes the database engine), of its signing pool (DER and the ECDSA signature), and on
   PostgreSQL of the server's processes (the backend running the claims and stores, the
   checkpointer, the WAL writer);
+- certificates/s, wall clock (what on-request signing changes);
 - `openssl speed -multi 2 -seconds 3 ecdsap256` sign/s measured just before the round, and
   the ratio of responses/s to it (the ceiling is 1: one signature per response).
 
     PYTHONPATH=src:. .venv/bin/python -m benchmarks.pregen [--engine sqlite|postgres]
         [--certs 20000] [--rounds 1] [--batch 256] [--openssl-seconds 3]
+        [--sha256 pregenerate|on-request]
 
 The machine is shared: compare CPU per response and ratios, and alternate runs when comparing
 two trees (`PYTHONPATH=<other tree>/src:.` runs this harness against other code).
@@ -68,6 +71,7 @@ def one_round(
     batch: int,
     seed: int,
     openssl_seconds: int = 3,
+    sha256: str = "pregenerate",
 ) -> dict[str, Any]:
     config = load_config(config_path)
     materials = load_issuer_material(config)
@@ -79,7 +83,7 @@ def one_round(
         records = bulk_records(issuer_id, certs, seed=seed)
         for start in range(0, certs, 10_000):
             store.add_certificates(records[start : start + 10_000], int(time.time()))
-        signing = dataclasses.replace(config.signing, batch_size=batch)
+        signing = dataclasses.replace(config.signing, batch_size=batch, sha256_responses=sha256)
         openssl = openssl_speed("ecdsap256", 2, openssl_seconds)
         load = os.getloadavg()[0]
         with Signer(store, materials, {name: issuer_id}, signing, processes=2) as signer:
@@ -101,13 +105,14 @@ def one_round(
             raise RuntimeError(f"expected {certs} certificates signed, got {stored}")
     finally:
         store.close()
-    responses = 2 * certs
+    responses = (2 if sha256 == "pregenerate" else 1) * certs
     signer_us, pool_us, server_us = (
         round((b - a) / responses * 1e6, 1) for a, b in zip(before, after, strict=True)
     )
     return {
         "responses": responses,
         "responses_per_s": round(responses / elapsed),
+        "certificates_per_s": round(certs / elapsed),
         "openssl_sign_per_s": round(openssl),
         "openssl_ratio": round(responses / elapsed / openssl, 3),
         "cpu_us_per_response": {
@@ -129,17 +134,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--batch", type=int, default=256, help="[signing] batch_size")
     parser.add_argument("--openssl-seconds", type=int, default=3)
+    parser.add_argument(
+        "--sha256", choices=["pregenerate", "on-request"], default="pregenerate",
+        help="[signing] sha256_responses",
+    )  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         Path(tmp).chmod(0o755)  # the postgres user reaches the cluster inside
         with deployment(args.engine, Path(tmp) / args.engine) as (config, postmasters):
             rounds = [
                 one_round(
-                    config, postmasters, args.certs, args.batch, 100 + n, args.openssl_seconds
+                    config,
+                    postmasters,
+                    args.certs,
+                    args.batch,
+                    100 + n,
+                    args.openssl_seconds,
+                    args.sha256,
                 )
                 for n in range(args.rounds)
             ]
-    print(json.dumps({"engine": args.engine, "certs": args.certs, "rounds": rounds}))
+    print(
+        json.dumps(
+            {"engine": args.engine, "certs": args.certs, "sha256": args.sha256, "rounds": rounds}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -94,23 +94,28 @@ def test_scale_benchmark_reports_every_figure_with_sane_values() -> None:
 
 
 @pytest.mark.integration
-def test_pregen_benchmark_splits_cpu_per_response_by_process() -> None:
+@pytest.mark.parametrize("sha256, per_certificate", [("pregenerate", 2), ("on-request", 1)])
+def test_pregen_benchmark_splits_cpu_per_response_by_process(sha256, per_certificate) -> None:
     """benchmarks.pregen (issue 15 item 4) at a small N on SQLite: every certificate signed
-    under both CertIDs, CPU attributed to the signer and to its signing pool (the database
-    runs inside the signer on SQLite), next to openssl speed."""
+    under both CertIDs (or SHA-1 alone: on-request SHA-256), CPU attributed to the signer and
+    to its signing pool (the database runs inside the signer on SQLite), next to openssl."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.pregen", "--certs", "300", "--openssl-seconds", "1"],
+        [sys.executable, "-m", "benchmarks.pregen", "--certs", "300", "--openssl-seconds", "1",
+         "--sha256", sha256],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=90,
         check=False,
-    )
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     [round_] = json.loads(run.stdout)["rounds"]
-    assert round_["responses"] == 600 and round_["responses_per_s"] > 0
+    assert round_["responses"] == 300 * per_certificate and round_["responses_per_s"] > 0
+    assert round_["certificates_per_s"] * per_certificate == pytest.approx(
+        round_["responses_per_s"], abs=per_certificate
+    )
     assert 0 < round_["openssl_ratio"] < 1.5  # the same primitive on the same cores
     cpu = round_["cpu_us_per_response"]
     assert cpu["signer"] > 0 and cpu["pool"] > 0  # the pool, not the signer, signed

@@ -131,6 +131,48 @@ def test_sampler_flags_a_known_serial_the_target_does_not_answer(signed) -> None
     assert finding.kind == "KnownSerialNotAuthoritative" and "unreachable" in finding.summary
 
 
+def test_watchdog_asks_with_sha1_only_when_sha256_is_signed_on_request(
+    deployment, monkeypatch
+) -> None:
+    """Under [signing] sha256_responses = "on-request" a SHA-256 check would make the signers
+    sign every new certificate's SHA-256 response (and meet tryLater first): the monitor built
+    from such a config checks with SHA-1 CertIDs only; otherwise with both."""
+    import types
+
+    from cryptography.x509 import ocsp
+
+    from certstatus.monitor import watchdog as watchdog_module
+
+    sent: list[bytes] = []
+
+    def fetch(target, der: bytes):
+        sent.append(der)
+        return types.SimpleNamespace(status=0, headers={}, body=b"")
+
+    monkeypatch.setattr(watchdog_module, "ocsp_get", fetch)
+    monkeypatch.setattr(watchdog_module, "ocsp_post", fetch)
+    text = deployment.config_path.read_text()
+    issuers = {1: deployment.ca.certificate}
+    target = Target("origin", deployment.url)
+    for sha256_responses, expected in (
+        ("on-request", {"SHA1"}),
+        ("pregenerate", {"SHA1", "SHA256"}),
+    ):
+        line = f'[signing]\nsha256_responses = "{sha256_responses}"\n'
+        deployment.config_path.write_text(text.replace("[signing]\n", line, 1))
+        config = load_config(deployment.config_path)
+        sent.clear()
+        monitor = Monitor(config)
+        try:
+            monitor.watchdog.issuers = issuers
+            for _ in range(40):
+                monitor.watchdog.ask(target, 1, 0x1234, None)
+        finally:
+            monitor.stop()
+        algorithms = {ocsp.load_der_ocsp_request(der).hash_algorithm.name.upper() for der in sent}
+        assert algorithms == expected
+
+
 class Receiver:
     """An Alertmanager-shaped receiver recording every POST to /api/v2/alerts."""
 

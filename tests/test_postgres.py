@@ -625,3 +625,76 @@ def test_a_store_uses_its_server_again_at_once_after_an_outage_f9(tmp_path_facto
         store.close()
     finally:
         running.down()
+
+
+def test_a_web_node_on_a_replica_asks_the_primary_for_a_sha256_response(env: Env) -> None:
+    """[signing] sha256_responses = "on-request" across a replica set: the replica has only
+    the SHA-1 response; the app answers SHA-256 tryLater and writes the ask to the primary
+    (never to the replica, which takes no write); a signer signs it; once it replicates, the
+    same request is answered good from the replica."""
+    import dataclasses
+
+    from certstatus.responder.app import OcspApp, issuer_index
+    from certstatus.responder.source import ReplicaSource
+
+    replica_node = env.cluster.replicas[0]
+    primary = Source("primary", "primary", None, PostgresStore(env.cluster.primary.url, True))
+    replica = Source(
+        replica_node.name, "replica", "a", PostgresStore(replica_node.url, True, name="r")
+    )
+    replicas = ReplicaSet(primary, [replica], max_staleness=5.0)
+    [serial] = env.leaves(1, 0xB0_0000)
+    on_request = dataclasses.replace(env.config.signing, sha256_responses="on-request")
+
+    def sign() -> int:
+        with Signer(env.primary, env.materials, {"demo": env.issuer_id}, on_request) as signer:
+            return signer.sign_due()
+
+    def on_replica(has_sha256: bool) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            stored = replica.store.response(env.issuer_id, serial, HashAlgorithm.SHA256)
+            if stored is not None and bool(stored.der) == has_sha256:
+                return
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+    assert sign() >= 1  # this certificate, and what earlier tests of the module left due
+    on_replica(False)
+    for source in (primary, replica):
+        replicas.sample(source)
+    source = ReplicaSource(replicas)
+    app = OcspApp(source, issuer_index([(env.issuer_id, env.materials[0])]))
+    path = get_path(
+        encode_request(issuer_keys(env.materials[0].certificate)[HashAlgorithm.SHA256], serial)
+    )
+
+    async def get() -> ocsp.OCSPResponse:
+        scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
+                 "headers": []}  # fmt: skip
+        body = bytearray()
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            body.extend(message.get("body", b""))
+
+        await app(scope, receive, send)
+        while app.ask_sha256._in_flight:  # the ask is sent beside the answer
+            await asyncio.sleep(0.01)
+        return ocsp.load_der_ocsp_response(bytes(body))
+
+    try:
+        assert asyncio.run(get()).response_status is ocsp.OCSPResponseStatus.TRY_LATER
+        assert app.ask_sha256.sent == 1
+        row = env.primary.certificate(env.issuer_id, serial)
+        assert row.priority is Priority.NEW and row.due_at <= time.time()  # first in line
+        assert sign() >= 1
+        on_replica(True)
+        answer = asyncio.run(get())
+        assert answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert answer.serial_number == serial
+        assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
+    finally:
+        source.close()

@@ -419,6 +419,8 @@ class ApiApp:
         responses = []
         if info is not None:
             for algorithm, der in (("sha1", info.der_sha1), ("sha256", info.der_sha256)):
+                if not der:  # not signed: a SHA-256 response signed on request, not asked yet
+                    continue
                 responses.append(
                     {
                         "certid_hash": algorithm,

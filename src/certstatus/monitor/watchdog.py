@@ -36,6 +36,9 @@ class WatchPolicy:
     give_up_after: float = 3600.0  # stop tracking (the finding stays until the serial is fixed)
     post_fraction: float = 0.1
     sample_size: int = 10
+    # ask with SHA-256 CertIDs too (half the checks); not when they are signed only on request
+    # ([signing] sha256_responses): each check would ask the signers for that certificate's
+    sha256: bool = True
 
     def next_check(self, age: float) -> float:
         """Seconds after ingestion of the first checkpoint later than age; after the last one,
@@ -164,7 +167,8 @@ class Watchdog:
         self, target: Target, issuer_id: int, serial: int, row: CertificateRow | None
     ) -> Verdict:
         """GET always, POST for a sample; the answer checked against the primary's record."""
-        algorithm = HashAlgorithm.SHA1 if self._random.random() < 0.5 else HashAlgorithm.SHA256
+        sha256 = self.policy.sha256 and self._random.random() < 0.5
+        algorithm = HashAlgorithm.SHA256 if sha256 else HashAlgorithm.SHA1
         keys = self.keys.get(issuer_id)
         if keys is None:
             keys = self.keys[issuer_id] = issuer_keys(self.issuers[issuer_id])

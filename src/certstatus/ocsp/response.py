@@ -272,21 +272,26 @@ class ResponseBuilder:
         next_update: int,
         produced_at: int,
         certs: bool = True,
+        sha256: bool = True,
     ) -> tuple[bytes, bytes]:
         """The SHA-1 and SHA-256 CertID responses of one certificate, sharing the serial's and
         the status's encoding. With certs=False each stops before the trailing `certs` field:
         what the signer stores, since that field is the same for every response of a
         responder certificate and would be 60 % of each row (the store appends it on reading).
+        With sha256=False the SHA-256 one is not signed (b""): a deployment that signs it only
+        once a client asks for it.
         """
         serial_der = _serial_der(serial)
         tail = self.single_tail(revoked, revocation_time, reason, this_update, next_update)
         sha1 = self._signed(HashAlgorithm.SHA1, self._sha1_heads, serial_der, tail, produced_at)
-        sha256 = self._signed(
-            HashAlgorithm.SHA256, self._sha256_heads, serial_der, tail, produced_at
+        second = (
+            self._signed(HashAlgorithm.SHA256, self._sha256_heads, serial_der, tail, produced_at)
+            if sha256
+            else b""
         )
         if certs and self._certs:
-            return sha1 + self._certs, sha256 + self._certs
-        return sha1, sha256
+            return sha1 + self._certs, second and second + self._certs
+        return sha1, second
 
     def _signed(
         self,

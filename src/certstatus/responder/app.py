@@ -36,6 +36,7 @@ from certstatus.ocsp.request import (
     decode_request,
 )
 from certstatus.responder import headers as h
+from certstatus.responder.sha256asks import Sha256Asks
 from certstatus.responder.source import ResponseSource, open_response_source
 from certstatus.store.base import StoreError
 
@@ -100,6 +101,7 @@ class OcspApp:
         self.max_post_body = max_post_body
         self.request_timeout = request_timeout
         self.clock = clock
+        self.ask_sha256 = Sha256Asks(source.want_sha256, clock)
         self._endpoints: dict[str, Callable[[], Awaitable[Answer]]] = {
             "/healthz": self._healthz,
             "/readyz": self._readyz,
@@ -238,6 +240,9 @@ class OcspApp:
             )
             return _TRY_LATER, Outcome.TRY_LATER, stored.source
         der = stored.der
+        if not der:  # a SHA-256 response signed on request, not yet: the signers are asked
+            self.ask_sha256(issuer_id, request.serial)
+            return _TRY_LATER, Outcome.TRY_LATER, stored.source
         headers, tag = h.authoritative(
             der, stored.this_update, stored.next_update, stored.refresh_at, now
         )

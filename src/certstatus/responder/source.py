@@ -59,6 +59,11 @@ class ResponseSource(Protocol):
         """None while this node can answer authoritatively, else why it should be drained."""
         ...
 
+    def want_sha256(self, issuer_id: int, serial: int, now: int) -> bool:
+        """Ask the signers for a SHA-256 response signed only on request (blocking: called
+        off the event loop, responder/sha256asks.py); StoreError if the ask cannot be written."""
+        ...
+
     def describe(self) -> list[dict[str, Any]]:
         """Each database this source reads and its state, for /sources (operators, drills)."""
         ...
@@ -81,6 +86,8 @@ class EmbeddedReads(ResponseReads, Protocol):
 
     def drained_sites(self) -> dict[str, tuple[int, str]]: ...
 
+    def want_sha256(self, issuer_id: int, serial: int, now: int) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -101,6 +108,9 @@ class EmbeddedSource:
 
     async def crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
         return self.store.current_crl(issuer_id, crl_partition)
+
+    def want_sha256(self, issuer_id: int, serial: int, now: int) -> bool:
+        return self.store.want_sha256(issuer_id, serial, now)
 
     def ready(self) -> str | None:
         try:
@@ -158,6 +168,10 @@ class ReplicaSource:
 
     def ready(self) -> str | None:
         return self.replicas.not_ready()
+
+    def want_sha256(self, issuer_id: int, serial: int, now: int) -> bool:
+        """On the primary: the one database signers claim from (a replica takes no write)."""
+        return self.replicas.primary.store.want_sha256(issuer_id, serial, now)
 
     def describe(self) -> list[dict[str, Any]]:
         return self.replicas.sources()

@@ -65,7 +65,7 @@ class Signer:
         self._local_builders: Builders | None = None
         self._random = random.Random()
         self.max_clock_skew = 2.0
-        self.signatures = 0  # responses signed and stored (two per certificate), for metrics
+        self.signatures = 0  # responses signed (one or two per certificate), for metrics
         self.key_problem: str | None = None  # why no key can sign now; None while signing
         self.key_failures = 0  # outages seen (certstatus_signing_key_failures_total)
         self.max_backoff = 60.0
@@ -222,6 +222,7 @@ class Signer:
                     exhausted = True
                     break
                 planned = self._plan(due, now)
+                every = self.config.sha256_responses == "pregenerate"
                 jobs: list[Job] = [
                     (
                         d.issuer_id,
@@ -232,6 +233,7 @@ class Signer:
                         v.this_update,
                         v.next_update,
                         now,
+                        every or d.sha256_wanted,
                     )
                     for d, v in planned
                 ]
@@ -254,7 +256,7 @@ class Signer:
                     continue
                 count = self._store(planned, signed)
                 stored += count
-                self.signatures += 2 * count
+                self.signatures += sum(2 if sha256 else 1 for _, sha256, _ in signed)
                 if progress is not None:
                     progress(len(planned))
 

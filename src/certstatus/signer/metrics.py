@@ -64,7 +64,7 @@ class RolesCollector(Collector):
         if self.signer is not None:
             yield _counter(
                 "certstatus_signer_signatures",
-                "OCSP responses signed and stored by this signer (two per certificate).",
+                "OCSP responses signed by this signer (two per certificate, or one for SHA-1 alone).",
                 self.signer.signatures,
             )
         yield from self._key_metrics()

@@ -42,8 +42,9 @@ class IssuerSpec:
         return ResponseBuilder(x509.load_der_x509_certificate(self.issuer_der), responder, key)
 
 
-# (issuer_id, serial, revoked, revoked_at, reason, this_update, next_update, produced_at)
-Job = tuple[int, int, bool, int | None, int | None, int, int, int]
+# (issuer_id, serial, revoked, revoked_at, reason, this_update, next_update, produced_at,
+#  whether to sign the SHA-256 CertID response too)
+Job = tuple[int, int, bool, int | None, int | None, int, int, int, bool]
 
 
 class Builders(dict[int, ResponseBuilder]):
@@ -87,16 +88,35 @@ Signed = tuple[bytes, bytes, bytes]
 
 
 def sign_jobs(jobs: list[Job], builders: dict[int, ResponseBuilder] | None = None) -> list[Signed]:
-    """Sign each job under SHA-1 and SHA-256 CertIDs: one SingleResponse per response (R8).
+    """Sign each job under SHA-1 and SHA-256 CertIDs (SHA-1 only when the job says so, b""
+    in its place): one SingleResponse per response (R8).
     Each response comes back without its trailing `certs` field, which the store keeps once;
     the field is returned beside them from the builder that counted it in the responses'
     length headers, one bytes object per issuer (pickled once per batch)."""
     table = _builders if builders is None else builders
     signed = []
-    for issuer_id, serial, revoked, revoked_at, reason, this_update, next_update, produced in jobs:
+    for (
+        issuer_id,
+        serial,
+        revoked,
+        revoked_at,
+        reason,
+        this_update,
+        next_update,
+        produced,
+        both,
+    ) in jobs:
         builder = table[issuer_id]
         sha1, sha256 = builder.sign_both(
-            serial, revoked, revoked_at, reason, this_update, next_update, produced, certs=False
+            serial,
+            revoked,
+            revoked_at,
+            reason,
+            this_update,
+            next_update,
+            produced,
+            certs=False,
+            sha256=both,
         )
         signed.append((sha1, sha256, builder.certs))
     return signed

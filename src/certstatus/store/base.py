@@ -113,6 +113,7 @@ class DueCertificate(NamedTuple):
     revoked_at: int | None
     reason: int | None
     priority: Priority
+    sha256_wanted: bool = False  # a client asked for its SHA-256 CertID (on-request signing)
 
 
 class SignedResponse(NamedTuple):
@@ -134,7 +135,9 @@ class SignedResponse(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
-    """What the responder serves for one CertID hash, and the times its headers come from."""
+    """What the responder serves for one CertID hash, and the times its headers come from.
+    An empty der: the certificate's response under this hash is not signed yet (SHA-256,
+    signed on request: store/sha256requests.py); the times are its SHA-1 response's."""
 
     der: bytes
     this_update: int
@@ -528,6 +531,16 @@ class SiteDrains(Protocol):
         ...
 
 
+class Sha256Requests(Protocol):
+    """A responder asking the signers for a SHA-256 CertID response they sign only on
+    request (store/sha256requests.py)."""
+
+    def want_sha256(self, issuer_id: int, serial: int, now: int) -> bool:
+        """True when the ask made the certificate due; False when it was asked for within
+        the last ASK_INTERVAL, or is unknown or expired."""
+        ...
+
+
 class ResponseFormat(Protocol):
     """Whether the signer stores responses without their responder certificate, each one kept
     once (store/responsecerts.py): switched on by the operator once no reader of a release that
@@ -562,6 +575,7 @@ class Store(
     PurgeQueue,
     MonitorReads,
     SiteDrains,
+    Sha256Requests,
     ResponseFormat,
     Expiry,
     Protocol,

@@ -83,13 +83,16 @@ def store_rows(
     for row in range(rows.ntuples):
         # every column is NOT NULL: no cell is None
         position = positions[from_bytes(cell(row, 0), "big") - 1]  # type: ignore[arg-type]
+        der = cell(row, 1)
         certs_id = from_bytes(cell(row, 5), "big", signed=True)  # type: ignore[arg-type]
         certs = known(certs_id)
-        if certs is None:
+        if not der:  # not signed (store/sha256requests.py): stays empty
+            certs = b""
+        elif certs is None:
             pending.append((position, certs_id))
             certs = b""
         results[position] = StoredResponse(
-            cell(row, 1) + certs,  # type: ignore[operator]
+            der + certs,  # type: ignore[operator]
             from_bytes(cell(row, 2), "big", signed=True),  # type: ignore[arg-type]
             from_bytes(cell(row, 3), "big", signed=True),  # type: ignore[arg-type]
             from_bytes(cell(row, 4), "big", signed=True),  # type: ignore[arg-type]

@@ -554,12 +554,13 @@ class PostgresStore(SqlStore):
                     "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
                     "UPDATE certificates c SET due_at = %s FROM due "
                     "WHERE c.issuer_id = due.issuer_id AND c.serial = due.serial "
-                    "RETURNING c.issuer_id, c.serial, c.version, c.revoked, c.revoked_at, c.reason",
+                    "RETURNING c.issuer_id, c.serial, c.version, c.revoked, c.revoked_at, c.reason, "
+                    "c.sha256_wanted_at > 0",
                     (priority, now, limit - len(claimed), now + lease),
                 ).fetchall()
                 claimed.extend(
-                    DueCertificate(i, int(s, 16), v, bool(rv), ra, rs, priority)
-                    for i, s, v, rv, ra, rs in rows
+                    DueCertificate(i, int(s, 16), v, bool(rv), ra, rs, priority, bool(w))
+                    for i, s, v, rv, ra, rs, w in rows
                 )
         return claimed
 

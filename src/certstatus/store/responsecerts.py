@@ -47,7 +47,7 @@ def whole(response: SignedResponse) -> SignedResponse:
         return response
     return response._replace(
         der_sha1=response.der_sha1 + response.certs,
-        der_sha256=response.der_sha256 + response.certs,
+        der_sha256=response.der_sha256 and response.der_sha256 + response.certs,
         certs=b"",
     )
 

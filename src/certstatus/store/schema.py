@@ -433,3 +433,14 @@ _RESPONSE_FORMAT = """
 SQLITE_MIGRATIONS.append((11, _RESPONSE_FORMAT.format(small="INTEGER")))
 POSTGRES_MIGRATIONS.append((11, _RESPONSE_FORMAT.format(small="SMALLINT")))
 FRESH_DATABASE = "UPDATE response_format SET certs_stored_once = 1 WHERE id = 1"
+
+# v12: SHA-256 CertID responses signed on request ([signing] sha256_responses = "on-request").
+# Such a signer stores an empty der_sha256 (not signed) for a certificate nobody asked about;
+# a responder asked for its SHA-256 response stamps sha256_wanted_at and makes the row due now
+# (store/sha256requests.py), and from then on it is signed with both CertIDs.
+SQLITE_MIGRATIONS.append(
+    (12, "ALTER TABLE certificates ADD COLUMN sha256_wanted_at INTEGER NOT NULL DEFAULT 0")
+)
+POSTGRES_MIGRATIONS.append(
+    (12, "ALTER TABLE certificates ADD COLUMN sha256_wanted_at BIGINT NOT NULL DEFAULT 0")
+)

@@ -22,7 +22,7 @@ from certstatus.status import (
     revocation_transition,
 )
 from certstatus.store import audit as audit_chain
-from certstatus.store import expiry, monitoring, purgequeue, responsecerts
+from certstatus.store import expiry, monitoring, purgequeue, responsecerts, sha256requests
 from certstatus.store.base import (
     CERTIFICATE_COLUMNS,
     UNATTRIBUTED,
@@ -327,7 +327,11 @@ class SqlStore(ABC):
             version, this_update, next_update, sha1, sha256, certs_id = row
             certs = self._certs(db, certs_id)
         return StoredResponseInfo(
-            version, this_update, next_update, bytes(sha1) + certs, bytes(sha256) + certs
+            version,
+            this_update,
+            next_update,
+            bytes(sha1) + certs,
+            bytes(sha256) + certs if sha256 else b"",  # b"": not signed (sha256requests.py)
         )
 
     # the responder certificate each stored response ends with (store/responsecerts.py)
@@ -345,6 +349,11 @@ class SqlStore(ABC):
         if kept:
             self._executemany(db, self._sql(responsecerts.INSERT), kept)
         return responses, ids
+
+    def want_sha256(self, issuer_id: int, serial: int, now: int) -> bool:
+        with self._writing(durable=False) as db:  # a lost ask is asked again by the client
+            parameters = sha256requests.want_parameters(issuer_id, serial_key(serial), now)
+            return bool(db.execute(self._sql(sha256requests.WANT), parameters).rowcount)
 
     def _stored_once(self, db: Connection) -> bool:
         row = db.execute(responsecerts.STORED_ONCE).fetchone()
@@ -384,7 +393,7 @@ class SqlStore(ABC):
         if row is None:
             return None
         der, this_update, next_update, refresh_at, certs_id = row
-        whole = bytes(der) + self._certs(db, certs_id)
+        whole = bytes(der) + self._certs(db, certs_id) if der else b""  # b"": not signed
         return StoredResponse(whole, this_update, next_update, refresh_at, source)
 
     def response_versions(self, issuer_id: int, serials: Sequence[int]) -> dict[int, int]:

@@ -238,7 +238,7 @@ class SqliteStore(SqlStore):
                 if len(claimed) >= limit:
                     break
                 rows = db.execute(
-                    "SELECT issuer_id, serial, version, revoked, revoked_at, reason "
+                    "SELECT issuer_id, serial, version, revoked, revoked_at, reason, sha256_wanted_at > 0 "
                     "FROM certificates WHERE priority = ? AND due_at IS NOT NULL AND due_at <= ? "
                     "ORDER BY due_at LIMIT ?",
                     (priority, now, limit - len(claimed)),
@@ -248,8 +248,8 @@ class SqliteStore(SqlStore):
                     [(now + lease, r[0], r[1]) for r in rows],
                 )
                 claimed.extend(
-                    DueCertificate(i, int(s, 16), v, bool(rv), ra, rs, priority)
-                    for i, s, v, rv, ra, rs in rows
+                    DueCertificate(i, int(s, 16), v, bool(rv), ra, rs, priority, bool(w))
+                    for i, s, v, rv, ra, rs, w in rows
                 )
         return claimed
 

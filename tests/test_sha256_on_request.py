@@ -1,0 +1,206 @@
+"""SHA-256 CertID responses signed on request ([signing] sha256_responses = "on-request",
+issue 15 item 4): signers pregenerate only the SHA-1 CertID response (what RFC 5019 clients
+send); a client asking with SHA-256 gets tryLater (never cached) while its responder asks
+the signers, which sign it within seconds and with every refresh after. Web nodes never sign
+(R25). Tests taking `engine` run on SQLite and on PostgreSQL (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+
+from certstatus.ocsp.certid import HashAlgorithm
+from certstatus.responder.sha256asks import Sha256Asks
+from certstatus.store import responsecerts
+from certstatus.store.base import Priority, StoreError, serial_key
+from certstatus.store.sha256requests import ASK_INTERVAL
+from tests.conftest import make_deployment, serving
+
+SHA1, SHA256 = HashAlgorithm.SHA1, HashAlgorithm.SHA256
+
+
+def _on_request(deployment) -> None:
+    text = deployment.config_path.read_text()
+    deployment.config_path.write_text(
+        text.replace("[signing]\n", '[signing]\nsha256_responses = "on-request"\n', 1)
+    )
+
+
+def _signed(engine, count: int):
+    _on_request(engine)
+    store = engine.store()
+    ingest = engine.ingest(store)
+    leaves = [engine.leaf() for _ in range(count)]
+    ingest.add_certificates([(leaf, "t") for leaf in leaves], int(time.time()))
+    with engine.signer(store) as signer:
+        assert signer.sign_due() == count
+        assert signer.signatures == count  # one response each
+    return store, ingest, ingest.issuer_id("demo"), [leaf.serial_number for leaf in leaves]
+
+
+def _verified(engine, der: bytes, serial: int, algorithm: type[hashes.HashAlgorithm]):
+    responder = x509.load_pem_x509_certificate((engine.dir / "responder.pem").read_bytes())
+    response = ocsp.load_der_ocsp_response(der)
+    assert response.serial_number == serial
+    assert isinstance(response.hash_algorithm, algorithm)
+    responder.public_key().verify(
+        response.signature, response.tbs_response_bytes, ec.ECDSA(response.signature_hash_algorithm)
+    )
+    return response
+
+
+def _due_now(store) -> None:
+    """Every row due for refresh now, as it is once its refresh time comes."""
+    with store._writing() as db:
+        db.execute(
+            store._sql("UPDATE certificates SET priority = ?, due_at = ?"),
+            (int(Priority.REFRESH), int(time.time()) - 1),
+        )
+
+
+def test_only_the_sha1_response_is_pregenerated_r8(engine, monkeypatch) -> None:
+    store, _, issuer_id, serials = _signed(engine, 3)
+    for serial in serials:
+        sha1 = store.response(issuer_id, serial, SHA1)
+        assert sha1 is not None
+        status = _verified(engine, sha1.der, serial, hashes.SHA1).certificate_status
+        assert status == ocsp.OCSPCertStatus.GOOD
+        sha256 = store.response(issuer_id, serial, SHA256)
+        assert sha256 is not None and sha256.der == b""  # stored, not signed
+        assert (sha256.this_update, sha256.next_update) == (sha1.this_update, sha1.next_update)
+        info = store.response_info(issuer_id, serial)
+        assert info.der_sha1 == sha1.der and info.der_sha256 == b""
+    with store._reading() as db:
+        lengths = db.execute("SELECT length(der_sha256) FROM responses").fetchall()
+    assert [n for (n,) in lengths] == [0, 0, 0]
+    if engine.engine == "postgres":  # the responder's batched reads, nothing cached
+        keys = [(issuer_id, serials[0], SHA256), (issuer_id, serials[0], SHA1)]
+        for read in (store.responses, lambda k: asyncio.run(store.loop_reader.responses(k))):
+            monkeypatch.setattr(responsecerts.CERTS, "_known", {responsecerts.WHOLE: b""})
+            store.loop_reader.connect()
+            empty, whole = read(keys)
+            assert empty.der == b"" and whole.der == store.response(issuer_id, serials[0]).der
+
+
+def test_an_asked_sha256_response_is_signed_then_refreshed_with_both(engine) -> None:
+    store, ingest, issuer_id, [asked, other] = _signed(engine, 2)
+    now = int(time.time())
+    assert store.want_sha256(issuer_id, asked, now)
+    assert not store.want_sha256(issuer_id, asked, now + 1)  # asked within ASK_INTERVAL
+    assert not store.want_sha256(issuer_id, 0xDEADBEEF, now)  # not recorded: nothing to ask
+    assert store.due_count(now)[Priority.NEW] == 1  # first in line
+    with engine.signer(store) as signer:
+        assert signer.sign_due() == 1
+        assert signer.signatures == 2
+    first = store.response(issuer_id, asked, SHA256)
+    assert _verified(engine, first.der, asked, hashes.SHA256).certificate_status == (
+        ocsp.OCSPCertStatus.GOOD
+    )
+    assert store.response(issuer_id, other, SHA256).der == b""
+
+    _due_now(store)  # the next refresh signs both for the asked certificate only
+    with engine.signer(store) as signer:
+        assert signer.sign_due() == 2
+        assert signer.signatures == 3
+    assert store.response(issuer_id, asked, SHA256).der not in (b"", first.der)
+    assert store.response(issuer_id, other, SHA256).der == b""
+
+    ingest.revoke("demo", asked, "keyCompromise", int(time.time()))
+    with engine.signer(store) as signer:
+        assert signer.sign_due() == 1
+    for algorithm, kind in ((SHA1, hashes.SHA1), (SHA256, hashes.SHA256)):
+        der = store.response(issuer_id, asked, algorithm).der
+        status = _verified(engine, der, asked, kind).certificate_status
+        assert status == ocsp.OCSPCertStatus.REVOKED
+    assert store.want_sha256(issuer_id, other, now + ASK_INTERVAL)  # once per interval
+
+
+def test_an_expired_certificate_cannot_be_asked_for(engine) -> None:
+    _on_request(engine)
+    store = engine.store()
+    ingest = engine.ingest(store)
+    leaf = engine.ca.leaf(engine.leaf_key, 0xE1, engine.url, days=1)
+    ingest.add_certificates([(leaf, "short")], int(time.time()))
+    issuer_id = ingest.issuer_id("demo")
+    assert not store.want_sha256(issuer_id, 0xE1, int(time.time()) + 2 * 86400)
+    assert store.want_sha256(issuer_id, 0xE1, int(time.time()))
+
+
+def test_a_responder_asks_once_per_interval_and_never_waits() -> None:
+    """Many requests for the same missing response: one ask; a failing ask is logged, never
+    raised into a request."""
+    asked: list[tuple[int, int, int]] = []
+    clock = [1000.0]
+
+    def ask(issuer_id: int, serial: int, now: int) -> bool:
+        asked.append((issuer_id, serial, now))
+        if serial == 7:
+            raise StoreError("primary unreachable")
+        return True
+
+    async def burst() -> Sha256Asks:
+        asks = Sha256Asks(ask, lambda: clock[0])
+        for _ in range(50):
+            asks(1, 5)
+        asks(1, 6)
+        asks(1, 7)
+        clock[0] += ASK_INTERVAL
+        asks(1, 5)
+        while asks._in_flight:
+            await asyncio.sleep(0.01)
+        return asks
+
+    asks = asyncio.run(burst())
+    assert asks.sent == 4
+    assert sorted(asked) == [(1, 5, 1000), (1, 5, 1000 + ASK_INTERVAL), (1, 6, 1000), (1, 7, 1000)]
+
+
+@pytest.mark.integration
+def test_openssl_gets_try_later_then_the_signed_sha256_response(tmp_path) -> None:
+    """As a relying party sees it: `certstatus serve` (its signer inside) with on-request
+    SHA-256; openssl asks with a SHA-1 CertID (good at once) and a SHA-256 one (tryLater,
+    then good once the signer signed it, within seconds)."""
+    openssl = shutil.which("openssl") or "openssl"
+    deployment = make_deployment(tmp_path / "d", run_signer=True)
+    _on_request(deployment)
+    store = deployment.store()
+    leaf = deployment.leaf()
+    deployment.ingest(store).add_certificates([(leaf, "t")], int(time.time()))
+    path = deployment.write_leaf(leaf)
+    issuer = str(deployment.dir / "issuer.pem")
+
+    def ask(digest: str) -> str:
+        result = subprocess.run(
+            [openssl, "ocsp", digest, "-issuer", issuer, "-cert", str(path), "-url",
+             deployment.url, "-CAfile", issuer, "-no_nonce"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        return result.stdout + result.stderr
+
+    with serving(deployment):
+        deadline = time.monotonic() + 20
+        while ": good" not in ask("-sha1") and time.monotonic() < deadline:
+            time.sleep(0.2)  # the signer inside serve signs the new certificate
+        assert f"{path}: good" in ask("-sha1")
+        first = ask("-sha256")
+        assert re.search(r"trylater", first, re.I), first
+        answers = [first]
+        while ": good" not in answers[-1] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            answers.append(ask("-sha256"))
+        assert "Response verify OK" in answers[-1] and f"{path}: good" in answers[-1], answers
+    with store._reading() as db:
+        [(wanted,)] = db.execute(
+            "SELECT sha256_wanted_at FROM certificates WHERE serial = ?",
+            (serial_key(leaf.serial_number),),
+        ).fetchall()
+    assert wanted > 0
