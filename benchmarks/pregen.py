@@ -3,7 +3,7 @@
 Each round records N fresh certificates, then times one `Signer.sign_due` pass with 2 signing
 processes (the pool is started and the key opened before the clock), and reports per response
 (two per certificate: the SHA-1 and SHA-256 CertIDs; one with `--sha256 on-request`, which
-signs only the SHA-1 one, as [signing] sha256_responses = "on-request" does):
+signs only the SHA-1 one, as `certstatus response-format --sha256 on-request` makes signers do):
 
 - responses/s, wall clock;
 - CPU (utime + stime from /proc) of the signer's own process (claim, plan, store; on SQLite
@@ -41,7 +41,7 @@ from certstatus.config import load_config, load_issuer_material
 from certstatus.ingest import Ingest
 from certstatus.signer import Signer
 from certstatus.store import open_store
-from certstatus.store.base import Priority
+from certstatus.store.base import AuditContext, Priority, ResponseFormat
 
 
 @contextmanager
@@ -83,7 +83,9 @@ def one_round(
         records = bulk_records(issuer_id, certs, seed=seed)
         for start in range(0, certs, 10_000):
             store.add_certificates(records[start : start + 10_000], int(time.time()))
-        signing = dataclasses.replace(config.signing, batch_size=batch, sha256_responses=sha256)
+        signing = dataclasses.replace(config.signing, batch_size=batch)
+        wanted = ResponseFormat(True, sha256_on_request=sha256 == "on-request")
+        store.set_response_format(wanted, AuditContext("benchmark"), int(time.time()))
         openssl = openssl_speed("ecdsap256", 2, openssl_seconds)
         load = os.getloadavg()[0]
         with Signer(store, materials, {name: issuer_id}, signing, processes=2) as signer:
@@ -136,7 +138,7 @@ def main() -> None:
     parser.add_argument("--openssl-seconds", type=int, default=3)
     parser.add_argument(
         "--sha256", choices=["pregenerate", "on-request"], default="pregenerate",
-        help="[signing] sha256_responses",
+        help="`certstatus response-format --sha256`",
     )  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:

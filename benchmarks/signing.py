@@ -49,6 +49,7 @@ def pipeline(config_path: Path, count: int, processes: int, batch: int = 256) ->
             now - 3600,
             now + 7 * 86400,
             now,
+            True,  # both CertIDs
         )
         for n in range(count)
     ]

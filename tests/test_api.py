@@ -335,6 +335,17 @@ def test_wait_authoritative_returns_once_signed_and_times_out_cleanly(engine) ->
         with pytest.raises(ApiError) as bad:
             api.client().record(third.public_bytes(Encoding.PEM), wait="soon")
         assert bad.value.status == 400
+        # SHA-256 signed on request: only the SHA-1 response exists, and only it is listed
+        from certstatus.store.base import AuditContext, ResponseFormat
+
+        on_request = ResponseFormat(True, sha256_on_request=True)
+        store.set_response_format(on_request, AuditContext("cli:test"), int(time.time()))
+        fourth = engine.leaf()
+        engine.ingest(store).add_certificates([(fourth, "t")], int(time.time()))
+        with engine.signer(signer_store) as signer:
+            signer.sign_due()
+        listed = api.client().status("demo", fourth.serial_number)["responses"]
+        assert [(r["certid_hash"], r["current"]) for r in listed] == [("sha1", True)]
 
 
 def test_ndjson_bulk_commits_chunks_in_order_and_stops_at_a_bad_line_r24(engine) -> None:

@@ -152,3 +152,23 @@ def test_the_peer_index_holds_the_stores_statuses(tmp_path: Path) -> None:
         "010000000000000001",
     ]
     assert (tmp_path / "index.txt.attr").read_text() == "unique_subject = no\n"
+
+
+@pytest.mark.integration
+def test_signing_benchmark_runs_and_reports_its_ratios() -> None:
+    """benchmarks.signing (R22) at a small count: it builds signing jobs itself, so a change
+    to their shape must keep it running (docs/benchmarks.md cites its figures)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.signing", "--count", "200"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout)
+    for name in ("pipeline", "end_to_end"):
+        assert 0 < report[f"{name}_ratio"] < 1.5, name  # the same primitive as openssl's

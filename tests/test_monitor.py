@@ -134,14 +134,15 @@ def test_sampler_flags_a_known_serial_the_target_does_not_answer(signed) -> None
 def test_watchdog_asks_with_sha1_only_when_sha256_is_signed_on_request(
     deployment, monkeypatch
 ) -> None:
-    """Under [signing] sha256_responses = "on-request" a SHA-256 check would make the signers
-    sign every new certificate's SHA-256 response (and meet tryLater first): the monitor built
-    from such a config checks with SHA-1 CertIDs only; otherwise with both."""
+    """When SHA-256 responses are signed only on request, a SHA-256 check would make the
+    signers sign every new certificate's (and meet tryLater first): the watchdog checks with
+    SHA-1 CertIDs only, following the database's response format within FORMAT_TTL."""
     import types
 
     from cryptography.x509 import ocsp
 
     from certstatus.monitor import watchdog as watchdog_module
+    from certstatus.store.base import AuditContext, ResponseFormat
 
     sent: list[bytes] = []
 
@@ -151,26 +152,28 @@ def test_watchdog_asks_with_sha1_only_when_sha256_is_signed_on_request(
 
     monkeypatch.setattr(watchdog_module, "ocsp_get", fetch)
     monkeypatch.setattr(watchdog_module, "ocsp_post", fetch)
-    text = deployment.config_path.read_text()
-    issuers = {1: deployment.ca.certificate}
+    store = deployment.store()
+    clock = Clock(time.time())
+    watchdog = Watchdog(
+        store, {1: deployment.ca.certificate}, [], Findings(clock=clock), WatchPolicy(), clock
+    )
     target = Target("origin", deployment.url)
-    for sha256_responses, expected in (
-        ("on-request", {"SHA1"}),
-        ("pregenerate", {"SHA1", "SHA256"}),
-    ):
-        line = f'[signing]\nsha256_responses = "{sha256_responses}"\n'
-        deployment.config_path.write_text(text.replace("[signing]\n", line, 1))
-        config = load_config(deployment.config_path)
+
+    def checked() -> set[str]:
         sent.clear()
-        monitor = Monitor(config)
-        try:
-            monitor.watchdog.issuers = issuers
-            for _ in range(40):
-                monitor.watchdog.ask(target, 1, 0x1234, None)
-        finally:
-            monitor.stop()
-        algorithms = {ocsp.load_der_ocsp_request(der).hash_algorithm.name.upper() for der in sent}
-        assert algorithms == expected
+        for _ in range(40):
+            watchdog.ask(target, 1, 0x1234, None)
+        return {ocsp.load_der_ocsp_request(der).hash_algorithm.name for der in sent}
+
+    try:
+        assert checked() == {"sha1", "sha256"}
+        operator = AuditContext("cli:test")
+        store.set_response_format(ResponseFormat(True, True), operator, int(clock.now))
+        assert checked() == {"sha1", "sha256"}  # read again only after FORMAT_TTL
+        clock.now += watchdog_module.FORMAT_TTL
+        assert checked() == {"sha1"}
+    finally:
+        watchdog.close()
 
 
 class Receiver:

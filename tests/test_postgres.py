@@ -628,14 +628,13 @@ def test_a_store_uses_its_server_again_at_once_after_an_outage_f9(tmp_path_facto
 
 
 def test_a_web_node_on_a_replica_asks_the_primary_for_a_sha256_response(env: Env) -> None:
-    """[signing] sha256_responses = "on-request" across a replica set: the replica has only
+    """SHA-256 responses signed on request across a replica set: the replica has only
     the SHA-1 response; the app answers SHA-256 tryLater and writes the ask to the primary
     (never to the replica, which takes no write); a signer signs it; once it replicates, the
     same request is answered good from the replica."""
-    import dataclasses
-
     from certstatus.responder.app import OcspApp, issuer_index
     from certstatus.responder.source import ReplicaSource
+    from certstatus.store.base import AuditContext, ResponseFormat
 
     replica_node = env.cluster.replicas[0]
     primary = Source("primary", "primary", None, PostgresStore(env.cluster.primary.url, True))
@@ -644,10 +643,11 @@ def test_a_web_node_on_a_replica_asks_the_primary_for_a_sha256_response(env: Env
     )
     replicas = ReplicaSet(primary, [replica], max_staleness=5.0)
     [serial] = env.leaves(1, 0xB0_0000)
-    on_request = dataclasses.replace(env.config.signing, sha256_responses="on-request")
+    operator = AuditContext("cli:test")
+    env.primary.set_response_format(ResponseFormat(True, True), operator, int(time.time()))
 
     def sign() -> int:
-        with Signer(env.primary, env.materials, {"demo": env.issuer_id}, on_request) as signer:
+        with env.signer() as signer:
             return signer.sign_due()
 
     def on_replica(has_sha256: bool) -> None:
@@ -663,7 +663,8 @@ def test_a_web_node_on_a_replica_asks_the_primary_for_a_sha256_response(env: Env
     on_replica(False)
     for source in (primary, replica):
         replicas.sample(source)
-    source = ReplicaSource(replicas)
+    asks = PostgresStore(env.cluster.primary.url, True, max_connections=1, name="asks")
+    source = ReplicaSource(replicas, asks=asks)
     app = OcspApp(source, issuer_index([(env.issuer_id, env.materials[0])]))
     path = get_path(
         encode_request(issuer_keys(env.materials[0].certificate)[HashAlgorithm.SHA256], serial)
@@ -681,7 +682,7 @@ def test_a_web_node_on_a_replica_asks_the_primary_for_a_sha256_response(env: Env
             body.extend(message.get("body", b""))
 
         await app(scope, receive, send)
-        while app.ask_sha256._in_flight:  # the ask is sent beside the answer
+        while app.ask_sha256._queued:  # the ask is sent beside the answer
             await asyncio.sleep(0.01)
         return ocsp.load_der_ocsp_response(bytes(body))
 
@@ -689,7 +690,7 @@ def test_a_web_node_on_a_replica_asks_the_primary_for_a_sha256_response(env: Env
         assert asyncio.run(get()).response_status is ocsp.OCSPResponseStatus.TRY_LATER
         assert app.ask_sha256.sent == 1
         row = env.primary.certificate(env.issuer_id, serial)
-        assert row.priority is Priority.NEW and row.due_at <= time.time()  # first in line
+        assert row.priority is Priority.REFRESH and row.due_at <= time.time()  # due now
         assert sign() >= 1
         on_replica(True)
         answer = asyncio.run(get())
@@ -698,3 +699,4 @@ def test_a_web_node_on_a_replica_asks_the_primary_for_a_sha256_response(env: Env
         assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
     finally:
         source.close()
+        env.primary.set_response_format(ResponseFormat(True, False), operator, int(time.time()))

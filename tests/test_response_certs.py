@@ -16,7 +16,10 @@ from cryptography.x509 import ocsp
 from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.ocsp.response import certs_field
 from certstatus.store import responsecerts
-from certstatus.store.base import SignedResponse, StoreError, serial_key
+from certstatus.store.base import ResponseFormat, SignedResponse, StoreError, serial_key
+
+ON = '{"certs_stored_once":true,"sha256_on_request":false}'
+OFF = '{"certs_stored_once":false,"sha256_on_request":false}'
 
 
 def _signed(engine, count: int):
@@ -179,6 +182,37 @@ def _at_schema(engine, last: int) -> None:
     db.close()
 
 
+def _raw(engine, sql: str, parameters: tuple = ()) -> None:
+    """One statement on the engine's database, outside any store."""
+    if engine.engine == "postgres":
+        import psycopg
+
+        with psycopg.connect(engine.config.database, autocommit=True) as db:
+            db.execute(sql.replace("?", "%s").encode(), parameters)
+        return
+    import sqlite3
+
+    from certstatus.store import sqlite_path
+
+    db = sqlite3.connect(sqlite_path(engine.config.database, engine.config.base_dir))
+    db.execute(sql, parameters)
+    db.commit()
+    db.close()
+
+
+def _at_schema_reset(engine) -> None:
+    """An empty database again."""
+    if engine.engine == "postgres":
+        _raw(engine, "DROP SCHEMA public CASCADE")
+        _raw(engine, "CREATE SCHEMA public")
+        return
+    from certstatus.store import sqlite_path
+
+    path = sqlite_path(engine.config.database, engine.config.base_dir)
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
 def _audited_format_changes(store) -> list[tuple[str, str, str | None]]:
     return [
         (r.actor, r.action, r.after)
@@ -189,7 +223,7 @@ def _audited_format_changes(store) -> list[tuple[str, str, str | None]]:
 
 def test_a_new_database_stores_each_responder_certificate_once(engine) -> None:
     store, issuer_id, [serial] = _signed(engine, 1)
-    assert store.certs_stored_once()
+    assert store.response_format() == ResponseFormat(True, False)
     assert _rows(store, issuer_id, serial)[2] != responsecerts.WHOLE
 
 
@@ -201,7 +235,7 @@ def test_an_upgraded_database_stores_whole_responses_until_switched_on_f5(engine
 
     _at_schema(engine, 9)
     store, issuer_id, [first, second] = _signed(engine, 2)
-    assert not store.certs_stored_once()
+    assert store.response_format() == ResponseFormat(False, False)
     responder = x509.load_pem_x509_certificate((engine.dir / "responder.pem").read_bytes())
     for serial in (first, second):
         sha1, sha256, certs_id = _rows(store, issuer_id, serial)
@@ -213,11 +247,10 @@ def test_an_upgraded_database_stores_whole_responses_until_switched_on_f5(engine
         assert db.execute("SELECT count(*) FROM response_certs").fetchone()[0] == 0
 
     operator = AuditContext("cli:test", action="response-format")
-    assert store.store_certs_once(True, operator, int(time.time())) is False
-    assert store.store_certs_once(True, operator, int(time.time())) is True  # no second entry
-    assert _audited_format_changes(store) == [
-        ("cli:test", "response-format", '{"certs_stored_once":true}')
-    ]
+    on, off = ResponseFormat(True, False), ResponseFormat(False, False)
+    assert store.set_response_format(on, operator, int(time.time())) == off
+    assert store.set_response_format(on, operator, int(time.time())) == on  # no second entry
+    assert _audited_format_changes(store) == [("cli:test", "response-format", ON)]
     ingest = engine.ingest(store)
     ingest.revoke("demo", first, "keyCompromise", int(time.time()))
     with engine.signer(store) as signer:
@@ -229,42 +262,38 @@ def test_an_upgraded_database_stores_whole_responses_until_switched_on_f5(engine
     assert served.certificates == [responder]
     assert store.response(issuer_id, second).der == _rows(store, issuer_id, second)[0]
 
-    assert store.store_certs_once(False, operator, int(time.time())) is True
+    assert store.set_response_format(off, operator, int(time.time())) == on
     ingest.revoke("demo", second, "keyCompromise", int(time.time()))
     with engine.signer(store) as signer:
         assert signer.sign_due() == 1
     sha1, _, certs_id = _rows(store, issuer_id, second)
     assert certs_id == responsecerts.WHOLE
     assert ocsp.load_der_ocsp_response(sha1).certificate_status == ocsp.OCSPCertStatus.REVOKED
-    assert [after for _, _, after in _audited_format_changes(store)] == [
-        '{"certs_stored_once":true}',
-        '{"certs_stored_once":false}',
-    ]
+    assert [after for _, _, after in _audited_format_changes(store)] == [ON, OFF]
 
 
 def test_a_database_already_holding_cut_rows_keeps_storing_them(engine) -> None:
-    """Upgrading from schema 10, whose signers stored cut rows unconditionally: its readers
-    already complete them, so schema 11 starts switched on; with no cut row, off."""
+    """Upgrading from schema 10, whose signers stored cut rows unconditionally (and filled
+    response_certs with each): its readers already complete them, so schema 11 starts
+    switched on; with no cut row, off."""
     _at_schema(engine, 10)
-    store, _, _ = _signed(engine, 1)
-    assert not store.certs_stored_once()  # schema 10 and no cut row yet: whole
-    with store._writing() as db:
-        db.execute("DROP TABLE response_format")
-        db.execute("DELETE FROM schema_migrations WHERE version = 11")
-        db.execute(store._sql("UPDATE responses SET certs_id = 1"))
-    store.close()
-    assert engine.store().certs_stored_once()
+    assert not engine.store().response_format().certs_stored_once
+    engine.opened.pop().close()
+    _at_schema_reset(engine)
+    _at_schema(engine, 10)
+    _raw(engine, "INSERT INTO response_certs VALUES (1, ?)", (b"\xa0\x00",))
+    assert engine.store().response_format().certs_stored_once
 
 
-def test_store_once_command_tells_and_switches_the_format(engine) -> None:
+def test_response_format_command_tells_and_switches_it(engine) -> None:
     """What an operator runs after the last earlier reader is gone, on either engine."""
     import subprocess
     import sys
 
     _at_schema(engine, 9)
 
-    def run(*state: str) -> subprocess.CompletedProcess[str]:
-        command = ["responder-cert", "store-once", "--config", str(engine.config_path), *state]
+    def run(*options: str) -> subprocess.CompletedProcess[str]:
+        command = ["response-format", "--config", str(engine.config_path), *options]
         return subprocess.run(
             [sys.executable, "-m", "certstatus.cli", *command],
             capture_output=True,
@@ -273,14 +302,23 @@ def test_store_once_command_tells_and_switches_the_format(engine) -> None:
             check=False,
         )
 
-    assert run().stdout == "responder certificate stored once: off (whole responses)\n"
-    switched = run("on")
+    assert run().stdout == (
+        "responder certificate stored once: off (whole responses)\n"
+        "SHA-256 CertID responses: pregenerated\n"
+    )
+    switched = run("--certs-stored-once", "on")
     assert switched.returncode == 0, switched.stderr
-    assert switched.stdout.startswith("responder certificate stored once: now on")
-    assert run("on").stdout.startswith("responder certificate stored once: already on")
-    typo = run("yes")
-    assert typo.returncode == 2 and "'yes' is not one of 'on', 'off'" in typo.stderr
+    assert switched.stdout == (
+        "responder certificate stored once: on\n"
+        "SHA-256 CertID responses: pregenerated\n"
+        "changed: signers follow from their next batch\n"
+    )
+    assert "changed" not in run("--certs-stored-once", "on").stdout
+    assert "signed on request" in run("--sha256", "on-request").stdout
+    typo = run("--sha256", "yes")
+    assert typo.returncode == 2 and "'yes' is not one of 'pregenerate', 'on-request'" in typo.stderr
+    assert len(typo.stderr.strip().splitlines()) == 1
     store = engine.store()
-    assert store.certs_stored_once()
-    [(actor, _, after)] = _audited_format_changes(store)
-    assert actor.startswith("cli:") and after == '{"certs_stored_once":true}'
+    assert store.response_format() == ResponseFormat(True, True)
+    actors = {actor for actor, _, _ in _audited_format_changes(store)}
+    assert len(_audited_format_changes(store)) == 2 and all(a.startswith("cli:") for a in actors)

@@ -1,5 +1,5 @@
-"""SHA-256 CertID responses signed on request ([signing] sha256_responses = "on-request",
-issue 15 item 4): signers pregenerate only the SHA-1 CertID response (what RFC 5019 clients
+"""SHA-256 CertID responses signed on request (`certstatus response-format --sha256
+on-request`, issue 15 item 4): signers pregenerate only the SHA-1 CertID response (what RFC 5019 clients
 send); a client asking with SHA-256 gets tryLater (never cached) while its responder asks
 the signers, which sign it within seconds and with every refresh after. Web nodes never sign
 (R25). Tests taking `engine` run on SQLite and on PostgreSQL (tests/conftest.py)."""
@@ -19,25 +19,30 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.responder.sha256asks import Sha256Asks
+from certstatus.responder.sha256asks import ASKS_PER_SECOND, MAX_QUEUED, Sha256Asks
 from certstatus.store import responsecerts
-from certstatus.store.base import Priority, StoreError, serial_key
+from certstatus.store.base import (
+    AuditContext,
+    Priority,
+    ResponseFormat,
+    SignedResponse,
+    StoreError,
+    serial_key,
+)
 from certstatus.store.sha256requests import ASK_INTERVAL
 from tests.conftest import make_deployment, serving
 
 SHA1, SHA256 = HashAlgorithm.SHA1, HashAlgorithm.SHA256
 
 
-def _on_request(deployment) -> None:
-    text = deployment.config_path.read_text()
-    deployment.config_path.write_text(
-        text.replace("[signing]\n", '[signing]\nsha256_responses = "on-request"\n', 1)
-    )
+def _on_request(store, certs_stored_once: bool = True) -> None:
+    wanted = ResponseFormat(certs_stored_once, sha256_on_request=True)
+    store.set_response_format(wanted, AuditContext("cli:test"), int(time.time()))
 
 
 def _signed(engine, count: int):
-    _on_request(engine)
     store = engine.store()
+    _on_request(store)
     ingest = engine.ingest(store)
     leaves = [engine.leaf() for _ in range(count)]
     ingest.add_certificates([(leaf, "t") for leaf in leaves], int(time.time()))
@@ -97,7 +102,8 @@ def test_an_asked_sha256_response_is_signed_then_refreshed_with_both(engine) -> 
     assert store.want_sha256(issuer_id, asked, now)
     assert not store.want_sha256(issuer_id, asked, now + 1)  # asked within ASK_INTERVAL
     assert not store.want_sha256(issuer_id, 0xDEADBEEF, now)  # not recorded: nothing to ask
-    assert store.due_count(now)[Priority.NEW] == 1  # first in line
+    row = store.certificate(issuer_id, asked)
+    assert row.priority is Priority.REFRESH and row.due_at == now  # due now, behind revocations
     with engine.signer(store) as signer:
         assert signer.sign_due() == 1
         assert signer.signatures == 2
@@ -125,8 +131,8 @@ def test_an_asked_sha256_response_is_signed_then_refreshed_with_both(engine) -> 
 
 
 def test_an_expired_certificate_cannot_be_asked_for(engine) -> None:
-    _on_request(engine)
     store = engine.store()
+    _on_request(store)
     ingest = engine.ingest(store)
     leaf = engine.ca.leaf(engine.leaf_key, 0xE1, engine.url, days=1)
     ingest.add_certificates([(leaf, "short")], int(time.time()))
@@ -136,8 +142,9 @@ def test_an_expired_certificate_cannot_be_asked_for(engine) -> None:
 
 
 def test_a_responder_asks_once_per_interval_and_never_waits() -> None:
-    """Many requests for the same missing response: one ask; a failing ask is logged, never
-    raised into a request."""
+    """Many requests for the same missing response: one ask; a failing ask is counted and
+    logged, never raised into a request; a burst of distinct serials is capped (queued asks,
+    then a rate per second)."""
     asked: list[tuple[int, int, int]] = []
     clock = [1000.0]
 
@@ -147,21 +154,105 @@ def test_a_responder_asks_once_per_interval_and_never_waits() -> None:
             raise StoreError("primary unreachable")
         return True
 
+    async def drained(asks: Sha256Asks) -> None:
+        while asks._queued:
+            await asyncio.sleep(0.01)
+
+    reported: list[str] = []
+
     async def burst() -> Sha256Asks:
-        asks = Sha256Asks(ask, lambda: clock[0])
+        asks = Sha256Asks(ask, lambda: clock[0], reported.append)
         for _ in range(50):
             asks(1, 5)
         asks(1, 6)
         asks(1, 7)
+        await drained(asks)
         clock[0] += ASK_INTERVAL
         asks(1, 5)
-        while asks._in_flight:
-            await asyncio.sleep(0.01)
+        await drained(asks)
         return asks
 
     asks = asyncio.run(burst())
-    assert asks.sent == 4
+    assert asks.sent == 4 and asks.failed == 1
+    assert sorted(reported) == ["failed", "sent", "sent", "sent", "sent"]  # the metric
     assert sorted(asked) == [(1, 5, 1000), (1, 5, 1000 + ASK_INTERVAL), (1, 6, 1000), (1, 7, 1000)]
+
+    async def flood() -> list[int]:
+        asked.clear()
+        asks = Sha256Asks(ask, lambda: clock[0])
+        sent = []
+        for second in range(3):
+            for serial in range(100 + 1000 * second, 200 + 1000 * second):
+                asks(1, serial)
+                if serial % 4 == 3:  # let queued asks finish, as time passes in a server
+                    await drained(asks)
+            sent.append(asks.sent)
+            clock[0] += 1
+        return sent
+
+    assert asyncio.run(flood()) == [ASKS_PER_SECOND, 2 * ASKS_PER_SECOND, 3 * ASKS_PER_SECOND]
+
+    async def queued() -> int:
+        asks = Sha256Asks(lambda *_: time.sleep(0.05) or True, lambda: clock[0])
+        for serial in range(10):
+            asks(2, serial)
+        count = asks.sent
+        await drained(asks)
+        return count
+
+    assert asyncio.run(queued()) == MAX_QUEUED
+
+
+def test_a_sha1_only_response_never_replaces_an_asked_one(engine) -> None:
+    """The race an ask opens: a batch claimed before the ask (SHA-1 only) stores after the
+    batch claimed after it (both CertIDs), at the same version. The store refuses the
+    SHA-1-only one, in either order, and the row stays due until both are stored."""
+    store, _, issuer_id, [serial] = _signed(engine, 1)
+    now = int(time.time())
+    version = store.response_versions(issuer_id, [serial])[serial]
+    certs = store.response(issuer_id, serial).der[-10:]  # any bytes: only their presence counts
+
+    def signed(sha256: bytes) -> SignedResponse:
+        return SignedResponse(
+            issuer_id, serial, version, b"one", sha256, now, now + 9, now + 5, certs
+        )
+
+    assert store.want_sha256(issuer_id, serial, now)
+    assert store.store_signed([signed(b"")], now) == 0  # claimed before the ask: refused
+    assert store.certificate(issuer_id, serial).due_at == now  # still due
+    assert store.store_signed([signed(b"two")], now) == 1
+    assert store.store_signed([signed(b"")], now) == 0  # and never over the asked one
+    assert store.response(issuer_id, serial, SHA256).der.startswith(b"two")
+
+
+def test_revocations_and_an_old_reader_format(engine) -> None:
+    """A revoked certificate is signed with both CertIDs even under on-request (a client
+    must not get tryLater for a revocation); with the responder certificate stored whole
+    (certs_stored_once off), an unsigned SHA-256 response stays empty, not the field alone."""
+    from tests.test_response_certs import _at_schema
+
+    _at_schema(engine, 9)
+    store = engine.store()
+    _on_request(store, certs_stored_once=False)
+    ingest = engine.ingest(store)
+    good, bad = engine.leaf(), engine.leaf()
+    ingest.add_certificates([(good, "g"), (bad, "b")], int(time.time()))
+    ingest.revoke("demo", bad.serial_number, "keyCompromise", int(time.time()))
+    with engine.signer(store) as signer:
+        assert signer.sign_due() == 2
+        assert signer.signatures == 3
+    issuer_id = ingest.issuer_id("demo")
+    with store._reading() as db:
+        rows = dict(
+            db.execute(
+                "SELECT serial, length(der_sha256) FROM responses WHERE certs_id = 0"
+            ).fetchall()
+        )
+    assert rows[serial_key(good.serial_number)] == 0
+    assert rows[serial_key(bad.serial_number)] > 500  # whole: the certificate is in it
+    der = store.response(issuer_id, bad.serial_number, SHA256).der
+    status = _verified(engine, der, bad.serial_number, hashes.SHA256).certificate_status
+    assert status == ocsp.OCSPCertStatus.REVOKED
 
 
 @pytest.mark.integration
@@ -171,8 +262,8 @@ def test_openssl_gets_try_later_then_the_signed_sha256_response(tmp_path) -> Non
     then good once the signer signed it, within seconds)."""
     openssl = shutil.which("openssl") or "openssl"
     deployment = make_deployment(tmp_path / "d", run_signer=True)
-    _on_request(deployment)
     store = deployment.store()
+    _on_request(store)
     leaf = deployment.leaf()
     deployment.ingest(store).add_certificates([(leaf, "t")], int(time.time()))
     path = deployment.write_leaf(leaf)

@@ -670,14 +670,6 @@ class SigningConfig:
             read=_optional(_listen("127.0.0.1:9465")), help="/metrics of the signing roles"
         ),
     )
-    sha256_responses: str = field(
-        default="pregenerate",
-        metadata=key(
-            read=_one_of("pregenerate", "on-request"),
-            help="on-request: pregenerate only SHA-1 CertID responses; a SHA-256 one is "
-            "signed by a signer once a client asks for it (the first asker gets tryLater)",
-        ),
-    )
 
     @property
     def process_count(self) -> int:

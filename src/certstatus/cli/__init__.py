@@ -159,10 +159,22 @@ def _register() -> None:
     from certstatus.cli.monitor import monitor
     from certstatus.cli.records import add, revoke, stats
     from certstatus.cli.respondercert import responder_cert
+    from certstatus.cli.responseformat import response_format
     from certstatus.cli.signing import serve, sign, signer
     from certstatus.cli.site import site
 
-    commands = (check_config, add, revoke, stats, sign, signer, serve, crl, monitor)
+    commands = (
+        check_config,
+        add,
+        revoke,
+        stats,
+        sign,
+        signer,
+        serve,
+        crl,
+        monitor,
+        response_format,
+    )
     groups = (api, audit, import_group, responder_cert, cache, cluster, drill, demo, site)
     for command in (*commands, *groups):
         main.add_command(command)

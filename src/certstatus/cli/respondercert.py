@@ -14,8 +14,7 @@ from certstatus.keys.rotation import Rotation, RotationError
 
 @click.group("responder-cert", short_help="Rotate a delegated responder certificate.")
 def responder_cert() -> None:
-    """Rotate a delegated OCSP responder certificate: request (new key + CSR), install; and
-    whether responses are stored without it (store-once)."""
+    """Rotate a delegated OCSP responder certificate: request (new key + CSR), install."""
 
 
 @responder_cert.command("request", short_help="New responder key and its CSR (R6 profile).")
@@ -68,44 +67,3 @@ def install(
         f"installed responder certificate {issued.serial_number:x} for {issuer_name}; "
         f"the previous certificate and key are kept with the suffix {stamp}"
     )
-
-
-@responder_cert.command(
-    "store-once", short_help="Store the responder certificate once, not per response."
-)
-@config_option
-@click.argument("state", required=False, type=click.Choice(["on", "off"]))
-def store_once(config_path: Path, state: str | None) -> None:
-    """Without STATE, tell whether signers store each response without its responder
-    certificate (kept once in response_certs; readers append it). `on` once every process
-    that reads responses runs this release or a later one: a reader from before schema 10
-    would serve such a response without the certificate, and clients reject it. `off` makes
-    signers store whole responses again (before going back to such a release). The change is
-    audit-logged; running signers follow it from their next batch."""
-    import time
-
-    from certstatus.ingest.api import operator_actor
-    from certstatus.store import open_store
-    from certstatus.store.base import AuditContext
-
-    with user_errors():
-        config = load(config_path)
-        store = open_store(config.database, config.base_dir)
-        try:
-            if state is None:
-                was = now = store.certs_stored_once()
-            else:
-                now = state == "on"
-                context = AuditContext(operator_actor(), action="response-format")
-                was = store.store_certs_once(now, context, int(time.time()))
-        finally:
-            store.close()
-    words = {True: "on (each response stored without it)", False: "off (whole responses)"}
-    if state is None:
-        click.echo(f"responder certificate stored once: {words[now]}")
-    elif was == now:
-        click.echo(f"responder certificate stored once: already {words[now]}")
-    else:
-        click.echo(
-            f"responder certificate stored once: now {words[now]}; signers follow from their next batch"
-        )

@@ -65,7 +65,6 @@ class Monitor:
                 checkpoints=tuple(float(x) for x in c.checkpoints),
                 post_fraction=c.post_fraction,
                 sample_size=c.sample_size,
-                sha256=config.signing.sha256_responses == "pregenerate",
             ),
             clock,
             find_issuers=self.find_issuers,

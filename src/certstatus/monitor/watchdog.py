@@ -23,9 +23,12 @@ from certstatus.monitor.findings import CRITICAL, WARNING, Findings
 from certstatus.monitor.targets import Target, ocsp_get, ocsp_post
 from certstatus.ocsp.certid import HashAlgorithm, IssuerKey, issuer_keys
 from certstatus.ocsp.request import encode_request
-from certstatus.store.base import CertificateRow, MonitorReads
+from certstatus.store.base import CertificateRow, MonitorReads, StoreError
 
 log = logging.getLogger("certstatus.monitor")
+
+
+FORMAT_TTL = 30.0  # seconds the watchdog trusts the response format it last read
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,6 @@ class WatchPolicy:
     give_up_after: float = 3600.0  # stop tracking (the finding stays until the serial is fixed)
     post_fraction: float = 0.1
     sample_size: int = 10
-    # ask with SHA-256 CertIDs too (half the checks); not when they are signed only on request
-    # ([signing] sha256_responses): each check would ask the signers for that certificate's
-    sha256: bool = True
 
     def next_check(self, age: float) -> float:
         """Seconds after ingestion of the first checkpoint later than age; after the last one,
@@ -91,6 +91,8 @@ class Watchdog:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="watchdog")
         self._random = random.Random()
         self.problems: dict[str, list[str]] = {}
+        self._sha256 = True
+        self._format_read_at = -FORMAT_TTL
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -167,7 +169,7 @@ class Watchdog:
         self, target: Target, issuer_id: int, serial: int, row: CertificateRow | None
     ) -> Verdict:
         """GET always, POST for a sample; the answer checked against the primary's record."""
-        sha256 = self.policy.sha256 and self._random.random() < 0.5
+        sha256 = self._checks_sha256() and self._random.random() < 0.5
         algorithm = HashAlgorithm.SHA256 if sha256 else HashAlgorithm.SHA1
         keys = self.keys.get(issuer_id)
         if keys is None:
@@ -192,6 +194,19 @@ class Watchdog:
         )
         m.CHECKS.labels(target.name, method, verdict.kind).inc()
         return verdict
+
+    def _checks_sha256(self) -> bool:
+        """Half the checks ask with SHA-256 CertIDs, unless those responses are signed only
+        on request (store/sha256requests.py): a check would then ask the signers for every
+        new certificate's. Read from the database, again after FORMAT_TTL seconds."""
+        now = self.clock()
+        if now >= self._format_read_at + FORMAT_TTL:
+            try:
+                self._sha256 = not self.store.response_format().sha256_on_request
+                self._format_read_at = now
+            except StoreError:
+                pass  # the last one read; the primary's outage is reported on its own
+        return self._sha256
 
     def _wrong(self, target: Target, serial: int, verdict: Verdict) -> None:
         m.WRONG_ANSWERS.labels(target.name).inc()

@@ -67,6 +67,9 @@ class NoMetrics:
     def answered(self, outcome: str, source: str, seconds: float) -> None:
         pass
 
+    def sha256_asked(self, result: str) -> None:
+        pass
+
 
 def issuer_index(issuers: Sequence[tuple[int, IssuerCertificates]]) -> IssuerIndex:
     """Map every (hash algorithm, issuerNameHash, issuerKeyHash) we answer for to an issuer id."""
@@ -101,7 +104,7 @@ class OcspApp:
         self.max_post_body = max_post_body
         self.request_timeout = request_timeout
         self.clock = clock
-        self.ask_sha256 = Sha256Asks(source.want_sha256, clock)
+        self.ask_sha256 = Sha256Asks(source.want_sha256, clock, self.metrics.sha256_asked)
         self._endpoints: dict[str, Callable[[], Awaitable[Answer]]] = {
             "/healthz": self._healthz,
             "/readyz": self._readyz,

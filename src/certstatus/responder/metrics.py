@@ -57,6 +57,13 @@ FRESH = Gauge(
     ["source", "role", "site"],
     multiprocess_mode="livemin",
 )
+SHA256_ASKS = Counter(
+    "certstatus_responder_sha256_asks",
+    "Asks to the signers for a SHA-256 CertID response signed on request, by result: sent, "
+    "failed (not written, see the log: the primary unreachable, or no write grant), skipped "
+    "(this process asked too much at once; the client's retry asks).",
+    ["result"],
+)
 READY = Gauge(
     "certstatus_responder_ready",
     "1 while some source can answer authoritatively (what /readyz says), else 0.",
@@ -70,6 +77,10 @@ class ResponderMetrics:
     Answers are counted in plain dicts and flushed to the shared (memory-mapped) values every
     `flush_every` seconds by a thread: a multiprocess value update costs several microseconds,
     a measured fifth of a request's time in this process when made per answer."""
+
+    def sha256_asked(self, result: str) -> None:
+        """Rare (an ask per certificate at most every 30 s): counted at once, from any thread."""
+        SHA256_ASKS.labels(result).inc()
 
     def __init__(self, flush_every: float = 0.5) -> None:
         self._answers: dict[tuple[str, str], int] = {}

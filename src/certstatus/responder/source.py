@@ -25,6 +25,7 @@ from certstatus.responder.lookup import BatchedLookup, Key
 from certstatus.store.base import (
     IssuerRecord,
     ResponseReads,
+    Sha256Requests,
     StoredCrl,
     StoredResponse,
     StoreError,
@@ -145,10 +146,18 @@ class ReplicaSource:
 
     response: Lookup  # the batching lookup's own method: no extra call per request
 
-    def __init__(self, replicas: ReplicaSet, lookup: BatchedLookup | None = None) -> None:
+    def __init__(
+        self,
+        replicas: ReplicaSet,
+        lookup: BatchedLookup | None = None,
+        asks: Sha256Requests | None = None,
+    ) -> None:
+        """asks: where SHA-256 asks are written (the primary, on a connection of their own,
+        so they never take one the primary fallback needs); default the primary's store."""
         self.replicas = replicas
         self.lookup = lookup or BatchedLookup(replicas, on_loop=replicas)
         self.response = self.lookup.response
+        self.asks = asks
 
     async def responses(self, keys: Sequence[Key]) -> list[StoredResponse | StoreError | None]:
         """Queued together, so they leave in one batch."""
@@ -171,7 +180,7 @@ class ReplicaSource:
 
     def want_sha256(self, issuer_id: int, serial: int, now: int) -> bool:
         """On the primary: the one database signers claim from (a replica takes no write)."""
-        return self.replicas.primary.store.want_sha256(issuer_id, serial, now)
+        return (self.asks or self.replicas.primary.store).want_sha256(issuer_id, serial, now)
 
     def describe(self) -> list[dict[str, Any]]:
         return self.replicas.sources()
@@ -185,6 +194,8 @@ class ReplicaSource:
     def close(self) -> None:
         self.lookup.close()
         self.replicas.close()
+        if self.asks is not None:
+            self.asks.close()
 
 
 def open_response_source(config: Config) -> ResponseSource:
@@ -229,4 +240,7 @@ def open_response_source(config: Config) -> ResponseSource:
     for source in [primary, *replicas]:
         replica_set.sample(source)
     replica_set.start()
-    return ReplicaSource(replica_set)
+    asks = PostgresStore(
+        config.database, read_only=True, timeout=timeout, max_connections=1, name="primary"
+    )  # connects on the first ask
+    return ReplicaSource(replica_set, asks=asks)

@@ -207,6 +207,10 @@ class Signer:
             log.error(problem)
             return 0
         batch = self.config.batch_size
+        # SHA-1 only (store/sha256requests.py), but for a certificate asked for with SHA-256
+        # or revoked: a revocation is few rows, and a soft-failing client must not get
+        # tryLater for the answer that matters most
+        every = not self.store.response_format().sha256_on_request
         in_flight: dict[Future[list[Signed]], list] = {}
         stored = 0
         exhausted = False
@@ -222,7 +226,6 @@ class Signer:
                     exhausted = True
                     break
                 planned = self._plan(due, now)
-                every = self.config.sha256_responses == "pregenerate"
                 jobs: list[Job] = [
                     (
                         d.issuer_id,
@@ -233,7 +236,7 @@ class Signer:
                         v.this_update,
                         v.next_update,
                         now,
-                        every or d.sha256_wanted,
+                        every or d.sha256_wanted or d.revoked,
                     )
                     for d, v in planned
                 ]

@@ -134,6 +134,14 @@ class SignedResponse(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """How signers store and pregenerate responses (store/responseformat.py)."""
+
+    certs_stored_once: bool
+    sha256_on_request: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StoredResponse:
     """What the responder serves for one CertID hash, and the times its headers come from.
     An empty der: the certificate's response under this hash is not signed yet (SHA-256,
@@ -372,6 +380,10 @@ class SigningQueue(Protocol):
 
     def due_count(self, now: int) -> dict[Priority, int]: ...
 
+    def response_format(self) -> ResponseFormat:
+        """Whether to pregenerate SHA-256 responses (read once per signing pass)."""
+        ...
+
     def server_time(self) -> float | None:
         """The database server's clock (F10: signing refuses a disagreeing local clock), or
         None when the database has no clock of its own (SQLite)."""
@@ -476,6 +488,10 @@ class PurgeQueue(Protocol):
 class MonitorReads(CertificateReads, Protocol):
     """What metrics and the monitor's watchdog read (store/monitoring.py), every few seconds."""
 
+    def response_format(self) -> ResponseFormat:
+        """Which CertIDs are pregenerated: what the watchdog may check."""
+        ...
+
     def issuers(self) -> list[IssuerRecord]: ...
 
     def freshness(self, now: int) -> Any:
@@ -540,16 +556,18 @@ class Sha256Requests(Protocol):
         the last ASK_INTERVAL, or is unknown or expired."""
         ...
 
+    def close(self) -> None: ...
 
-class ResponseFormat(Protocol):
-    """Whether the signer stores responses without their responder certificate, each one kept
-    once (store/responsecerts.py): switched on by the operator once no reader of a release that
-    cannot complete such a row is left (`certstatus responder-cert store-once on`)."""
 
-    def certs_stored_once(self) -> bool: ...
+class ResponseFormatSwitch(Protocol):
+    """The deployment's ResponseFormat, switched by `certstatus response-format`."""
 
-    def store_certs_once(self, on: bool, context: AuditContext, now: int) -> bool:
-        """Switch it; returns what it was. A change is audit-logged."""
+    def response_format(self) -> ResponseFormat: ...
+
+    def set_response_format(
+        self, wanted: ResponseFormat, context: AuditContext, now: int
+    ) -> ResponseFormat:
+        """Switch to wanted; returns what it was. A change is audit-logged."""
         ...
 
 
@@ -576,7 +594,7 @@ class Store(
     MonitorReads,
     SiteDrains,
     Sha256Requests,
-    ResponseFormat,
+    ResponseFormatSwitch,
     Expiry,
     Protocol,
 ):

@@ -84,6 +84,7 @@ class PostgresStore(SqlStore):
     """One PostgreSQL server. read_only: a hot standby (no migrations, no writes)."""
 
     LOCK_ROW = " FOR UPDATE"
+    LOCK_SHARED_ROW = " FOR SHARE"
     LOCK_FREE_ROWS = " FOR UPDATE SKIP LOCKED"
 
     def __init__(
@@ -603,7 +604,8 @@ class PostgresStore(SqlStore):
     def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
         """One statement: update the certificate rows whose version is still the claimed one
         (taking their row locks, so a concurrent revocation either waits or wins), and store
-        responses for exactly those rows."""
+        responses for exactly those rows; a SHA-1-only row of a certificate asked for with
+        SHA-256 since its claim is skipped too (it is due again: sha256requests.py)."""
         if not responses:
             return 0
         with self._writing(durable=False) as db:
@@ -623,7 +625,9 @@ class PostgresStore(SqlStore):
                 "kept AS (UPDATE certificates c SET priority = %(refresh_priority)s, "
                 "due_at = CASE WHEN v.refresh_at < c.not_after THEN v.refresh_at END FROM v "
                 "WHERE c.issuer_id = v.issuer_id AND c.serial = v.serial "
-                "AND c.version = v.version RETURNING c.issuer_id, c.serial) "
+                "AND c.version = v.version "
+                "AND (length(v.der_sha256) > 0 OR c.sha256_wanted_at = 0) "
+                "RETURNING c.issuer_id, c.serial) "
                 "INSERT INTO responses (issuer_id, serial, version, this_update, next_update, "
                 "refresh_at, der_sha1, der_sha256, certs_id) SELECT v.* FROM v JOIN kept "
                 "ON kept.issuer_id = v.issuer_id AND kept.serial = v.serial "

@@ -22,9 +22,6 @@ from certstatus.store.base import SignedResponse, StoreError
 
 WHOLE = 0  # the stored DER is the whole response
 
-STORED_ONCE = "SELECT certs_stored_once FROM response_format WHERE id = 1"
-SET_STORED_ONCE = "UPDATE response_format SET certs_stored_once = ? WHERE id = 1"
-
 INSERT = "INSERT INTO response_certs (id, der) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
 SELECT = "SELECT der FROM response_certs WHERE id = ?"
 

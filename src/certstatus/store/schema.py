@@ -418,29 +418,32 @@ POSTGRES_MIGRATIONS.append(
 # v11: when the signer may store responses cut (v10), as a switch in the database. A reader of
 # a release before v10 serves a cut row as it is, without its responder certificate, and
 # clients reject it; so an upgraded database keeps storing whole rows (certs_id 0, which every
-# release serves) until `certstatus responder-cert store-once on` says every reader knows
-# certs_id. A database that already holds cut rows ran v10 readers: it stays cut. A new
-# database has no earlier reader: the migration runner switches it on (FRESH_DATABASE).
+# release serves) until `certstatus response-format --certs-stored-once on` says every
+# reader knows certs_id. A database that already holds cut rows ran v10 readers: it stays cut (v10 filled
+# response_certs in the transaction of every cut row, so that small table tells, where
+# scanning responses would hold the upgrade for minutes). A new database has no earlier
+# reader: the migration runner switches it on (FRESH_DATABASE).
 _RESPONSE_FORMAT = """
         CREATE TABLE response_format (
             id {small} PRIMARY KEY CHECK (id = 1),
             certs_stored_once {small} NOT NULL CHECK (certs_stored_once IN (0, 1))
         );
         INSERT INTO response_format (id, certs_stored_once)
-            SELECT 1, CASE WHEN EXISTS (SELECT 1 FROM responses WHERE certs_id <> 0)
-                THEN 1 ELSE 0 END;
+            SELECT 1, CASE WHEN EXISTS (SELECT 1 FROM response_certs) THEN 1 ELSE 0 END;
 """
 SQLITE_MIGRATIONS.append((11, _RESPONSE_FORMAT.format(small="INTEGER")))
 POSTGRES_MIGRATIONS.append((11, _RESPONSE_FORMAT.format(small="SMALLINT")))
 FRESH_DATABASE = "UPDATE response_format SET certs_stored_once = 1 WHERE id = 1"
 
-# v12: SHA-256 CertID responses signed on request ([signing] sha256_responses = "on-request").
-# Such a signer stores an empty der_sha256 (not signed) for a certificate nobody asked about;
-# a responder asked for its SHA-256 response stamps sha256_wanted_at and makes the row due now
-# (store/sha256requests.py), and from then on it is signed with both CertIDs.
-SQLITE_MIGRATIONS.append(
-    (12, "ALTER TABLE certificates ADD COLUMN sha256_wanted_at INTEGER NOT NULL DEFAULT 0")
-)
-POSTGRES_MIGRATIONS.append(
-    (12, "ALTER TABLE certificates ADD COLUMN sha256_wanted_at BIGINT NOT NULL DEFAULT 0")
-)
+# v12: SHA-256 CertID responses signed on request (`certstatus response-format --sha256
+# on-request`, store/responseformat.py). Such signers store an empty der_sha256 (not signed)
+# for a certificate nobody asked about; a responder asked for its SHA-256 response stamps
+# sha256_wanted_at and makes the row due (store/sha256requests.py), and from then on it is
+# signed with both CertIDs.
+_SHA256_ON_REQUEST = """
+        ALTER TABLE certificates ADD COLUMN sha256_wanted_at {big} NOT NULL DEFAULT 0;
+        ALTER TABLE response_format ADD COLUMN sha256_on_request {small} NOT NULL DEFAULT 0
+            CHECK (sha256_on_request IN (0, 1));
+"""
+SQLITE_MIGRATIONS.append((12, _SHA256_ON_REQUEST.format(big="INTEGER", small="INTEGER")))
+POSTGRES_MIGRATIONS.append((12, _SHA256_ON_REQUEST.format(big="BIGINT", small="SMALLINT")))

@@ -9,6 +9,7 @@ The purge queue's statements are in purgequeue.py, the monitor's in monitoring.p
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,7 +23,14 @@ from certstatus.status import (
     revocation_transition,
 )
 from certstatus.store import audit as audit_chain
-from certstatus.store import expiry, monitoring, purgequeue, responsecerts, sha256requests
+from certstatus.store import (
+    expiry,
+    monitoring,
+    purgequeue,
+    responsecerts,
+    responseformat,
+    sha256requests,
+)
 from certstatus.store.base import (
     CERTIFICATE_COLUMNS,
     UNATTRIBUTED,
@@ -34,6 +42,7 @@ from certstatus.store.base import (
     PendingPurge,
     Priority,
     PurgeBacklog,
+    ResponseFormat,
     RevocationRequest,
     RevokeOutcome,
     SignedResponse,
@@ -100,6 +109,8 @@ class SqlStore(ABC):
     # appended to the revocation's read: a row lock where the engine has them (PostgreSQL);
     # SQLite's write transaction already holds the whole database
     LOCK_ROW = ""
+    # a shared row lock (PostgreSQL): readers of a switch that an update must wait for
+    LOCK_SHARED_ROW = ""
     # the same, passing over rows another transaction holds (housekeeping: never waits on a
     # revocation, so never deadlocks with one; what it passes over goes on a later pass)
     LOCK_FREE_ROWS = ""
@@ -341,7 +352,7 @@ class SqlStore(ABC):
     ) -> tuple[Sequence[SignedResponse], dict[bytes, int]]:
         """A batch as this database stores it now, read in the batch's own transaction: cut,
         with each `certs` inserted (so a response is never visible before the row that
-        completes it), once `store-once` is on; whole until then (schema.py, v11)."""
+        completes it), once certs_stored_once is on; whole until then (schema.py, v11)."""
         if not self._stored_once(db):
             responses = [responsecerts.whole(r) for r in responses]
         ids = responsecerts.ids_of(responses)
@@ -356,24 +367,30 @@ class SqlStore(ABC):
             return bool(db.execute(self._sql(sha256requests.WANT), parameters).rowcount)
 
     def _stored_once(self, db: Connection) -> bool:
-        row = db.execute(responsecerts.STORED_ONCE).fetchone()
+        """Read shared-locked on PostgreSQL: switching off waits for the batches that read
+        it on, so none of them commits cut rows after `response-format` returned."""
+        row = db.execute(responseformat.CERTS_STORED_ONCE + self.LOCK_SHARED_ROW).fetchone()
         return bool(row and row[0])
 
-    def certs_stored_once(self) -> bool:
+    def response_format(self) -> ResponseFormat:
         with self._reading() as db:
-            return self._stored_once(db)
+            return responseformat.from_row(db.execute(responseformat.SELECT).fetchone())
 
-    def store_certs_once(self, on: bool, context: AuditContext, now: int) -> bool:
+    def set_response_format(
+        self, wanted: ResponseFormat, context: AuditContext, now: int
+    ) -> ResponseFormat:
         with self._writing() as db:
-            was = bool(
-                db.execute(self._sql(responsecerts.STORED_ONCE + self.LOCK_ROW)).fetchone()[0]
-            )
-            if was != on:
-                db.execute(self._sql(responsecerts.SET_STORED_ONCE), (int(on),))
+            row = db.execute(self._sql(responseformat.SELECT + self.LOCK_ROW)).fetchone()
+            was = responseformat.from_row(row)
+            if was != wanted:
+                db.execute(
+                    self._sql(responseformat.UPDATE),
+                    (int(wanted.certs_stored_once), int(wanted.sha256_on_request)),
+                )
                 change = audit_chain.Change(
                     "response-format",
-                    before={"certs_stored_once": was},
-                    after={"certs_stored_once": on},
+                    before=dataclasses.asdict(was),
+                    after=dataclasses.asdict(wanted),
                 )
                 self._append_audit(db, [change], context, now)
         return was

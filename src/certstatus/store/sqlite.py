@@ -265,7 +265,8 @@ class SqliteStore(SqlStore):
 
     def store_signed(self, responses: Sequence[SignedResponse], now: int) -> int:
         """Both statements carry the version guard, in one transaction, so they agree on which
-        rows are still current; rows whose status changed since the claim are skipped."""
+        rows are still current; rows whose status changed since the claim are skipped, and so
+        are SHA-1-only rows of a certificate asked for with SHA-256 since (sha256requests.py)."""
         with self._writing(durable=False) as db:
             responses, ids = self._as_stored(db, responses)
             rows = [
@@ -288,6 +289,7 @@ class SqliteStore(SqlStore):
                 "refresh_at, der_sha1, der_sha256, certs_id) "
                 "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM certificates "
                 "WHERE issuer_id = ?1 AND serial = ?2 AND version = ?3 "
+                "AND (length(?8) > 0 OR sha256_wanted_at = 0) "
                 "ON CONFLICT (issuer_id, serial) DO UPDATE SET version = excluded.version, "
                 "this_update = excluded.this_update, next_update = excluded.next_update, "
                 "refresh_at = excluded.refresh_at, der_sha1 = excluded.der_sha1, "
@@ -299,8 +301,9 @@ class SqliteStore(SqlStore):
             db.executemany(
                 "UPDATE certificates SET priority = ?5, "
                 "due_at = CASE WHEN ?4 < not_after THEN ?4 ELSE NULL END "
-                "WHERE issuer_id = ?1 AND serial = ?2 AND version = ?3",
-                [(r[0], r[1], r[2], r[5], Priority.REFRESH) for r in rows],
+                "WHERE issuer_id = ?1 AND serial = ?2 AND version = ?3 "
+                "AND (?6 OR sha256_wanted_at = 0)",
+                [(r[0], r[1], r[2], r[5], Priority.REFRESH, bool(r[7])) for r in rows],
             )
         return stored
 
