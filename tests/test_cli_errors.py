@@ -16,6 +16,8 @@ from pathlib import Path
 import click
 import pytest
 
+from certstatus.store.schema import SQLITE_MIGRATIONS
+
 CLI = [sys.executable, "-m", "certstatus.cli"]
 
 
@@ -203,6 +205,8 @@ def test_stats_counts_and_purge_backlog(deployment) -> None:
     assert result.returncode == 0, result.stderr
     assert re.search(r"certificates: 1\n", result.stdout)
     assert "purges pending: 0" in result.stdout
+    newest = max(version for version, _ in SQLITE_MIGRATIONS)
+    assert re.search(rf"schema: {newest}\n", result.stdout)  # what an upgrade guide asks
 
 
 def test_stats_on_a_database_that_cannot_be_opened_is_one_line(deployment) -> None:

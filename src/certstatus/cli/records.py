@@ -263,9 +263,11 @@ def stats(config_path: Path) -> None:
         counts = store.counts()
         due = store.due_count(int(time.time()))
         backlog = store.purge_backlog()
+        schema = store.schema_version()
     for name, value in counts.items():
         click.echo(f"{name:>16}: {value}")
     for priority, value in due.items():
         click.echo(f"{'due ' + priority.name.lower():>16}: {value}")
     click.echo(f"{'purges unsigned':>16}: {backlog.unready}")
     click.echo(f"{'purges pending':>16}: {backlog.pending}")
+    click.echo(f"{'schema':>16}: {schema}")

@@ -44,6 +44,7 @@ def response_format(config_path: Path, certs_stored_once: str | None, sha256: st
     with user_errors():
         config = load(config_path)
         store = open_store(config.database, config.base_dir)
+        where = getattr(store, "where", config.database)
         try:
             current = store.response_format()
             wanted = ResponseFormat(
@@ -57,7 +58,10 @@ def response_format(config_path: Path, certs_stored_once: str | None, sha256: st
                 store.set_response_format(wanted, context, int(time.time()))
         finally:
             store.close()
+    click.echo(f"database: {where}")
     for line in _lines(wanted):
         click.echo(line)
     if wanted != current:
         click.echo("changed: signers follow from their next batch")
+    elif certs_stored_once is not None or sha256 is not None:
+        click.echo("unchanged: it was already so")

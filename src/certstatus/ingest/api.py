@@ -7,8 +7,8 @@ Everything is checked before anything is committed: a batch with one bad file wr
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
+import pwd
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,11 +72,13 @@ class Revocation:
 
 
 def operator_actor() -> str:
-    """`cli:<user>`: who ran a command, for the audit log (the login name, else the uid)."""
+    """`cli:<user>`: who ran a command, for the audit log. The account of the process's uid,
+    not $USER or $LOGNAME, which the person being audited sets (else the uid itself)."""
+    uid = os.getuid()
     try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return f"cli:uid{os.getuid()}"
+        return f"cli:{pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"cli:uid{uid}"
 
 
 class Ingest:

@@ -64,6 +64,8 @@ SHA256_ASKS = Counter(
     "(this process asked too much at once; the client's retry asks).",
     ["result"],
 )
+for _result in ("sent", "failed", "skipped"):  # from 0, so the first failure is an increase
+    SHA256_ASKS.labels(_result)
 READY = Gauge(
     "certstatus_responder_ready",
     "1 while some source can answer authoritatively (what /readyz says), else 0.",

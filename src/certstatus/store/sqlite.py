@@ -65,6 +65,11 @@ class SqliteStore(SqlStore):
         with self._writing() as db:
             self._migrate(db)
 
+    @property
+    def where(self) -> str:
+        """The database file, for messages."""
+        return str(self.path)
+
     def _connect(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
