@@ -80,10 +80,6 @@ class ResponderMetrics:
     `flush_every` seconds by a thread: a multiprocess value update costs several microseconds,
     a measured fifth of a request's time in this process when made per answer."""
 
-    def sha256_asked(self, result: str) -> None:
-        """Rare (an ask per certificate at most every 30 s): counted at once, from any thread."""
-        SHA256_ASKS.labels(result).inc()
-
     def __init__(self, flush_every: float = 0.5) -> None:
         self._answers: dict[tuple[str, str], int] = {}
         self._bounds = list(DURATION._upper_bounds)
@@ -92,6 +88,10 @@ class ResponderMetrics:
         self._lock = threading.Lock()
         self.flush_every = flush_every
         threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
+
+    def sha256_asked(self, result: str) -> None:
+        """Rare (an ask per certificate at most every 30 s): counted at once, from any thread."""
+        SHA256_ASKS.labels(result).inc()
 
     def answered(self, outcome: str, source: str, seconds: float) -> None:
         key = (outcome, source or "local")

@@ -555,8 +555,8 @@ class PostgresStore(SqlStore):
                     "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
                     "UPDATE certificates c SET due_at = %s FROM due "
                     "WHERE c.issuer_id = due.issuer_id AND c.serial = due.serial "
-                    "RETURNING c.issuer_id, c.serial, c.version, c.revoked, c.revoked_at, c.reason, "
-                    "c.sha256_wanted_at > 0",
+                    "RETURNING c.issuer_id, c.serial, c.version, c.revoked, c.revoked_at, "
+                    "c.reason, c.sha256_wanted_at > 0",
                     (priority, now, limit - len(claimed), now + lease),
                 ).fetchall()
                 claimed.extend(

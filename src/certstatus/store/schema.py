@@ -419,10 +419,10 @@ POSTGRES_MIGRATIONS.append(
 # a release before v10 serves a cut row as it is, without its responder certificate, and
 # clients reject it; so an upgraded database keeps storing whole rows (certs_id 0, which every
 # release serves) until `certstatus response-format --certs-stored-once on` says every
-# reader knows certs_id. A database that already holds cut rows ran v10 readers: it stays cut (v10 filled
-# response_certs in the transaction of every cut row, so that small table tells, where
-# scanning responses would hold the upgrade for minutes). A new database has no earlier
-# reader: the migration runner switches it on (FRESH_DATABASE).
+# reader knows certs_id. A database that already holds cut rows ran v10 readers: it stays
+# cut (v10 filled response_certs in the transaction of every cut row, so that small table
+# tells, where scanning responses would hold the upgrade for minutes). A new database has no
+# earlier reader: the migration runner switches it on (FRESH_DATABASE).
 _RESPONSE_FORMAT = """
         CREATE TABLE response_format (
             id {small} PRIMARY KEY CHECK (id = 1),

@@ -243,7 +243,8 @@ class SqliteStore(SqlStore):
                 if len(claimed) >= limit:
                     break
                 rows = db.execute(
-                    "SELECT issuer_id, serial, version, revoked, revoked_at, reason, sha256_wanted_at > 0 "
+                    "SELECT issuer_id, serial, version, revoked, revoked_at, reason, "
+                    "sha256_wanted_at > 0 "
                     "FROM certificates WHERE priority = ? AND due_at IS NOT NULL AND due_at <= ? "
                     "ORDER BY due_at LIMIT ?",
                     (priority, now, limit - len(claimed)),
