@@ -25,40 +25,43 @@ ROOT = Path(__file__).resolve().parents[1]
 CERTS = 2000
 
 
+def run_benchmark(module: str, *args: str, timeout: float = 120) -> dict:
+    """`python -m benchmarks.<module> ARGS` against this tree; its one JSON object."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    run = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout)  # one JSON object, nothing else on stdout
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(
     not (shutil.which("wrk") and shutil.which("nginx")), reason="needs wrk and nginx"
 )
 def test_scale_benchmark_reports_every_figure_with_sane_values() -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.scale",
-            "--certs",
-            str(CERTS),
-            "--engine",
-            "sqlite",
-            "--json",
-            "--duration",
-            "1",
-            "--sample",
-            "500",
-            "--openssl-seconds",
-            "1",
-            "--servers",
-            "granian,native",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    report = run_benchmark(
+        "scale",
+        "--certs",
+        str(CERTS),
+        "--engine",
+        "sqlite",
+        "--json",
+        "--duration",
+        "1",
+        "--sample",
+        "500",
+        "--openssl-seconds",
+        "1",
+        "--servers",
+        "granian,native",
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout)  # one JSON object, nothing else on stdout
 
     assert report["engine"] == "sqlite" and report["sizes"] == [CERTS]
     assert report["ingest_per_s"] > 0
@@ -100,19 +103,10 @@ def test_pregen_benchmark_splits_cpu_per_response_by_process(sha256, per_certifi
     """benchmarks.pregen (issue 15 item 4) at a small N on SQLite: every certificate signed
     under both CertIDs (or SHA-1 alone: on-request SHA-256), CPU attributed to the signer and
     to its signing pool (the database runs inside the signer on SQLite), next to openssl."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.pregen", "--certs", "300", "--openssl-seconds", "1",
-         "--sha256", sha256],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    [round_] = json.loads(run.stdout)["rounds"]
+    report = run_benchmark(
+        "pregen", "--certs", "300", "--openssl-seconds", "1", "--sha256", sha256, timeout=90
+    )
+    [round_] = report["rounds"]
     assert round_["responses"] == 300 * per_certificate and round_["responses_per_s"] > 0
     assert round_["certificates_per_s"] * per_certificate == pytest.approx(
         round_["responses_per_s"], abs=per_certificate
@@ -159,17 +153,6 @@ def test_the_peer_index_holds_the_stores_statuses(tmp_path: Path) -> None:
 def test_signing_benchmark_runs_and_reports_its_ratios() -> None:
     """benchmarks.signing (R22) at a small count: it builds signing jobs itself, so a change
     to their shape must keep it running (docs/benchmarks.md cites its figures)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.signing", "--count", "200"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout)
+    report = run_benchmark("signing", "--count", "200")
     for name in ("pipeline", "end_to_end"):
         assert 0 < report[f"{name}_ratio"] < 1.5, name  # the same primitive as openssl's

@@ -100,6 +100,22 @@ def env(cluster) -> Env:
     return Env(cluster)
 
 
+async def asgi_get(app, path: str) -> bytes:
+    """One GET through the responder's ASGI app, in process; the answer's body."""
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
+             "headers": []}  # fmt: skip
+    body = bytearray()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        body.extend(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return bytes(body)
+
+
 def test_skip_locked_claims_are_disjoint(env: Env) -> None:
     env.leaves(400, 0x20_0000)
     claims: list[list[int]] = [[], []]
@@ -462,19 +478,9 @@ def test_concurrent_requests_share_lookups_on_a_replica(env: Env) -> None:
     issuer = env.materials[0].certificate
 
     async def get(serial: int) -> bytes:
-        path = get_path(encode_request(issuer_keys(issuer)[HashAlgorithm.SHA1], serial))
-        scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
-                 "headers": []}  # fmt: skip
-        body = bytearray()
-
-        async def receive() -> dict:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict) -> None:
-            body.extend(message.get("body", b""))
-
-        await app(scope, receive, send)
-        return bytes(body)
+        return await asgi_get(
+            app, get_path(encode_request(issuer_keys(issuer)[HashAlgorithm.SHA1], serial))
+        )
 
     async def all_at_once() -> list[bytes]:
         return await asyncio.gather(*(get(serial) for serial in serials))
@@ -671,17 +677,7 @@ def test_a_web_node_on_a_replica_asks_the_primary_for_a_sha256_response(env: Env
     )
 
     async def get() -> ocsp.OCSPResponse:
-        scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
-                 "headers": []}  # fmt: skip
-        body = bytearray()
-
-        async def receive() -> dict:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict) -> None:
-            body.extend(message.get("body", b""))
-
-        await app(scope, receive, send)
+        body = await asgi_get(app, path)
         while app.ask_sha256._queued:  # the ask is sent beside the answer
             await asyncio.sleep(0.01)
         return ocsp.load_der_ocsp_response(bytes(body))

@@ -95,28 +95,9 @@ def sign_jobs(jobs: list[Job], builders: dict[int, ResponseBuilder] | None = Non
     length headers, one bytes object per issuer (pickled once per batch)."""
     table = _builders if builders is None else builders
     signed = []
-    for (
-        issuer_id,
-        serial,
-        revoked,
-        revoked_at,
-        reason,
-        this_update,
-        next_update,
-        produced,
-        both,
-    ) in jobs:
-        builder = table[issuer_id]
-        sha1, sha256 = builder.sign_both(
-            serial,
-            revoked,
-            revoked_at,
-            reason,
-            this_update,
-            next_update,
-            produced,
-            certs=False,
-            sha256=both,
-        )
+    for job in jobs:
+        builder = table[job[0]]
+        # serial, status and times, in sign_both's order; then whether to sign SHA-256 too
+        sha1, sha256 = builder.sign_both(*job[1:8], certs=False, sha256=job[8])
         signed.append((sha1, sha256, builder.certs))
     return signed
