@@ -150,6 +150,52 @@ def test_unknown_serial_is_unauthorized_never_good_r5_r13(signed) -> None:
     assert_no_store(answer)
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_recorded_but_not_signed_yet_is_try_later_not_unauthorized_f1(signed, method) -> None:
+    """The founding incident's answer was "unauthorized" for certificates the CA had issued.
+    On SQLite too, a certificate recorded before any signer has run is tryLater, uncacheable,
+    and good once signed; a serial never recorded stays unauthorized."""
+    deployment, store, app, _, _, _ = signed
+    fresh = deployment.leaf()
+    deployment.ingest(store).add_certificates([(fresh, "f")], int(time.time()))
+    der = request_der(deployment.ca.certificate, fresh.serial_number)
+
+    def ask() -> Answer:
+        return call(app, "GET", get_path(der)) if method == "GET" else call(app, "POST", "/", der)
+
+    waiting = ask()
+    assert waiting.body == r.TRY_LATER
+    assert_no_store(waiting)
+    stranger = request_der(deployment.ca.certificate, fresh.serial_number + 1)
+    assert call(app, "POST", "/", stranger).body == r.UNAUTHORIZED
+    with deployment.signer(store) as signer:
+        signer.sign_due()
+    parsed = ocsp.load_der_ocsp_response(ask().body)
+    assert parsed.certificate_status is ocsp.OCSPCertStatus.GOOD
+
+
+def test_refusals_are_logged_one_line_per_reason_per_interval(signed, caplog) -> None:
+    """An outage refuses every request: one line per reason every 10 s, with the count it
+    stands for, and no traceback (a line each buried the reason, and cost more than the
+    answer)."""
+    deployment, _, app, good, _, _ = signed
+    now = [1000.0]
+    app.refusals.clock = lambda: now[0]
+    app.source = EmbeddedSource(BrokenStore(StoreError("database x does not answer")))
+    path = get_path(request_der(deployment.ca.certificate, good.serial_number))
+    with caplog.at_level("WARNING", logger="certstatus.responder"):
+        for _ in range(5):
+            assert call(app, "GET", path).body == r.TRY_LATER
+        now[0] += 10
+        assert call(app, "GET", path).body == r.TRY_LATER
+    lines = [rec for rec in caplog.records if rec.name == "certstatus.responder"]
+    assert [rec.getMessage() for rec in lines] == [
+        "answered tryLater: database x does not answer (1 request(s) since this reason's last line)",
+        "answered tryLater: database x does not answer (5 request(s) since this reason's last line)",
+    ]
+    assert all(rec.exc_info is None for rec in lines)
+
+
 def test_unknown_issuer_is_unauthorized_r10_r13(signed) -> None:
     _, _, app, good, _, _ = signed
     stranger = DemoCA.create("stranger").certificate

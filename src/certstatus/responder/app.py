@@ -36,6 +36,7 @@ from certstatus.ocsp.request import (
     decode_request,
 )
 from certstatus.responder import headers as h
+from certstatus.responder.refusals import RefusalLog
 from certstatus.responder.sha256asks import Sha256Asks
 from certstatus.responder.source import ResponseSource, open_response_source
 from certstatus.store.base import StoreError
@@ -104,6 +105,7 @@ class OcspApp:
         self.max_post_body = max_post_body
         self.request_timeout = request_timeout
         self.clock = clock
+        self.refusals = RefusalLog(clock=clock)
         self.ask_sha256 = Sha256Asks(source.want_sha256, clock, self.metrics.sha256_asked)
         self._endpoints: dict[str, Callable[[], Awaitable[Answer]]] = {
             "/healthz": self._healthz,
@@ -225,8 +227,8 @@ class OcspApp:
             return _UNAUTHORIZED, Outcome.UNAUTHORIZED, ""  # R10
         try:
             stored = await self.source.response(issuer_id, request.serial, algorithm)
-        except StoreError:
-            log.exception("store unavailable")
+        except StoreError as exc:
+            self.refusals.refused(str(exc))
             return _TRY_LATER, Outcome.TRY_LATER, ""
         except Exception:
             log.exception("lookup failed")

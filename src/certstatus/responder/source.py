@@ -24,6 +24,7 @@ from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.responder.lookup import BatchedLookup, Key
 from certstatus.store.base import (
     IssuerRecord,
+    NoAuthoritativeSource,
     ResponseReads,
     Sha256Requests,
     StoredCrl,
@@ -83,6 +84,8 @@ class ResponseSource(Protocol):
 class EmbeddedReads(ResponseReads, Protocol):
     def issuers(self) -> list[IssuerRecord]: ...
 
+    def recorded(self, issuer_id: int, serial: int) -> bool: ...
+
     def ping(self) -> None: ...
 
     def drained_sites(self) -> dict[str, tuple[int, str]]: ...
@@ -102,10 +105,25 @@ class EmbeddedSource:
     async def response(
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm
     ) -> StoredResponse | None:
-        return self.store.response(issuer_id, serial, algorithm)
+        return self._read(issuer_id, serial, algorithm)
 
     async def responses(self, keys: Sequence[Key]) -> list[StoredResponse | StoreError | None]:
-        return [self.store.response(*key) for key in keys]
+        found: list[StoredResponse | StoreError | None] = []
+        for key in keys:
+            try:
+                found.append(self._read(*key))
+            except StoreError as exc:
+                found.append(exc)
+        return found
+
+    def _read(self, issuer_id: int, serial: int, algorithm: HashAlgorithm) -> StoredResponse | None:
+        """A miss is "unauthorized" only for a serial the database has never recorded: one
+        recorded but not signed yet (the signer has not run, or is down) is tryLater, as on a
+        replica set (F1). The second read is paid by misses alone."""
+        stored = self.store.response(issuer_id, serial, algorithm)
+        if stored is None and self.store.recorded(issuer_id, serial):
+            raise NoAuthoritativeSource("recorded, not signed yet")
+        return stored
 
     async def crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
         return self.store.current_crl(issuer_id, crl_partition)
@@ -202,9 +220,11 @@ def open_response_source(config: Config) -> ResponseSource:
     """The responder's read side for a deployment: the SQLite file, or PostgreSQL replicas
     (this site's first) with the primary as the last resort, sampled from now on."""
     if not config.is_postgres:
-        from certstatus.store import open_store
+        from certstatus.store import sqlite_path
+        from certstatus.store.sqlite import SqliteStore
 
-        return EmbeddedSource(open_store(config.database, config.base_dir), config.responder.site)
+        store = SqliteStore(sqlite_path(config.database, config.base_dir))
+        return EmbeddedSource(store, config.responder.site)
     from certstatus.store.postgres import PostgresStore
     from certstatus.store.replicaset import ReplicaSet, Source
 

@@ -20,6 +20,12 @@ class UnknownCertificate(StoreError):
     pass
 
 
+class NoAuthoritativeSource(StoreError):
+    """No source can answer authoritatively now (the certificate is recorded but its response
+    is not signed yet, or no database can be read): the caller answers tryLater, uncacheable,
+    never "unauthorized" for a serial that may be ours (F1)."""
+
+
 class NotAcknowledged(StoreError):
     """A write committed on the leader that no synchronous standby confirmed in time: it may be
     lost if the leader is lost, so it is not acknowledged (R26). Retrying it is safe (recording

@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from certstatus.ocsp.certid import HashAlgorithm
-from certstatus.store.base import IssuerRecord, StoredCrl, StoredResponse, StoreError
+from certstatus.store.base import (
+    IssuerRecord,
+    NoAuthoritativeSource,
+    StoredCrl,
+    StoredResponse,
+    StoreError,
+)
 from certstatus.store.postgres import PostgresStore, ResponseKey
 
 T = TypeVar("T")
@@ -32,10 +38,6 @@ R = TypeVar("R")
 # one source's answers to a batch of keys, in their order (None: not there)
 Read = Callable[[PostgresStore, list[K]], list[R | None]]
 log = logging.getLogger("certstatus.sources")
-
-
-class NoAuthoritativeSource(StoreError):
-    """No source can answer authoritatively: the caller answers tryLater, uncacheable."""
 
 
 @dataclass

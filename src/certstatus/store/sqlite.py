@@ -332,6 +332,19 @@ class SqliteStore(SqlStore):
         ).fetchone()
         return self._completed(db, row)
 
+    def recorded(self, issuer_id: int, serial: int) -> bool:
+        """Whether the certificate is recorded, signed or not: asked only on a miss, so that a
+        certificate recorded but not signed yet gets tryLater rather than "unauthorized"."""
+        row = (
+            self._connect()
+            .execute(
+                "SELECT 1 FROM certificates WHERE issuer_id = ? AND serial = ?",
+                (issuer_id, serial_key(serial)),
+            )
+            .fetchone()
+        )
+        return row is not None
+
     def ping(self) -> None:
         try:
             self._connect().execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchone()
