@@ -216,3 +216,29 @@ def test_stats_on_a_database_that_cannot_be_opened_is_one_line(deployment) -> No
     )
     config.write_text(text.replace('"issuer.pem"', f'"{deployment.dir / "issuer.pem"}"'))
     one_line_error(run("stats", config=config))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stats"],
+        ["revoke", "1a2b", "--issuer", "demo", "--reason", "superseded"],
+        ["audit", "verify"],
+        ["audit", "head"],
+        ["site", "status"],
+        ["response-format", "--sha256", "on-request"],
+    ],
+)
+def test_admin_commands_refuse_a_database_that_does_not_exist(deployment, command) -> None:
+    """A mistyped `database` used to leave an empty SQLite file behind and answer from it
+    ("certificates: 0", "unknown serial"): now one line naming the path, and nothing created."""
+    config = deployment.dir / "typo.toml"
+    text = deployment.config_path.read_text().replace(
+        'database = "certstatus.db"', 'database = "certsatus.db"'
+    )
+    config.write_text(text)
+    line = one_line_error(run(*command, config=config))
+    missing = deployment.dir / "certsatus.db"
+    assert f"database: {missing} does not exist" in line
+    assert "`database`" in line
+    assert not missing.exists()

@@ -9,7 +9,7 @@ import click
 
 from certstatus.cli import config_option, fail, load, user_errors
 from certstatus.cli.records import parse_time
-from certstatus.store import open_store
+from certstatus.store import open_existing_store
 from certstatus.store.audit import all_entries, as_json, parse_anchor, verify
 
 
@@ -32,7 +32,7 @@ def verify_command(config_path: Path, anchor: str | None) -> None:
     with user_errors(ValueError):
         kept = None if anchor is None else parse_anchor(anchor)
         config = load(config_path)
-        store = open_store(config.database, config.base_dir)
+        store = open_existing_store(config.database, config.base_dir)
         head = store.audit_head()
         count, broken = verify(all_entries(store), head, kept)
     if broken is not None:
@@ -50,7 +50,7 @@ def head_command(config_path: Path) -> None:
     still contains it, which a rewrite of the chain from that entry on cannot fake."""
     with user_errors():
         config = load(config_path)
-        seq, digest = open_store(config.database, config.base_dir).audit_head()
+        seq, digest = open_existing_store(config.database, config.base_dir).audit_head()
     if seq == 0:
         fail("the audit log is empty; nothing to anchor yet")
     click.echo(f"{seq}:{digest}")
@@ -64,7 +64,7 @@ def export_command(config_path: Path, since: str | None) -> None:
     with user_errors():
         start = parse_time(since, "--since") or 0
         config = load(config_path)
-        store = open_store(config.database, config.base_dir)
+        store = open_existing_store(config.database, config.base_dir)
         entries = all_entries(store, start)
         try:
             for record in entries:

@@ -40,7 +40,7 @@ def crl_command(config_path: Path, issuer: str, file: Path) -> None:
     certificates and import the CRL again (what is already revoked is counted unchanged)."""
     with user_errors():
         config = load(config_path)
-        ingest = open_ingest(config)
+        ingest = open_ingest(config, existing=True)
         material = ingest.material(issuer)
         try:
             data = file.read_bytes()

@@ -22,13 +22,16 @@ from certstatus.ingest.api import (
     read_certificate_file,
 )
 from certstatus.ocsp.reasons import NAMES
-from certstatus.store import open_store
+from certstatus.store import open_existing_store, open_store
 
 
-def open_ingest(config: Config) -> Ingest:
-    """Ingest over the configured store, acting as the operator who runs the command."""
+def open_ingest(config: Config, existing: bool = False) -> Ingest:
+    """Ingest over the configured store, acting as the operator who runs the command.
+    existing: for commands that change what is recorded (revoke, import crl), which refuse a
+    SQLite file that does not exist rather than create an empty one at a mistyped path."""
     materials = load_issuer_certificates(config)  # recording needs no key (R25)
-    return Ingest(open_store(config.database, config.base_dir), materials)
+    opener = open_existing_store if existing else open_store
+    return Ingest(opener(config.database, config.base_dir), materials)
 
 
 def api_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -205,7 +208,7 @@ def revoke(
                 "re-signed on the next signer pass"
             )
             return
-        ingest = open_ingest(load(config_path))
+        ingest = open_ingest(load(config_path), existing=True)
         row = ingest.revoke(issuer, number, reason, int(time.time()), revocation_time)
     name = NAMES.get(row.reason or 0, str(row.reason))
     click.echo(f"revoked {row.serial:x} ({name}); re-signed on the next signer pass")
@@ -236,7 +239,7 @@ def _revoke_from(
             f"({answer['lines']} lines)"
         )
         return
-    ingest = open_ingest(load(config_path))
+    ingest = open_ingest(load(config_path), existing=True)
     revoked = unchanged = lines = 0
     through = "line 0"
     for chunk in _chunks(read_revocations(path), FROM_CHUNK):
@@ -259,7 +262,7 @@ def stats(config_path: Path) -> None:
     """Counts of certificates, revocations, responses, due rows and pending cache purges."""
     with user_errors():
         config = load(config_path)
-        store = open_store(config.database, config.base_dir)
+        store = open_existing_store(config.database, config.base_dir)
         counts = store.counts()
         due = store.due_count(int(time.time()))
         backlog = store.purge_backlog()

@@ -38,12 +38,12 @@ def response_format(config_path: Path, certs_stored_once: str | None, sha256: st
     signer, web node and monitor of the deployment; running signers follow from their next
     batch, the monitor within 30 s. Each change is an entry in the audit log."""
     from certstatus.ingest.api import operator_actor
-    from certstatus.store import open_store
+    from certstatus.store import open_existing_store
     from certstatus.store.base import AuditContext
 
     with user_errors():
         config = load(config_path)
-        store = open_store(config.database, config.base_dir)
+        store = open_existing_store(config.database, config.base_dir)
         where = getattr(store, "where", config.database)
         try:
             current = store.response_format()

@@ -30,9 +30,9 @@ def _known_sites(config: Config) -> set[str]:
 
 
 def _store(config: Config) -> Any:
-    from certstatus.store import open_store
+    from certstatus.store import open_existing_store
 
-    return open_store(config.database, config.base_dir)
+    return open_existing_store(config.database, config.base_dir)
 
 
 @click.group(short_help="Drain and restore a whole site's responders.")

@@ -19,6 +19,22 @@ def open_store(url: str, base_dir: Path | None = None) -> Store:
     return SqliteStore(sqlite_path(url, base_dir))
 
 
+def open_existing_store(url: str, base_dir: Path | None = None) -> Store:
+    """open_store for commands that read or change what is recorded (stats, revoke, audit,
+    site, response-format): a SQLite file that does not exist is a mistyped path, refused,
+    rather than an empty database created there whose answers ("0 certificates", "unknown
+    serial") mislead. The processes of a deployment (add, serve, signer) still create it, in
+    whatever order they start."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        path = sqlite_path(url, base_dir)
+        if not path.exists():
+            raise StoreError(
+                f"database: {path} does not exist; check `database` in the configuration "
+                "(a new deployment's database is created by `certstatus add`, `serve` or `signer`)"
+            )
+    return open_store(url, base_dir)
+
+
 def heartbeat_of(store: Store) -> Heartbeat | None:
     """The store's heartbeat when its engine has one (PostgreSQL: replicas to measure), else
     None (one SQLite file has no replica to fall behind). Callers ask this instead of
@@ -50,6 +66,7 @@ __all__ = [
     "Store",
     "StoreError",
     "heartbeat_of",
+    "open_existing_store",
     "open_store",
     "replication_of",
     "sqlite_path",
