@@ -57,6 +57,18 @@ def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
         return process.communicate(timeout=30)
 
 
+def terminate_first(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM to the first process alone, as `kill PID` or a supervisor sends it (its server
+    and roles must not outlive it); kill the group if that does not work."""
+    try:
+        process.terminate()
+        return process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.communicate(timeout=30)
+
+
 def children_alive(pgid: int, grace: float = 10) -> list[str]:
     """Processes left in the demo's process group once `grace` seconds have passed."""
     deadline = time.monotonic() + grace
@@ -155,8 +167,13 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         revoked = json.loads(_retry_curl(api_commands[1]))
         assert revoked["revocations"][0]["outcome"] == "revoked"
     finally:
-        out, err = stop(again)
+        out, err = terminate_first(again)
+    assert again.returncode == 0, err
+    assert "stopped cleanly" in err
+    assert children_alive(again.pid) == []  # the server and its roles stopped with it
     assert "reusing" in err
+    # it keeps its API listener, and says so when asked for another
+    assert "--api-listen" in err and "applies to a new --dir" in err
     assert "signing 0/0" not in err and "0/0" not in err  # nothing due: no empty bar
     assert (directory / "issuer.pem").read_bytes() == issuer
 

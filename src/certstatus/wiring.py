@@ -265,11 +265,17 @@ def api_process(config_path: str, parent: int) -> None:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config, app = build_app(Path(config_path))
+    stop_when_orphaned(parent)
+    run_api(config, app, ignore_sigint=True)
 
-    def orphaned() -> None:
+
+def stop_when_orphaned(parent: int) -> None:
+    """SIGTERM to this process once the process that started it is gone (killed, even with
+    SIGKILL): for a process whose own server handles SIGTERM, so it stops as when told to."""
+
+    def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
-    run_api(config, app, ignore_sigint=True)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -440,6 +440,11 @@ def run_demo(
             listen = configured
         check_listen(listen)
         if config.api.clients:
+            if config.api.listen != api_listen:
+                term.say(
+                    f"note: {files.dir} was made with its issuance API on {config.api.listen}; "
+                    f"serving it there (--api-listen {api_listen} applies to a new --dir)"
+                )
             api_listen = config.api.listen
         check_listen(api_listen)
     else:
@@ -506,11 +511,15 @@ def serve_apart(config: Config) -> None:
     the keys' bytes (R25: web nodes hold no key). Ctrl-C reaches the whole process group: the
     server stops on it, and this process waits until it has."""
     import multiprocessing
+    import signal
 
     process = multiprocessing.get_context("spawn").Process(
-        target=_serve_spawned, args=(str(config.path),), name="demo server"
+        target=_serve_spawned, args=(str(config.path), os.getpid()), name="demo server"
     )
     process.start()
+    # A SIGTERM to this process alone (kill, a supervisor) stops the server as Ctrl-C does,
+    # and this process waits for it: the server and its roles are never left running.
+    signal.signal(signal.SIGTERM, lambda signum, _: process.terminate())
     while True:
         try:
             process.join()
@@ -521,9 +530,11 @@ def serve_apart(config: Config) -> None:
         raise DemoError(f"the demo server stopped with status {process.exitcode} (see above)")
 
 
-def _serve_spawned(config_path: str) -> None:
+def _serve_spawned(config_path: str, parent: int) -> None:
     from certstatus.responder.server import CompanionDied, serve
+    from certstatus.wiring import stop_when_orphaned
 
+    stop_when_orphaned(parent)  # the demo killed outright: the server stops all the same
     try:
         serve(load_config(Path(config_path)), with_monitor=True, with_api=True)
     except KeyboardInterrupt:
