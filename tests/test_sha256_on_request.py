@@ -295,3 +295,70 @@ def test_openssl_gets_try_later_then_the_signed_sha256_response(tmp_path) -> Non
             (serial_key(leaf.serial_number),),
         ).fetchall()
     assert wanted > 0
+
+
+@pytest.mark.integration
+def test_a_web_node_role_asks_through_the_function_and_cannot_update(
+    postgres_server, tmp_path
+) -> None:
+    """A web node's role needs only SELECT and EXECUTE on the schema-13 function: its ask
+    works, and the UPDATE a compromised web node would use to stop every refresh (due_at
+    NULL) or jump revocations is refused by the server."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from certstatus.store.postgres import PostgresStore
+    from tests.conftest import EngineDeployment, _fresh_postgres_database
+
+    built = make_deployment(tmp_path / "ca")
+    deployment = EngineDeployment(built.dir, built.ca, built.port)
+    url = _fresh_postgres_database(postgres_server)
+    deployment.config_path.write_text(
+        deployment.config_path.read_text().replace(
+            'database = "certstatus.db"', f'database = "{url}"'
+        )
+    )
+    deployment.engine = "postgres"
+    try:
+        store, _, issuer_id, [serial] = _signed(deployment, 1)
+        role = f"web_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {role} LOGIN".encode())
+            admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}".encode())
+            admin.execute(
+                "GRANT EXECUTE ON FUNCTION certstatus_want_sha256(BIGINT, TEXT, BIGINT) "
+                f"TO {role}".encode()
+            )
+        web_url = make_conninfo(url, user=role)
+        web = PostgresStore(web_url, read_only=True, max_connections=1, name="web")
+        try:
+            now = int(time.time())
+            assert web.want_sha256(issuer_id, serial, now)
+            row = store.certificate(issuer_id, serial)
+            assert row.priority is Priority.REFRESH and row.due_at == now
+            assert not web.want_sha256(issuer_id, serial, now + 1)  # once per interval
+            with psycopg.connect(web_url, autocommit=True) as conn:
+                for statement in (
+                    "UPDATE certificates SET due_at = NULL",
+                    "UPDATE certificates SET priority = 0",
+                ):
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                        conn.execute(statement.encode())
+            assert store.certificate(issuer_id, serial).due_at == now
+        finally:
+            web.close()
+    finally:
+        for opened in deployment.opened or []:
+            opened.close()
+
+
+def test_the_ask_function_holds_the_current_priority_and_interval() -> None:
+    """The schema-13 function is frozen in its migration: a change of REFRESH or ASK_INTERVAL
+    must come with a migration that replaces it (store/sha256requests.py)."""
+    from certstatus.store.schema import POSTGRES_MIGRATIONS
+
+    [function] = [sql for version, sql in POSTGRES_MIGRATIONS if version == 13]
+    assert f"LEAST(priority, {int(Priority.REFRESH)})" in function
+    assert f"sha256_wanted_at < asked_at - {ASK_INTERVAL}" in function

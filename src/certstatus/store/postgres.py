@@ -667,6 +667,15 @@ class PostgresStore(SqlStore):
         with self._connection() as db:
             return read_responses(db, self.name, keys)
 
+    def want_sha256(self, issuer_id: int, serial: int, now: int) -> bool:
+        """Through the schema-13 function, which runs with its owner's rights: a web node's
+        role needs EXECUTE on it, not UPDATE on certificates (store/schema.py)."""
+        with self._writing(durable=False) as db:  # a lost ask is asked again by the client
+            row = db.execute(
+                "SELECT certstatus_want_sha256(%s, %s, %s)", (issuer_id, serial_key(serial), now)
+            ).fetchone()
+            return bool(row and row[0])
+
     def recorded(self, keys: Sequence[ResponseKey]) -> list[bool]:
         """Whether each key's certificate is recorded (signed or not): one query per issuer."""
         by_issuer: dict[int, list[str]] = {}

@@ -447,3 +447,32 @@ _SHA256_ON_REQUEST = """
 """
 SQLITE_MIGRATIONS.append((12, _SHA256_ON_REQUEST.format(big="INTEGER", small="INTEGER")))
 POSTGRES_MIGRATIONS.append((12, _SHA256_ON_REQUEST.format(big="BIGINT", small="SMALLINT")))
+
+# Schema 13: on PostgreSQL a web node's SHA-256 ask runs through a function with its owner's
+# rights, so the role in a web node's URL needs EXECUTE on it and no UPDATE on certificates.
+# With UPDATE (priority, due_at), what schema 12 asked for, a compromised web node could stop
+# every refresh (due_at NULL) or put refreshes ahead of revocations; through the function it
+# can only do what an ask does (store/sha256requests.py): make a recorded, unexpired
+# certificate due now as a refresh, at most once per ASK_INTERVAL. The priority and interval
+# are constants of the function, not arguments, for the same reason. SQLite has no roles.
+_ASK_FUNCTION = """
+DO $do$ BEGIN EXECUTE format($f$
+    CREATE FUNCTION certstatus_want_sha256(asked_issuer BIGINT, asked_serial TEXT,
+            asked_at BIGINT)
+        RETURNS BOOLEAN LANGUAGE sql SECURITY DEFINER SET search_path = %I, pg_temp
+    AS $body$
+        WITH asked AS (
+            UPDATE certificates SET sha256_wanted_at = asked_at,
+                priority = LEAST(priority, {refresh}),
+                due_at = CASE WHEN due_at IS NOT NULL AND due_at < asked_at THEN due_at
+                    ELSE asked_at END
+            WHERE issuer_id = asked_issuer AND serial = asked_serial AND not_after > asked_at
+                AND sha256_wanted_at < asked_at - {interval}
+            RETURNING 1)
+        SELECT count(*) > 0 FROM asked
+    $body$ $f$, current_schema());
+END $do$;
+REVOKE ALL ON FUNCTION certstatus_want_sha256(BIGINT, TEXT, BIGINT) FROM PUBLIC;
+"""
+SQLITE_MIGRATIONS.append((13, "SELECT 1;"))
+POSTGRES_MIGRATIONS.append((13, _ASK_FUNCTION.format(refresh=2, interval=30)))

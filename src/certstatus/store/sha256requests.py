@@ -15,6 +15,10 @@ is asked for at most once per ASK_INTERVAL across every web node, so a row being
 not made due again by each request that arrives meanwhile. Only a recorded, unexpired
 certificate can be asked for. A SHA-1-only response stored after an ask (its claim was made
 before) is refused by store_signed, so the row stays due and is signed with both.
+
+WANT is SQLite's ask. PostgreSQL asks through a function of schema 13 with the same effect,
+whose owner's rights let a web node's role ask without UPDATE on certificates; it holds
+Priority.REFRESH and ASK_INTERVAL as constants (tests/test_sha256_on_request.py checks them).
 """
 
 from __future__ import annotations
