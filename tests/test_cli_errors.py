@@ -223,10 +223,16 @@ def test_stats_on_a_database_that_cannot_be_opened_is_one_line(deployment) -> No
     [
         ["stats"],
         ["revoke", "1a2b", "--issuer", "demo", "--reason", "superseded"],
+        ["revoke", "--from", "revocations.csv"],
+        ["import", "crl", "--issuer", "demo", "old.crl"],
         ["audit", "verify"],
         ["audit", "head"],
+        ["audit", "export"],
         ["site", "status"],
         ["response-format", "--sha256", "on-request"],
+        ["sign"],
+        ["crl", "build"],  # it signed and published an empty CRL #1 with the issuer's key
+        ["crl", "export", "exported"],
     ],
 )
 def test_admin_commands_refuse_a_database_that_does_not_exist(deployment, command) -> None:
@@ -237,6 +243,7 @@ def test_admin_commands_refuse_a_database_that_does_not_exist(deployment, comman
         'database = "certstatus.db"', 'database = "certsatus.db"'
     )
     config.write_text(text)
+    (deployment.dir / "revocations.csv").write_text("demo,1a2b,superseded\n")
     line = one_line_error(run(*command, config=config))
     missing = deployment.dir / "certsatus.db"
     assert f"database: {missing} does not exist" in line

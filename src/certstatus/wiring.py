@@ -35,13 +35,17 @@ from certstatus.housekeeping import Housekeeping
 from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.purger import PurgeService
 from certstatus.signer import Signer
-from certstatus.store import heartbeat_of, open_store
+from certstatus.store import heartbeat_of, open_existing_store, open_store
 from certstatus.store.base import Store
 
 
-def _ensure_known(config: Config, issuers: Sequence[IssuerCertificates]) -> dict[str, int]:
-    """Make sure the database knows every issuer; its id by name."""
-    store = open_store(config.database, config.base_dir)
+def _ensure_known(
+    config: Config, issuers: Sequence[IssuerCertificates], existing: bool = False
+) -> dict[str, int]:
+    """Make sure the database knows every issuer; its id by name. existing: a one-shot
+    command's, which refuses a SQLite file that does not exist (store.open_existing_store)."""
+    opener = open_existing_store if existing else open_store
+    store = opener(config.database, config.base_dir)
     try:
         return {
             m.name: store.ensure_issuer(m.name, m.certificate.public_bytes(Encoding.DER))
@@ -58,10 +62,13 @@ def register_public(config: Config) -> tuple[list[IssuerCertificates], dict[str,
     return public, _ensure_known(config, public)
 
 
-def register_issuers(config: Config) -> tuple[list[IssuerMaterial], dict[str, int]]:
-    """Check every issuer's certificates and keys (R6, R21) and register it: signing roles."""
+def register_issuers(
+    config: Config, existing: bool = False
+) -> tuple[list[IssuerMaterial], dict[str, int]]:
+    """Check every issuer's certificates and keys (R6, R21) and register it: signing roles
+    (existing: for a one-shot command, see _ensure_known)."""
     materials = load_issuer_material(config)
-    return materials, _ensure_known(config, materials)
+    return materials, _ensure_known(config, materials, existing)
 
 
 def check_signing_keys(config: Config) -> None:
@@ -93,9 +100,12 @@ def crl_service(
 
 def open_crl_service(config: Config) -> CrlService:
     """A CRL builder on its own store for a one-shot command; refused when no issuer publishes
-    CRLs, because every CRL command would then silently do nothing."""
-    materials, ids = register_issuers(config)
-    service = crl_service(open_store(config.database, config.base_dir), materials, ids, config)
+    CRLs, because every CRL command would then silently do nothing. A SQLite database that
+    does not exist is refused: a mistyped path must not get an empty CRL signed with the
+    issuer's key, numbered 1."""
+    materials, ids = register_issuers(config, existing=True)
+    store = open_existing_store(config.database, config.base_dir)
+    service = crl_service(store, materials, ids, config)
     if not service.issuers:
         service.store.close()
         raise ConfigError(

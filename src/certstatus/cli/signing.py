@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from certstatus.cli import config_option, load, note, progress_bar, user_errors
-from certstatus.store import open_store
+from certstatus.store import open_existing_store
 from certstatus.wiring import background_signer, register_issuers
 
 
@@ -22,8 +22,8 @@ def sign(config_path: Path) -> None:
 
     with user_errors():
         config = load(config_path)
-        materials, ids = register_issuers(config)
-        store = open_store(config.database, config.base_dir)
+        materials, ids = register_issuers(config, existing=True)
+        store = open_existing_store(config.database, config.base_dir)
         total = sum(store.due_count(int(time.time())).values())
         with (
             progress_bar(total, "signing") as advance,
