@@ -559,7 +559,8 @@ class Sha256Requests(Protocol):
 
     def want_sha256(self, issuer_id: int, serial: int, now: int) -> bool:
         """True when the ask made the certificate due; False when it was asked for within
-        the last ASK_INTERVAL, or is unknown or expired."""
+        the last ASK_INTERVAL, or is unknown or expired. now: the time on SQLite; PostgreSQL
+        takes its own clock, so that a web node cannot choose its interval."""
         ...
 
     def close(self) -> None: ...

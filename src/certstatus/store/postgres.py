@@ -669,10 +669,11 @@ class PostgresStore(SqlStore):
 
     def want_sha256(self, issuer_id: int, serial: int, now: int) -> bool:
         """Through the schema-13 function, which runs with its owner's rights: a web node's
-        role needs EXECUTE on it, not UPDATE on certificates (store/schema.py)."""
+        role needs EXECUTE on it, not UPDATE on certificates (store/schema.py). The server's
+        clock is the ask's time, not `now`: a web node must not choose its own interval."""
         with self._writing(durable=False) as db:  # a lost ask is asked again by the client
             row = db.execute(
-                "SELECT certstatus_want_sha256(%s, %s, %s)", (issuer_id, serial_key(serial), now)
+                "SELECT certstatus_want_sha256(%s, %s)", (issuer_id, serial_key(serial))
             ).fetchone()
             return bool(row and row[0])
 

@@ -453,26 +453,28 @@ POSTGRES_MIGRATIONS.append((12, _SHA256_ON_REQUEST.format(big="BIGINT", small="S
 # With UPDATE (priority, due_at), what schema 12 asked for, a compromised web node could stop
 # every refresh (due_at NULL) or put refreshes ahead of revocations; through the function it
 # can only do what an ask does (store/sha256requests.py): make a recorded, unexpired
-# certificate due now as a refresh, at most once per ASK_INTERVAL. The priority and interval
-# are constants of the function, not arguments, for the same reason. SQLite has no roles.
+# certificate due now as a refresh, at most once per ASK_INTERVAL. The priority, the interval
+# and the time are the function's own, not arguments, for the same reason: a caller that
+# chose the time could ask as often as it liked. SQLite has no roles.
 _ASK_FUNCTION = """
 DO $do$ BEGIN EXECUTE format($f$
-    CREATE FUNCTION certstatus_want_sha256(asked_issuer BIGINT, asked_serial TEXT,
-            asked_at BIGINT)
+    CREATE FUNCTION certstatus_want_sha256(asked_issuer BIGINT, asked_serial TEXT)
         RETURNS BOOLEAN LANGUAGE sql SECURITY DEFINER SET search_path = %I, pg_temp
     AS $body$
-        WITH asked AS (
-            UPDATE certificates SET sha256_wanted_at = asked_at,
+        WITH clock AS (SELECT floor(extract(epoch FROM statement_timestamp()))::bigint AS now),
+        asked AS (
+            UPDATE certificates SET sha256_wanted_at = clock.now,
                 priority = LEAST(priority, {refresh}),
-                due_at = CASE WHEN due_at IS NOT NULL AND due_at < asked_at THEN due_at
-                    ELSE asked_at END
-            WHERE issuer_id = asked_issuer AND serial = asked_serial AND not_after > asked_at
-                AND sha256_wanted_at < asked_at - {interval}
+                due_at = CASE WHEN due_at IS NOT NULL AND due_at < clock.now THEN due_at
+                    ELSE clock.now END
+            FROM clock
+            WHERE issuer_id = asked_issuer AND serial = asked_serial AND not_after > clock.now
+                AND sha256_wanted_at < clock.now - {interval}
             RETURNING 1)
         SELECT count(*) > 0 FROM asked
     $body$ $f$, current_schema());
 END $do$;
-REVOKE ALL ON FUNCTION certstatus_want_sha256(BIGINT, TEXT, BIGINT) FROM PUBLIC;
+REVOKE ALL ON FUNCTION certstatus_want_sha256(BIGINT, TEXT) FROM PUBLIC;
 """
 SQLITE_MIGRATIONS.append((13, "SELECT 1;"))
 POSTGRES_MIGRATIONS.append((13, _ASK_FUNCTION.format(refresh=2, interval=30)))
