@@ -181,7 +181,8 @@ def test_refusals_are_logged_one_line_per_reason_per_interval(signed, caplog) ->
     deployment, _, app, good, _, _ = signed
     now = [1000.0]
     app.refusals.clock = lambda: now[0]
-    app.source = EmbeddedSource(BrokenStore(StoreError("database x does not answer")))
+    error = StoreError("database x does not answer\nLINE 1: SELECT ...\nHINT: ...")
+    app.source = EmbeddedSource(BrokenStore(error))
     path = get_path(request_der(deployment.ca.certificate, good.serial_number))
     with caplog.at_level("WARNING", logger="certstatus.responder"):
         for _ in range(5):
@@ -189,7 +190,7 @@ def test_refusals_are_logged_one_line_per_reason_per_interval(signed, caplog) ->
         now[0] += 10
         assert call(app, "GET", path).body == r.TRY_LATER
     lines = [rec for rec in caplog.records if rec.name == "certstatus.responder"]
-    assert [rec.getMessage() for rec in lines] == [
+    assert [rec.getMessage() for rec in lines] == [  # each one line, the error's first
         "answered tryLater: database x does not answer (1 request(s) since this reason's last line)",
         "answered tryLater: database x does not answer (5 request(s) since this reason's last line)",
     ]
@@ -242,13 +243,19 @@ def test_head_has_headers_without_body(signed) -> None:
     assert int(answer.headers["content-length"]) > 0
 
 
-def test_expired_stored_response_is_try_later_not_served(signed) -> None:
+def test_expired_stored_response_is_try_later_not_served(signed, caplog) -> None:
     deployment, store, app, good, _, issuer_id = signed
     later = store.response(issuer_id, good.serial_number).next_update + 1
     app.clock = lambda: later
-    answer = call(app, "GET", get_path(request_der(deployment.ca.certificate, good.serial_number)))
-    assert answer.body == r.TRY_LATER
-    assert_no_store(answer)
+    path = get_path(request_der(deployment.ca.certificate, good.serial_number))
+    with caplog.at_level("WARNING", logger="certstatus.responder"):
+        for _ in range(3):
+            answer = call(app, "GET", path)
+            assert answer.body == r.TRY_LATER
+            assert_no_store(answer)
+    # the signer down for days: one line per 10 s, not one per request a client can send
+    [line] = [rec.getMessage() for rec in caplog.records if rec.name == "certstatus.responder"]
+    assert "past its nextUpdate; is the signer running?" in line
 
 
 class BrokenStore:

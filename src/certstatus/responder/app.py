@@ -105,7 +105,7 @@ class OcspApp:
         self.max_post_body = max_post_body
         self.request_timeout = request_timeout
         self.clock = clock
-        self.refusals = RefusalLog(clock=clock)
+        self.refusals = RefusalLog("answered tryLater")
         self.ask_sha256 = Sha256Asks(source.want_sha256, clock, self.metrics.sha256_asked)
         self._endpoints: dict[str, Callable[[], Awaitable[Answer]]] = {
             "/healthz": self._healthz,
@@ -238,10 +238,8 @@ class OcspApp:
             # R5: a serial we have no response for is never "good"; it is not ours to answer.
             return _UNAUTHORIZED, Outcome.UNAUTHORIZED, ""
         if stored.next_update <= now:
-            log.error(
-                "stored response for issuer %d serial %x has expired; is the signer running?",
-                issuer_id,
-                request.serial,
+            self.refusals.refused(
+                "a stored response is past its nextUpdate; is the signer running?"
             )
             return _TRY_LATER, Outcome.TRY_LATER, stored.source
         der = stored.der

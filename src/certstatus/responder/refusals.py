@@ -1,10 +1,10 @@
-"""The log of tryLater answers a database refused: one line per reason at most every interval.
+"""Logs of what a responder refuses over and over: one line per reason at most every interval.
 
-While a database is out, or while certificates wait for their first signature, every such
-request is refused. A traceback per request (what this was before) buried the one line an
-operator needs under thousands and cost more than the answer; the count says how many each
-line stands for. The metrics (certstatus_responder_answers_total{outcome="tryLater"}) count
-every one.
+While a database is out, or certificates wait for their first signature, or the signer has
+been down long enough for stored responses to pass their nextUpdate, every such request is
+refused the same way. A line (or a traceback) per request, what this was before, buried the
+one line an operator needs under thousands, let any client fill the disk, and cost more than
+the answer; the count says how many requests each line stands for. The metrics count every one.
 """
 
 from __future__ import annotations
@@ -15,18 +15,27 @@ from collections.abc import Callable
 
 log = logging.getLogger("certstatus.responder")
 
-_MAX_REASONS = 64  # reasons are a store's fixed messages; a bound in case one carries data
+_MAX_REASONS = 64  # reasons are fixed messages; a bound in case one carries data
 
 
 class RefusalLog:
-    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        what: str,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """what: the start of each line ("answered tryLater")."""
+        self.what = what
         self.interval = interval
         self.clock = clock
         self._since_line: dict[str, int] = {}
         self._line_at: dict[str, float] = {}
 
     def refused(self, reason: str) -> None:
-        """Count a refusal; write its line if this reason's last one is interval old."""
+        """Count a refusal; write its line if this reason's last one is interval old. Only a
+        reason's first line is kept (a database error may span several)."""
+        reason = (reason.strip().splitlines() or ["no reason given"])[0]
         now = self.clock()
         count = self._since_line.get(reason, 0) + 1
         last = self._line_at.get(reason)
@@ -39,5 +48,5 @@ class RefusalLog:
         self._line_at[reason] = now
         self._since_line[reason] = 0
         log.warning(
-            "answered tryLater: %s (%d request(s) since this reason's last line)", reason, count
+            "%s: %s (%d request(s) since this reason's last line)", self.what, reason, count
         )

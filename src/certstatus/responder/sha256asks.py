@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from certstatus.responder.refusals import RefusalLog
 from certstatus.store.sha256requests import ASK_INTERVAL
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Sha256Asks:
         self._filled_at = clock()
         self._queued: set[asyncio.Future[None]] = set()
         self._thread: ThreadPoolExecutor | None = None
+        self._failures = RefusalLog("could not ask the signers for a SHA-256 response")
         self.sent = 0  # asks handed to the store, for tests
         self.failed = 0  # asks the store refused (the primary unreachable, no write grant)
 
@@ -78,9 +80,4 @@ class Sha256Asks:
         except Exception as exc:  # the client gets tryLater either way, and asks again
             self.failed += 1
             self._report("failed")
-            log.warning(
-                "could not ask the signers for a SHA-256 response (issuer %d serial %x): %s",
-                issuer_id,
-                serial,
-                exc,
-            )
+            self._failures.refused(str(exc))  # one thread sends: the log needs no lock
