@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
@@ -58,9 +59,16 @@ def demo(
     from certstatus.demo.softhsm import SoftHsmMissing
 
     term = Terminal(say=note, show=click.echo, progress=progress_bar)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM as Ctrl-C: what was started is stopped, not left
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         with user_errors(DemoError, CacheError, SoftHsmMissing):
             run_demo(directory, listen, count, cache, term, api_listen, pkcs11)
     except KeyboardInterrupt:
         note("stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     note("stopped cleanly")

@@ -519,14 +519,25 @@ def serve_apart(config: Config) -> None:
     process.start()
     # A SIGTERM to this process alone (kill, a supervisor) stops the server as Ctrl-C does,
     # and this process waits for it: the server and its roles are never left running.
-    signal.signal(signal.SIGTERM, lambda signum, _: process.terminate())
-    while True:
-        try:
-            process.join()
-            break
-        except KeyboardInterrupt:
-            continue  # the server got it too; wait for it to finish stopping
-    if process.exitcode:
+    told: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        told.append(signum)
+        process.terminate()
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                process.join()
+                break
+            except KeyboardInterrupt:
+                continue  # the server got it too; wait for it to finish stopping
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # told to stop before its own handlers were in place, the server ends by the signal
+    stopped = bool(told) and process.exitcode == -signal.SIGTERM
+    if process.exitcode and not stopped:
         raise DemoError(f"the demo server stopped with status {process.exitcode} (see above)")
 
 
