@@ -281,6 +281,18 @@ def test_store_failures_are_uncacheable_errors_r13(signed, error, expected) -> N
     assert_no_store(answer)
 
 
+def test_a_sqlite_error_is_try_later_not_internal_error(signed) -> None:
+    """An error SQLite raises while reading (locked past its busy timeout, I/O, a table gone)
+    is the database's, not a bug: tryLater, uncacheable."""
+    deployment, store, app, good, _, _ = signed
+    with store._writing() as db:
+        db.execute("ALTER TABLE responses RENAME TO responses_gone")
+    for serial in (good.serial_number, 0xBAD):  # known or not: the read itself fails
+        answer = call(app, "GET", get_path(request_der(deployment.ca.certificate, serial)))
+        assert answer.body == r.TRY_LATER
+        assert_no_store(answer)
+
+
 def test_health_and_readiness(signed) -> None:
     app = signed[2]
     assert call(app, "GET", "/healthz").status == 200

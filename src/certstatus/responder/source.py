@@ -84,7 +84,7 @@ class ResponseSource(Protocol):
 class EmbeddedReads(ResponseReads, Protocol):
     def issuers(self) -> list[IssuerRecord]: ...
 
-    def recorded(self, issuer_id: int, serial: int) -> bool: ...
+    def recorded(self, keys: Sequence[Key]) -> list[bool]: ...
 
     def ping(self) -> None: ...
 
@@ -121,7 +121,7 @@ class EmbeddedSource:
         recorded but not signed yet (the signer has not run, or is down) is tryLater, as on a
         replica set (F1). The second read is paid by misses alone."""
         stored = self.store.response(issuer_id, serial, algorithm)
-        if stored is None and self.store.recorded(issuer_id, serial):
+        if stored is None and self.store.recorded([(issuer_id, serial, algorithm)])[0]:
             raise NoAuthoritativeSource("recorded, not signed yet")
         return stored
 

@@ -327,23 +327,30 @@ class SqliteStore(SqlStore):
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm = HashAlgorithm.SHA1
     ) -> StoredResponse | None:
         db = self._connect()
-        row = db.execute(
-            _RESPONSE_BY_ALGORITHM[algorithm], (issuer_id, serial_key(serial))
-        ).fetchone()
-        return self._completed(db, row)
+        try:
+            row = db.execute(
+                _RESPONSE_BY_ALGORITHM[algorithm], (issuer_id, serial_key(serial))
+            ).fetchone()
+            return self._completed(db, row)
+        except sqlite3.Error as exc:  # locked past the busy timeout, I/O: tryLater, not a bug
+            raise StoreError(f"database {self.path}: {exc}") from None
 
-    def recorded(self, issuer_id: int, serial: int) -> bool:
-        """Whether the certificate is recorded, signed or not: asked only on a miss, so that a
-        certificate recorded but not signed yet gets tryLater rather than "unauthorized"."""
-        row = (
-            self._connect()
-            .execute(
-                "SELECT 1 FROM certificates WHERE issuer_id = ? AND serial = ?",
-                (issuer_id, serial_key(serial)),
-            )
-            .fetchone()
-        )
-        return row is not None
+    def recorded(self, keys: Sequence[tuple[int, int, HashAlgorithm]]) -> list[bool]:
+        """Whether each key's certificate is recorded, signed or not (as PostgresStore's):
+        asked only on a miss, so that a certificate recorded but not signed yet gets tryLater
+        rather than "unauthorized"."""
+        db = self._connect()
+        try:
+            return [
+                db.execute(
+                    "SELECT 1 FROM certificates WHERE issuer_id = ? AND serial = ?",
+                    (issuer_id, serial_key(serial)),
+                ).fetchone()
+                is not None
+                for issuer_id, serial, _ in keys
+            ]
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self.path}: {exc}") from None
 
     def ping(self) -> None:
         try:
