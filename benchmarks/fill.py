@@ -7,7 +7,9 @@ needs is a database of that size whose responses are real, so this:
 
 - records N certificates without building X.509 ones (the records `certstatus add` would
   write; its checks' cost is what `benchmarks.ingest` and `benchmarks.scale` measure), with
-  random 128-bit serials as a CA draws them, written in key order, with an audit entry each;
+  random 128-bit serials as a CA draws them, written in key order (the stored hex text's
+  order), with an audit entry each. Written in order, the B-trees are packed tighter than a
+  CA's random-order inserts leave them: its bytes per certificate are a lower bound;
 - signs every one for real with the Signer (2 processes): the database then holds what a
   deployment of that size holds, and a responder serves signed OCSP responses from it.
 
@@ -32,8 +34,8 @@ from benchmarks.common import make_deployment, random_serials
 from certstatus.config import load_config, load_issuer_material
 from certstatus.ingest import Ingest
 from certstatus.signer import Signer
-from certstatus.store import open_store
-from certstatus.store.base import AuditContext, CertificateRecord, ResponseFormat
+from certstatus.store import open_store, sqlite_path
+from certstatus.store.base import AuditContext, CertificateRecord, ResponseFormat, serial_key
 
 CHUNK = 50_000
 
@@ -50,12 +52,13 @@ def fill(directory: Path, certs: int, sha256: str, seed: int = 11) -> dict[str, 
     materials = load_issuer_material(config)
     store = open_store(config.database, config.base_dir)
     try:
-        ingest = Ingest(store, materials, actor="benchmark:fill")
+        ingest = Ingest(store, materials)
         [name] = ingest.issuer_names
         issuer_id = ingest.issuer_id(name)
+        actor = AuditContext("benchmark:fill")
         wanted = ResponseFormat(True, sha256_on_request=sha256 == "on-request")
-        store.set_response_format(wanted, AuditContext("benchmark:fill"), int(time.time()))
-        serials = sorted(random_serials(certs, seed=seed))
+        store.set_response_format(wanted, actor, int(time.time()))
+        serials = sorted(random_serials(certs, seed=seed), key=serial_key)
         not_after = int(time.time()) + 90 * 86400
         started = time.perf_counter()
         for start in range(0, certs, CHUNK):
@@ -63,7 +66,7 @@ def fill(directory: Path, certs: int, sha256: str, seed: int = 11) -> dict[str, 
                 CertificateRecord(issuer_id, serial, "cert", not_after)
                 for serial in serials[start : start + CHUNK]
             ]
-            store.add_certificates(records, int(time.time()))
+            store.add_certificates(records, int(time.time()), actor)
             if start // CHUNK % 20 == 19:
                 log(f"recorded {start + len(records)}")
         record_s = time.perf_counter() - started
@@ -85,7 +88,7 @@ def fill(directory: Path, certs: int, sha256: str, seed: int = 11) -> dict[str, 
         sign_s = time.perf_counter() - started
     finally:
         store.close()
-    database = directory / "certstatus.db"
+    database = sqlite_path(config.database, config.base_dir)
     with sqlite3.connect(database) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     disk = database.stat().st_size
@@ -110,6 +113,8 @@ def main() -> None:
     parser.add_argument("--certs", type=int, required=True)
     parser.add_argument("--sha256", choices=["pregenerate", "on-request"], default="pregenerate")
     args = parser.parse_args()
+    if args.certs < 1:
+        parser.error("--certs must be at least 1")
     print(json.dumps(fill(args.directory, args.certs, args.sha256)))
 
 

@@ -156,3 +156,22 @@ def test_signing_benchmark_runs_and_reports_its_ratios() -> None:
     report = run_benchmark("signing", "--count", "200")
     for name in ("pipeline", "end_to_end"):
         assert 0 < report[f"{name}_ratio"] < 1.5, name  # the same primitive as openssl's
+
+
+def test_fill_benchmark_builds_a_signed_deployment_in_key_order(tmp_path: Path) -> None:
+    """benchmarks.fill (what `scale --existing` measures at 10^7): every certificate recorded,
+    in the stored key's order, and signed."""
+    import sqlite3
+
+    report = run_benchmark("fill", str(tmp_path / "filled"), "--certs", "600")
+    assert report["certificates"] == report["signed_certificates"] == 600
+    assert report["responses_per_s"] > 0 and 200 < report["bytes_per_cert"] < 20_000
+    with sqlite3.connect(tmp_path / "filled" / "certstatus.db") as db:
+        [(responses,)] = db.execute("SELECT count(*) FROM responses WHERE length(der_sha1) > 0")
+        recorded = db.execute(  # the audit log keeps the order they were recorded in
+            "SELECT serial, actor FROM audit WHERE serial IS NOT NULL ORDER BY seq"
+        ).fetchall()
+    assert responses == 600
+    serials = [serial for serial, _ in recorded]
+    assert len(serials) == 600 and serials == sorted(serials)
+    assert {actor for _, actor in recorded} == {"benchmark:fill"}
