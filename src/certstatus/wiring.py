@@ -239,7 +239,8 @@ def _stop_flag() -> list[int]:
 
 def _wait(stopping: list[int], parent: int) -> None:
     """Until SIGTERM, or until the server that started us is gone: never an orphan."""
-    while not stopping and os.getppid() == parent:
+    stop_when_orphaned(parent)
+    while not stopping:
         time.sleep(0.2)
 
 
