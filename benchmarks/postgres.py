@@ -46,12 +46,24 @@ from certstatus.signer import Signer
 from certstatus.store.base import CertificateRecord, Priority
 from certstatus.store.postgres import PostgresStore
 
+# WAL between checkpoints in the benchmarks' clusters: the rehearsal cluster's 64 MB, as in
+# every figure in docs/benchmarks.md. `benchmarks.pregen --max-wal-mb` measures a larger one.
+BENCHMARK_WAL_MB = 64
 
-def setup(directory: Path, replicas: int, shared_buffers_mb: int = 32) -> tuple[Cluster, Path]:
+
+def setup(
+    directory: Path,
+    replicas: int,
+    shared_buffers_mb: int = 32,
+    max_wal_mb: int = BENCHMARK_WAL_MB,
+) -> tuple[Cluster, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o755)  # the postgres user must reach the cluster inside
     cluster = Cluster.up(
-        directory / "cluster", replicas=replicas, shared_buffers_mb=shared_buffers_mb
+        directory / "cluster",
+        replicas=replicas,
+        shared_buffers_mb=shared_buffers_mb,
+        max_wal_mb=max_wal_mb,
     )
     return cluster, write_deployment(cluster)
 

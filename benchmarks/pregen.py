@@ -16,7 +16,7 @@ signs only the SHA-1 one, as `certstatus response-format --sha256 on-request` ma
 
     PYTHONPATH=src:. .venv/bin/python -m benchmarks.pregen [--engine sqlite|postgres]
         [--certs 20000] [--rounds 1] [--batch 256] [--openssl-seconds 3]
-        [--sha256 pregenerate|on-request]
+        [--sha256 pregenerate|on-request] [--max-wal-mb 64]
 
 The machine is shared: compare CPU per response and ratios, and alternate runs when comparing
 two trees (`PYTHONPATH=<other tree>/src:.` runs this harness against other code).
@@ -45,14 +45,16 @@ from certstatus.store.base import AuditContext, Priority, ResponseFormat
 
 
 @contextmanager
-def deployment(engine: str, directory: Path) -> Iterator[tuple[Path, list[int]]]:
+def deployment(
+    engine: str, directory: Path, max_wal_mb: int = 64
+) -> Iterator[tuple[Path, list[int]]]:
     """A config for the engine, and the pids whose CPU counts as the database server's."""
     if engine == "sqlite":
         yield make_deployment(directory), []
         return
     from benchmarks.postgres import setup
 
-    cluster, config = setup(directory, 0, shared_buffers_mb=256)
+    cluster, config = setup(directory, 0, shared_buffers_mb=256, max_wal_mb=max_wal_mb)
     try:
         [pidfile] = list(directory.rglob("postmaster.pid"))
         yield config, [int(pidfile.read_text().split()[0])]
@@ -140,10 +142,15 @@ def main() -> None:
         "--sha256", choices=["pregenerate", "on-request"], default="pregenerate",
         help="`certstatus response-format --sha256`",
     )  # fmt: skip
+    parser.add_argument(
+        "--max-wal-mb", type=int, default=64,
+        help="PostgreSQL's max_wal_size (64: the rehearsal cluster's; PostgreSQL's own is 1024)",
+    )  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         Path(tmp).chmod(0o755)  # the postgres user reaches the cluster inside
-        with deployment(args.engine, Path(tmp) / args.engine) as (config, postmasters):
+        directory = Path(tmp) / args.engine
+        with deployment(args.engine, directory, args.max_wal_mb) as (config, postmasters):
             rounds = [
                 one_round(
                     config,
@@ -158,7 +165,13 @@ def main() -> None:
             ]
     print(
         json.dumps(
-            {"engine": args.engine, "certs": args.certs, "sha256": args.sha256, "rounds": rounds}
+            {
+                "engine": args.engine,
+                "certs": args.certs,
+                "sha256": args.sha256,
+                **({"max_wal_mb": args.max_wal_mb} if args.engine == "postgres" else {}),
+                "rounds": rounds,
+            }
         )
     )
 

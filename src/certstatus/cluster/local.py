@@ -85,6 +85,10 @@ class Cluster:
     nodes: list[Node] = field(default_factory=list)
     keep_wal_mb: int = 32
     shared_buffers_mb: int = 32  # light for drills; a serving benchmark sizes it to the table
+    # WAL between checkpoints. 64 MB keeps a rehearsal cluster small and its checkpoints
+    # frequent; a write benchmark sizes it as production would (a checkpoint every 64 MB
+    # makes nearly every page's next change write a full page image into the WAL).
+    max_wal_mb: int = 64
 
     # layout -----------------------------------------------------------------------------
 
@@ -135,6 +139,7 @@ class Cluster:
             "bin": str(self.bin),
             "keep_wal_mb": self.keep_wal_mb,
             "shared_buffers_mb": self.shared_buffers_mb,
+            "max_wal_mb": self.max_wal_mb,
             "nodes": [asdict(n) for n in self.nodes],
         }
         (self.dir / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -158,6 +163,7 @@ class Cluster:
             [Node(**n) for n in state["nodes"]],
             state["keep_wal_mb"],
             state.get("shared_buffers_mb", 32),
+            state.get("max_wal_mb", 64),
         )
 
     # running commands -------------------------------------------------------------------
@@ -190,6 +196,7 @@ class Cluster:
         sites: str | None = None,
         keep_wal_mb: int = 32,
         shared_buffers_mb: int = 32,
+        max_wal_mb: int = 64,
     ) -> Cluster:
         directory = directory.resolve()
         if (directory / STATE_FILE).exists():
@@ -204,6 +211,7 @@ class Cluster:
             postgres_bin(),
             keep_wal_mb=keep_wal_mb,
             shared_buffers_mb=shared_buffers_mb,
+            max_wal_mb=max_wal_mb,
         )
         if os.geteuid() == 0:
             directory.chmod(0o755)
@@ -247,8 +255,9 @@ class Cluster:
                 "max_replication_slots = 20",
                 f"max_slot_wal_keep_size = {self.keep_wal_mb}MB",
                 "wal_keep_size = 0",
-                "max_wal_size = 64MB",
-                "checkpoint_completion_target = 0",  # a rehearsal cluster: no spread checkpoints
+                f"max_wal_size = {self.max_wal_mb}MB",
+                # a rehearsal cluster checkpoints at once; a production-sized WAL spreads them
+                f"checkpoint_completion_target = {0 if self.max_wal_mb <= 64 else 0.9}",
                 "min_wal_size = 32MB",
                 "hot_standby = on",
                 "hot_standby_feedback = on",
