@@ -26,7 +26,8 @@ from cryptography.x509 import ocsp
 from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import encode_request, get_path
 from certstatus.ports import free_port
-from certstatus.responder.http1 import _pass_on, _resume, path_of
+from certstatus.responder.app import Answer
+from certstatus.responder.http1 import _pass_on, _resume, encode_answer, path_of
 from tests.conftest import Deployment, make_deployment, stop_process, wait_ready
 from tests.test_front import exchange, status
 
@@ -480,6 +481,52 @@ def test_an_error_in_a_pipelined_batch_comes_after_the_answers_before_it(native)
         200,
         400,
     ]
+
+
+def test_repeated_if_none_match_fields_are_one_list_r12(native) -> None:
+    """If-None-Match sent as two fields is one list (RFC 9110 5.3): a match in the second
+    gets 304, a request with neither field the full answer, on one kept-alive connection."""
+    deployment, ours, _, serial, _ = native
+    path = get_path(request_der(deployment, serial)).encode()
+    get = b"GET %s HTTP/1.1\r\nHost: x\r\n" % path
+    with socket.create_connection(("127.0.0.1", ours), timeout=5) as sock:
+        sock.sendall(get + b"\r\n")
+        code, fields, body = split(sock.recv(65536))
+        assert code == 200 and body and len(body) == int(fields["content-length"])
+        tag = fields["etag"].encode()
+        sock.sendall(get + b'If-None-Match: "nope"\r\nIf-None-Match: %s\r\n\r\n' % tag)
+        code, fields, body = split(sock.recv(65536))
+        assert (code, body, fields["etag"]) == (304, b"", tag.decode())
+        assert "content-length" not in fields
+        sock.sendall(get + b'If-None-Match: "nope"\r\n\r\n')
+        assert split(sock.recv(65536))[0] == 200
+
+
+def test_answers_encode_byte_for_byte() -> None:
+    """The bytes of an answer as sent, in every shape the server makes: the app's headers in
+    its order after Date, Content-Length of the body (also for HEAD, never for 304), and the
+    Connection field only when the connection ends or an HTTP/1.0 client kept it."""
+    date = b"date: Mon, 30 Nov 2026 23:00:00 GMT\r\n"
+    answer = Answer(200, [("content-type", "application/ocsp-response"), ("etag", '"ab"')], b"xyz")
+    head = b'HTTP/1.1 200 OK\r\n%scontent-type: application/ocsp-response\r\netag: "ab"\r\n' % date
+    assert encode_answer(answer, date, False) == head + b"content-length: 3\r\n\r\nxyz"
+    assert encode_answer(answer, date, False, head_only=True) == head + b"content-length: 3\r\n\r\n"
+    assert encode_answer(answer, date, True) == (
+        head + b"content-length: 3\r\nconnection: close\r\n\r\nxyz"
+    )
+    assert encode_answer(answer, date, False, http10_keep_alive=True) == (
+        head + b"content-length: 3\r\nconnection: keep-alive\r\n\r\nxyz"
+    )
+    not_modified = Answer(304, [("etag", '"ab"')], b"")
+    assert encode_answer(not_modified, date, False) == (
+        b'HTTP/1.1 304 Not Modified\r\n%setag: "ab"\r\n\r\n' % date
+    )
+    bare = Answer(599, [], b"")
+    assert encode_answer(bare, date, True) == (
+        b"HTTP/1.1 599 Unknown\r\n%scontent-length: 0\r\nconnection: close\r\n\r\n" % date
+    )
+    with pytest.raises(UnicodeEncodeError):  # a header value must be latin-1, as before
+        encode_answer(Answer(200, [("x", "\u20ac")], b""), date, False)
 
 
 def test_http_versions(native) -> None:

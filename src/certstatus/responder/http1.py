@@ -113,33 +113,54 @@ class Clock:
         self.date = b"date: " + h.http_date(int(time.time())).encode() + b"\r\n"
 
 
-def encode_head(
-    status: int,
-    headers: h.Headers,
-    length: int,
+_STATUS_LINES = {
+    status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()
+}
+_CONNECTION = (b"", b"connection: close\r\n", b"connection: keep-alive\r\n")
+
+
+def encode_answer(
+    answer: Answer,
     date: bytes,
     close: bool,
+    head_only: bool = False,
     http10_keep_alive: bool = False,
 ) -> bytes:
-    """Status line and header block of an answer; the app's headers plus Date,
-    Content-Length and, when the connection ends with this answer, Connection: close (or,
-    to an HTTP/1.0 client that asked to keep it, Connection: keep-alive)."""
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")), date]
-    for name, value in headers:
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-    if status != 304:  # a 304's length would be its representation's, which it does not carry
-        parts.append(b"content-length: %d\r\n" % length)
-    if close:
-        parts.append(b"connection: close\r\n")
-    elif http10_keep_alive:
-        parts.append(b"connection: keep-alive\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    """An answer as sent: status line, the app's headers plus Date, Content-Length and, when
+    the connection ends with this answer, Connection: close (or, to an HTTP/1.0 client that
+    asked to keep it, Connection: keep-alive), then the body unless head_only.
+
+    One bytes object per answer, built by one join: the app's str headers are joined by C
+    calls (str.join over each pair) and encoded once, where a per-header f-string and encode,
+    then a copy of the head onto the body, showed in profiles of the server's own path."""
+    status, body = answer.status, answer.body
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d Unknown\r\n" % status
+    block = "\r\n".join(map(": ".join, answer.headers)).encode("latin-1")
+    # a 304's length would be its representation's, which it does not carry
+    length = b"" if status == 304 else b"content-length: %d\r\n" % len(body)
+    connection = _CONNECTION[1 if close else 2 if http10_keep_alive else 0]
+    return b"".join(
+        (
+            line,
+            date,
+            block,
+            b"\r\n" if block else b"",
+            length,
+            connection,
+            b"\r\n",
+            b"" if head_only else body,
+        )
+    )
+
+
+_METHODS = {m.encode(): m for m in ("GET", "POST", "HEAD")}  # the parser gives bytes
 
 
 class _Request(NamedTuple):
     method: str
-    target: bytes
+    path: str  # path_of the target
     if_none_match: str | None
     body: bytes | None
     keep_alive: bool
@@ -199,12 +220,6 @@ class Worker:
         connections[connection] = None
         return True
 
-    def touch(self, connection: Connection) -> None:
-        connections = self.connections
-        if connection in connections:
-            del connections[connection]
-            connections[connection] = None
-
     def sweep(self) -> None:
         """Once a second: the clock, and every connection's deadline."""
         self.clock.tick()
@@ -244,15 +259,18 @@ class Connection(asyncio.Protocol):
         self.final = False  # nothing more is read: close after the queued answers
         self.refusal: Answer | None = None  # sent after the queued answers, then closed
         self.closing_since: float | None = None
+        self.http10 = False  # the request being read is HTTP/1.0
         self._reset()
 
     def _reset(self) -> None:
+        """What one request's parser callbacks gather; the lists only when a request has
+        such headers or a body (most GETs have neither)."""
         self.target = b""
         self.header_bytes = 0
         self.fields = 0
-        self.if_none_match: list[str] = []
+        self.if_none_match: list[str] | None = None
         self.content_length: int | None = None
-        self.body: list[bytes] = []
+        self.body: list[bytes] | None = None
         self.body_size = 0
         self.expect_continue = False
 
@@ -277,7 +295,10 @@ class Connection(asyncio.Protocol):
         if self.transport is None or self.final:
             return
         self.last_active = time.monotonic()
-        self.worker.touch(self)
+        # to the end of the worker's activity order (Worker.admit evicts from the front)
+        connections = self.worker.connections
+        if connections.pop(self, False) is None:
+            connections[self] = None
         begun, unfinished = self.begun, self.in_message
         self.body_read = 0
         try:
@@ -331,7 +352,7 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        self.request_started = time.monotonic()
+        self.request_started = self.last_active  # set as this read arrived (data_received)
         self.in_message = True
         self.begun += 1
         self.framing = 0
@@ -348,6 +369,8 @@ class Connection(asyncio.Protocol):
         if self.header_bytes > MAX_HEADER_BYTES or self.fields > MAX_HEADER_FIELDS:
             raise _Refused(_HEADERS_TOO_LARGE)
         if len(name) == 13 and name.lower() == b"if-none-match":
+            if self.if_none_match is None:
+                self.if_none_match = []
             self.if_none_match.append(value.decode("latin-1"))
         elif len(name) == 14 and name.lower() == b"content-length":
             self.content_length = int(value) if value.isdigit() else None
@@ -355,8 +378,10 @@ class Connection(asyncio.Protocol):
             self.expect_continue = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
-        if self.parser.get_http_version() not in ("1.1", "1.0"):
+        version = self.parser.get_http_version()  # formats a str: asked once a request
+        if version not in ("1.1", "1.0"):
             raise _Refused(_VERSION)
+        self.http10 = version == "1.0"
         limit = self.worker.limits.max_post_body
         if self.content_length is not None and self.content_length > limit:
             raise _Refused(_TOO_LARGE)
@@ -370,22 +395,33 @@ class Connection(asyncio.Protocol):
         self.body_size += len(body)
         if self.body_size > self.worker.limits.max_post_body:
             raise _Refused(_TOO_LARGE)
+        if self.body is None:
+            self.body = []
         self.body.append(body)
 
     def on_message_complete(self) -> None:
         parser = self.parser
         body = self.body
+        match = self.if_none_match
         keep_alive = parser.should_keep_alive()
-        self.queue.append(
-            _Request(
-                parser.get_method().decode("latin-1"),
-                self.target,
-                ", ".join(self.if_none_match) if self.if_none_match else None,
-                (body[0] if len(body) == 1 else b"".join(body)) if body else None,
+        method = parser.get_method()
+        target = self.target
+        # tuple.__new__, not _Request(...): a NamedTuple's own __new__ is a Python function
+        request = tuple.__new__(
+            _Request,
+            (
+                _METHODS.get(method) or method.decode("latin-1"),
+                # origin-form without a query (every OCSP GET) is its own path
+                target.decode("latin-1")
+                if target[:1] == b"/" and b"?" not in target
+                else path_of(target),
+                None if match is None else ", ".join(match),
+                None if body is None else body[0] if len(body) == 1 else b"".join(body),
                 keep_alive,
-                keep_alive and parser.get_http_version() == "1.0",
-            )
+                keep_alive and self.http10,
+            ),
         )
+        self.queue.append(request)
         self.request_started = None
         self.in_message = False
         if len(self.queue) >= MAX_QUEUED:
@@ -409,7 +445,7 @@ class Connection(asyncio.Protocol):
             turn += 1
             request = self.queue.popleft()
             coroutine = self.worker.app.respond(
-                request.method, path_of(request.target), request.if_none_match, request.body
+                request.method, request.path, request.if_none_match, request.body
             )
             try:
                 waiting = coroutine.send(None)
@@ -428,9 +464,9 @@ class Connection(asyncio.Protocol):
             return
         if self.refusal is not None:
             refusal, self.refusal = self.refusal, None
-            self._write(refusal, close=True, head_only=False)
+            self._write_refusal(refusal)
             self.close()
-        elif not self.final and not self.writing_paused:
+        elif self.reading_paused and not self.final and not self.writing_paused:
             self._resume_reading()
 
     def _finished(self, request: _Request, task: asyncio.Future[Answer]) -> None:
@@ -452,24 +488,24 @@ class Connection(asyncio.Protocol):
             or self.worker.stopping
             or (self.final and not self.queue and self.refusal is None)
         )
-        self._write(answer, close, request.method == "HEAD", request.http10_keep_alive)
+        self.transport.write(
+            encode_answer(
+                answer,
+                self.worker.clock.date,
+                close,
+                request.method == "HEAD",
+                request.http10_keep_alive,
+            )
+        )
+        self.last_active = time.monotonic()
         if close:
             self.queue.clear()
             self.close()
 
-    def _write(
-        self, answer: Answer, close: bool, head_only: bool, http10_keep_alive: bool = False
-    ) -> None:
+    def _write_refusal(self, answer: Answer) -> None:
+        """A refusal, with Connection: close (the caller closes)."""
         assert self.transport is not None
-        head = encode_head(
-            answer.status,
-            answer.headers,
-            len(answer.body),
-            self.worker.clock.date,
-            close,
-            http10_keep_alive,
-        )
-        self.transport.write(head if head_only else head + answer.body)
+        self.transport.write(encode_answer(answer, self.worker.clock.date, close=True))
         self.last_active = time.monotonic()
 
     def _refuse(self, answer: Answer) -> None:
@@ -487,7 +523,7 @@ class Connection(asyncio.Protocol):
             if not self.busy:
                 self._answer_queued()
             return
-        self._write(answer, close=True, head_only=False)
+        self._write_refusal(answer)
         self.close()
 
     # lifetime
