@@ -221,3 +221,35 @@ def children(pid: int) -> list[int]:
                 if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                     found.append(int(entry.name))
     return found
+
+
+def test_workers_stop_when_their_server_is_killed_outright(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) gives the native server no chance to stop its workers.
+    They used to serve on, holding the port, so a supervisor's restart could not bind it:
+    each worker notices its server is gone within about a second and stops."""
+    deployment = make_deployment(tmp_path / "ca")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(deployment.config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_ready(deployment.url, process, timeout=60)
+        workers = children(process.pid)
+        assert workers, "no workers"
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while (alive := [w for w in workers if Path(f"/proc/{w}").exists()]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert alive == [], "workers outlived their server"
+        with socket.socket() as probe:  # the port is free for the server's restart
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", deployment.port))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()

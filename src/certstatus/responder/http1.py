@@ -658,6 +658,7 @@ def run_worker(
     therefore waits for the load, then stops the worker."""
     import uvloop
 
+    server_pid = os.getppid()  # forked by the server: its parent until the server is gone
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     stopped = asyncio.Event()
@@ -668,7 +669,7 @@ def run_worker(
 
     async def serve() -> None:
         server = await loop.create_server(worker.protocol, sock=sock, backlog=1024)
-        loop.call_later(1, _sweep, loop, worker)
+        loop.call_later(1, _sweep, loop, worker, server_pid, stopped)
         await stopped.wait()
         server.close()
         worker.stop()
@@ -687,9 +688,17 @@ def run_worker(
         loop.close()
 
 
-def _sweep(loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+def _sweep(
+    loop: asyncio.AbstractEventLoop, worker: Worker, server_pid: int, stopped: asyncio.Event
+) -> None:
+    """Once a second: idle connections closed, and the worker stopped if its server is gone.
+    A server killed outright (SIGKILL, the OOM killer) tells its workers nothing; left
+    running, they kept the port, so the restarted server could not bind it."""
     worker.sweep()
-    loop.call_later(1, _sweep, loop, worker)
+    if os.getppid() != server_pid:
+        stopped.set()
+        return
+    loop.call_later(1, _sweep, loop, worker, server_pid, stopped)
 
 
 QUICK_FAILURE = 5  # seconds: a worker that exits this soon after starting failed to start
