@@ -74,6 +74,7 @@ def test_busy_port_in_serve_is_one_line(deployment) -> None:
 
 
 def test_crl_export_into_a_file_is_one_line(deployment) -> None:
+    deployment.store().close()  # a deployment's database exists (CRL commands refuse a typo)
     assert run("crl", "build", config=deployment.config_path).returncode == 0
     target = deployment.dir / "a-file"
     target.write_text("not a directory")
@@ -85,6 +86,7 @@ def test_crl_export_into_a_file_is_one_line(deployment) -> None:
 
 
 def test_crl_disclosure_of_an_unknown_issuer_lists_the_known_ones(deployment) -> None:
+    deployment.store().close()  # the partitions in use are read from the database
     line = one_line_error(
         run("crl", "disclosure", "--issuer", "nosuch", config=deployment.config_path)
     )
