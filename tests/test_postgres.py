@@ -696,3 +696,21 @@ def test_a_web_node_on_a_replica_asks_the_primary_for_a_sha256_response(env: Env
     finally:
         source.close()
         env.primary.set_response_format(ResponseFormat(True, False), operator, int(time.time()))
+
+
+def test_a_database_error_reaches_an_operator_as_one_line_that_names_a_missing_grant() -> None:
+    """psycopg's text adds the statement and a caret, which `serve` printed as three error
+    lines; and a permission error was called "unavailable" (an operator trial met both
+    while giving a web node's role only what the README asked)."""
+    import psycopg
+
+    from certstatus.store.postgres import _failure
+
+    denied = psycopg.errors.InsufficientPrivilege(
+        "permission denied for schema public\nLINE 1: CREATE TABLE IF NOT EXISTS schema...\n   ^"
+    )
+    assert str(_failure("primary", denied)) == (
+        "database primary: permission denied for schema public (a grant the role in its URL lacks)"
+    )
+    down = psycopg.OperationalError("connection refused\n\tIs the server running on that host?")
+    assert str(_failure("a1", down)) == "database a1 unavailable: connection refused"

@@ -10,6 +10,7 @@ import asyncio
 import re
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -30,7 +31,7 @@ from certstatus.store.base import (
     serial_key,
 )
 from certstatus.store.sha256requests import ASK_INTERVAL
-from tests.conftest import make_deployment, serving
+from tests.conftest import make_deployment, serving, stop_process, wait_ready
 
 SHA1, SHA256 = HashAlgorithm.SHA1, HashAlgorithm.SHA256
 
@@ -61,6 +62,17 @@ def _verified(engine, der: bytes, serial: int, algorithm: type[hashes.HashAlgori
         response.signature, response.tbs_response_bytes, ec.ECDSA(response.signature_hash_algorithm)
     )
     return response
+
+
+def _openssl_ocsp(directory, leaf_path, url: str, digest: str) -> str:
+    """`openssl ocsp` as a relying party runs it (digest: -sha1 or -sha256): its output."""
+    issuer = str(directory / "issuer.pem")
+    result = subprocess.run(
+        [shutil.which("openssl") or "openssl", "ocsp", digest, "-issuer", issuer, "-cert",
+         str(leaf_path), "-url", url, "-CAfile", issuer, "-no_nonce"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return result.stdout + result.stderr
 
 
 def _due_now(store) -> None:
@@ -271,22 +283,15 @@ def test_openssl_gets_try_later_then_the_signed_sha256_response(tmp_path) -> Non
     """As a relying party sees it: `certstatus serve` (its signer inside) with on-request
     SHA-256; openssl asks with a SHA-1 CertID (good at once) and a SHA-256 one (tryLater,
     then good once the signer signed it, within seconds)."""
-    openssl = shutil.which("openssl") or "openssl"
     deployment = make_deployment(tmp_path / "d", run_signer=True)
     store = deployment.store()
     _on_request(store)
     leaf = deployment.leaf()
     deployment.ingest(store).add_certificates([(leaf, "t")], int(time.time()))
     path = deployment.write_leaf(leaf)
-    issuer = str(deployment.dir / "issuer.pem")
 
     def ask(digest: str) -> str:
-        result = subprocess.run(
-            [openssl, "ocsp", digest, "-issuer", issuer, "-cert", str(path), "-url",
-             deployment.url, "-CAfile", issuer, "-no_nonce"],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
-        return result.stdout + result.stderr
+        return _openssl_ocsp(deployment.dir, path, deployment.url, digest)
 
     with serving(deployment):
         deadline = time.monotonic() + 20
@@ -333,7 +338,14 @@ def test_a_web_node_role_asks_through_the_function_and_cannot_update(
     )
     deployment.engine = "postgres"
     try:
-        store, _, issuer_id, [serial] = _signed(deployment, 1)
+        store = deployment.store()
+        _on_request(store)
+        ingest = deployment.ingest(store)
+        leaf = deployment.leaf()
+        ingest.add_certificates([(leaf, "t")], int(time.time()))
+        with deployment.signer(store) as signer:
+            assert signer.sign_due() == 1
+        issuer_id, serial = ingest.issuer_id("demo"), leaf.serial_number
         role, stranger = (f"{kind}_{uuid.uuid4().hex[:8]}" for kind in ("web", "other"))
         with psycopg.connect(url, autocommit=True) as admin:
             for name in (role, stranger):
@@ -366,6 +378,26 @@ def test_a_web_node_role_asks_through_the_function_and_cannot_update(
             assert store.certificate(issuer_id, serial).due_at == row.due_at
         finally:
             web.close()
+        # a real web node under that role: it starts (nothing to write: the schema is current
+        # and the issuer registered), answers, and its SHA-256 ask goes through the function
+        web_config = deployment.dir / "web.toml"
+        web_config.write_text(
+            deployment.config_path.read_text().replace(
+                f'database = "{url}"', f'database = "{url.replace("postgres@", role + "@", 1)}"'
+            )
+        )
+        node = subprocess.Popen(
+            [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(web_config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_ready(deployment.url, node, timeout=60)
+            path = deployment.write_leaf(leaf)
+            answer = _openssl_ocsp(deployment.dir, path, deployment.url, "-sha1")
+            assert "Response verify OK" in answer and ": good" in answer, answer
+        finally:
+            stop_process(node)
     finally:
         for opened in deployment.opened or []:
             opened.close()

@@ -36,7 +36,7 @@ from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.purger import PurgeService
 from certstatus.signer import Signer
 from certstatus.store import heartbeat_of, open_existing_store, open_store
-from certstatus.store.base import Store
+from certstatus.store.base import Store, StoreError
 
 
 def _ensure_known(
@@ -57,9 +57,39 @@ def _ensure_known(
 
 def register_public(config: Config) -> tuple[list[IssuerCertificates], dict[str, int]]:
     """Check every issuer's certificates (R6, R21) and register it, opening no key file:
-    what a responder needs (R25)."""
+    what a responder needs (R25). On PostgreSQL a schema at least this release's with every
+    issuer registered is only read, so a web node's role needs no write grant; otherwise
+    this registers them (and migrates) as a writer does, so a node that starts first still
+    works when its role may write."""
     public = load_issuer_certificates(config)
-    return public, _ensure_known(config, public)
+    known = _registered(config, public) if config.is_postgres else None
+    return public, known if known is not None else _ensure_known(config, public)
+
+
+def _registered(config: Config, issuers: Sequence[IssuerCertificates]) -> dict[str, int] | None:
+    """Every issuer's id, read without writing; None when a writer's registration is needed
+    (a schema older than this release's, an issuer missing or with another certificate)."""
+    from certstatus.store.postgres import PostgresStore
+    from certstatus.store.schema import POSTGRES_MIGRATIONS
+
+    store = PostgresStore(config.database, read_only=True, max_connections=1, name="primary")
+    try:
+        if store.schema_version() < max(version for version, _ in POSTGRES_MIGRATIONS):
+            return None
+        recorded = {issuer.name: issuer for issuer in store.issuers()}
+    except StoreError:
+        return None  # no schema yet, or unreadable: the writer's path says why
+    finally:
+        store.close()
+    ids: dict[str, int] = {}
+    for material in issuers:
+        found = recorded.get(material.name)
+        if found is None or found.certificate_der != material.certificate.public_bytes(
+            Encoding.DER
+        ):
+            return None
+        ids[material.name] = found.id
+    return ids
 
 
 def register_issuers(

@@ -68,10 +68,10 @@ def serve(config_path: Path) -> None:
         ensure_listen_address_free(config)  # before saying "serving": it may not
         ensure_companion_addresses_free(config, with_monitor=False)
         r = config.responder
-        note(
+        serving = (
             f"serving OCSP on http://{r.listen_host}:{r.listen_port}/ "
             f"({r.server}, {r.process_count} worker(s)"
             f"{', with signer' if r.run_signer else ''})"
             + (f"; /metrics and /sources on http://{r.admin_listen}/" if r.admin_listen else "")
         )
-        run(config)
+        run(config, announce=lambda: note(serving))  # once the database and keys are checked

@@ -60,7 +60,8 @@ FRESH = Gauge(
 SHA256_ASKS = Counter(
     "certstatus_responder_sha256_asks",
     "Asks to the signers for a SHA-256 CertID response signed on request, by result: sent, "
-    "failed (not written, see the log: the primary unreachable, or no write grant), skipped "
+    "failed (not written, see the log: the primary unreachable, or no EXECUTE grant on its "
+    "ask function), skipped "
     "(this process asked too much at once; the client's retry asks).",
     ["result"],
 )

@@ -374,9 +374,15 @@ def companion(config: Config, target: Callable[[str, int], None], name: str) -> 
             process.join()
 
 
-def serve(config: Config, with_monitor: bool = False, with_api: bool = False) -> None:
+def serve(
+    config: Config,
+    with_monitor: bool = False,
+    with_api: bool = False,
+    announce: Callable[[], None] = lambda: None,
+) -> None:
     """Serve until stopped, the signing roles (and the monitor, and the issuance API on its
-    own listener: the demo) beside the server."""
+    own listener: the demo) beside the server. announce: called once every check passed and
+    the roles started, just before serving (the command's "serving on" line)."""
     ensure_listen_address_free(config)
     ensure_companion_addresses_free(config, with_monitor)
     # The server and the workers it forks read only public material (R25); the keys of the
@@ -394,6 +400,7 @@ def serve(config: Config, with_monitor: bool = False, with_api: bool = False) ->
             deaths.append(roles.enter_context(companion(config, monitor_process, "monitor")))
         if with_api:
             deaths.append(roles.enter_context(companion(config, api_process, "issuance API")))
+        announce()
         run_server(config)
     died = [reason for reasons in deaths for reason in reasons]
     if died:

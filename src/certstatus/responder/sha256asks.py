@@ -45,7 +45,7 @@ class Sha256Asks:
         self._thread: ThreadPoolExecutor | None = None
         self._failures = RefusalLog("could not ask the signers for a SHA-256 response")
         self.sent = 0  # asks handed to the store, for tests
-        self.failed = 0  # asks the store refused (the primary unreachable, no write grant)
+        self.failed = 0  # asks the store refused (the primary unreachable, no EXECUTE grant)
 
     def __call__(self, issuer_id: int, serial: int) -> None:
         """Ask for it, unless this process asked recently or is asking too much."""

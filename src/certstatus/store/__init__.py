@@ -30,7 +30,8 @@ def open_existing_store(url: str, base_dir: Path | None = None) -> Store:
         if not path.exists():
             raise StoreError(
                 f"database: {path} does not exist; check `database` in the configuration "
-                "(a new deployment's database is created by `certstatus add`, `serve` or `signer`)"
+                "(a new deployment's database is created by `certstatus add`, `serve`, `signer`, "
+                "`monitor` or `api`)"
             )
     return open_store(url, base_dir)
 

@@ -180,7 +180,7 @@ class PostgresStore(SqlStore):
                 yield conn
         except psycopg.Error as exc:
             self._after_failure(pool, conn, exc)
-            raise StoreError(f"database {self.name} unavailable: {exc}") from None
+            raise _failure(self.name, exc) from None
         finally:
             pool.putconn(conn)
 
@@ -192,17 +192,17 @@ class PostgresStore(SqlStore):
         try:
             conn = psycopg.connect(self.url, **{**self._connect_kwargs, "options": options})
         except psycopg.Error as exc:
-            raise StoreError(f"database {self.name} unavailable: {exc}") from None
+            raise _failure(self.name, exc) from None
         try:
             self._configure(conn)
         except psycopg.Error as exc:
             conn.close()
-            raise StoreError(f"database {self.name} unavailable: {exc}") from None
+            raise _failure(self.name, exc) from None
         try:
             with conn:  # commit, or roll back; then closed
                 yield conn
         except psycopg.Error as exc:
-            raise StoreError(f"database {self.name} unavailable: {exc}") from None
+            raise _failure(self.name, exc) from None
         finally:
             conn.close()
 
@@ -239,9 +239,9 @@ class PostgresStore(SqlStore):
             try:
                 return revived, revived.getconn()
             except psycopg.Error as again:
-                raise StoreError(f"database {self.name} unavailable: {again}") from None
+                raise _failure(self.name, again) from None
         except psycopg.Error as exc:
-            raise StoreError(f"database {self.name} unavailable: {exc}") from None
+            raise _failure(self.name, exc) from None
 
     def _revive(self, failed: ConnectionPool) -> ConnectionPool | None:
         """A fresh pool when the server answers again but the pool holds no connection.
@@ -770,6 +770,17 @@ def _cancel(conn: psycopg.Connection[Any]) -> None:
         conn.cancel_safe(timeout=2)
     except (psycopg.Error, OSError) as exc:
         log.warning("cancelling a commit's wait for its standby failed: %s", exc)
+
+
+def _failure(name: str, exc: psycopg.Error) -> StoreError:
+    """A database error as one line: psycopg's text may add the statement and a caret. A
+    permission error says what it is, not "unavailable": the server answered, and the role in
+    the URL lacks a grant (README: what each role needs)."""
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return StoreError(
+            f"database {name}: {_first_line(exc)} (a grant the role in its URL lacks)"
+        )
+    return StoreError(f"database {name} unavailable: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:
