@@ -23,8 +23,8 @@ def open_existing_store(url: str, base_dir: Path | None = None) -> Store:
     """open_store for commands that read or change what is recorded (stats, revoke, audit,
     site, response-format): a SQLite file that does not exist is a mistyped path, refused,
     rather than an empty database created there whose answers ("0 certificates", "unknown
-    serial") mislead. The processes of a deployment (add, serve, signer) still create it, in
-    whatever order they start."""
+    serial") mislead. The processes of a deployment (add, serve, signer, monitor, api) still
+    create it, in whatever order they start."""
     if not url.startswith(("postgres://", "postgresql://")):
         path = sqlite_path(url, base_dir)
         if not path.exists():
