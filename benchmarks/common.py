@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -137,3 +138,26 @@ def openssl_speed(algorithm: str, multi: int = 2, seconds: int = 5) -> float:
     if not totals:
         raise RuntimeError(f"cannot read openssl speed output: {out[-400:]}")
     return float(totals[-1].split(":")[3])
+
+
+def open_bench(config_path: Path) -> tuple[Any, list[Any], Any, str, int]:
+    """A benchmark deployment opened for recording and signing: its config, issuer material,
+    store, and its one issuer's name and id (the caller closes the store)."""
+    from certstatus.config import load_config, load_issuer_material
+    from certstatus.ingest import Ingest
+    from certstatus.store import open_store
+
+    config = load_config(config_path)
+    materials = load_issuer_material(config)
+    store = open_store(config.database, config.base_dir)
+    ingest = Ingest(store, materials)
+    [name] = ingest.issuer_names
+    return config, materials, store, name, ingest.issuer_id(name)
+
+
+def set_sha256(store: Any, sha256: str, actor: str) -> None:
+    """`certstatus response-format --sha256 pregenerate|on-request` for a benchmark's store."""
+    from certstatus.store.base import AuditContext, ResponseFormat
+
+    wanted = ResponseFormat(True, sha256_on_request=sha256 == "on-request")
+    store.set_response_format(wanted, AuditContext(actor), int(time.time()))

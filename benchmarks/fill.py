@@ -30,12 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import make_deployment, random_serials
-from certstatus.config import load_config, load_issuer_material
-from certstatus.ingest import Ingest
+from benchmarks.common import make_deployment, open_bench, random_serials, set_sha256
 from certstatus.signer import Signer
-from certstatus.store import open_store, sqlite_path
-from certstatus.store.base import AuditContext, CertificateRecord, ResponseFormat, serial_key
+from certstatus.store import sqlite_path
+from certstatus.store.base import AuditContext, CertificateRecord, serial_key
 
 CHUNK = 50_000
 
@@ -47,17 +45,12 @@ def log(message: str) -> None:
 def fill(directory: Path, certs: int, sha256: str, seed: int = 11) -> dict[str, Any]:
     if (directory / "certstatus.toml").exists():
         raise SystemExit(f"{directory} already holds a deployment; give a new directory")
-    config_path = make_deployment(directory, server="native", workers=2)
-    config = load_config(config_path)
-    materials = load_issuer_material(config)
-    store = open_store(config.database, config.base_dir)
+    config, materials, store, name, issuer_id = open_bench(
+        make_deployment(directory, server="native", workers=2)
+    )
     try:
-        ingest = Ingest(store, materials)
-        [name] = ingest.issuer_names
-        issuer_id = ingest.issuer_id(name)
         actor = AuditContext("benchmark:fill")
-        wanted = ResponseFormat(True, sha256_on_request=sha256 == "on-request")
-        store.set_response_format(wanted, actor, int(time.time()))
+        set_sha256(store, sha256, actor.actor)
         serials = sorted(random_serials(certs, seed=seed), key=serial_key)
         not_after = int(time.time()) + 90 * 86400
         started = time.perf_counter()

@@ -35,13 +35,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import bulk_records, make_deployment, openssl_speed
+from benchmarks.common import bulk_records, make_deployment, open_bench, openssl_speed, set_sha256
 from benchmarks.load import cpu_seconds, process_tree
-from certstatus.config import load_config, load_issuer_material
-from certstatus.ingest import Ingest
 from certstatus.signer import Signer
-from certstatus.store import open_store
-from certstatus.store.base import AuditContext, Priority, ResponseFormat
+from certstatus.store.base import Priority
 
 
 @contextmanager
@@ -75,19 +72,13 @@ def one_round(
     openssl_seconds: int = 3,
     sha256: str = "pregenerate",
 ) -> dict[str, Any]:
-    config = load_config(config_path)
-    materials = load_issuer_material(config)
-    store = open_store(config.database, config.base_dir)
+    config, materials, store, name, issuer_id = open_bench(config_path)
     try:
-        ingest = Ingest(store, materials)
-        [name] = ingest.issuer_names
-        issuer_id = ingest.issuer_id(name)
         records = bulk_records(issuer_id, certs, seed=seed)
         for start in range(0, certs, 10_000):
             store.add_certificates(records[start : start + 10_000], int(time.time()))
         signing = dataclasses.replace(config.signing, batch_size=batch)
-        wanted = ResponseFormat(True, sha256_on_request=sha256 == "on-request")
-        store.set_response_format(wanted, AuditContext("benchmark"), int(time.time()))
+        set_sha256(store, sha256, "benchmark")
         openssl = openssl_speed("ecdsap256", 2, openssl_seconds)
         load = os.getloadavg()[0]
         with Signer(store, materials, {name: issuer_id}, signing, processes=2) as signer:
