@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ from certstatus.signer import Signer
 from certstatus.store.base import Priority, StoreError
 from certstatus.store.postgres import PostgresStore
 from certstatus.store.replicaset import NoAuthoritativeSource, ReplicaSet, Source
-from tests.conftest import fresh_now, postgres_dir
+from tests.conftest import fresh_now, postgres_dir, stop_process
 
 pytestmark = pytest.mark.integration
 NOW = int(time.time())
@@ -630,6 +631,82 @@ def test_a_store_uses_its_server_again_at_once_after_an_outage_f9(tmp_path_facto
                 time.sleep(0.1)
         store.close()
     finally:
+        running.down()
+
+
+def test_a_web_node_restarted_while_the_primary_is_down_serves_from_its_replica_f9(
+    tmp_path_factory,
+) -> None:
+    """A keyless web node (run_signer = false) that starts during a primary outage reads the
+    issuers from its replica and answers what the replica holds, as the nodes still running
+    do. It used to exit at once ("database primary ... unavailable"): every node restarted
+    during the outage (a deploy, a crash, a host reboot) took itself out of the fleet."""
+    from cryptography import x509
+
+    from certstatus.ports import free_port
+
+    running = Cluster.up(postgres_dir(tmp_path_factory, "nodown") / "cluster", replicas=1)
+    node = None
+    try:
+        config_path = write_deployment(running, max_staleness="2s")
+        config = load_config(config_path)
+        primary = PostgresStore(running.primary.url)
+        try:
+            ingest = Ingest(primary, load_issuer_material(config))
+            ca = DemoCA.load(config_path.parent / "issuer.pem", config_path.parent / "issuer.key")
+            leaf = ca.leaf(ec.generate_private_key(ec.SECP256R1()).public_key(), 7007, "http://t/")
+            ingest.add_certificates([(leaf, "t")], int(time.time()))
+            issuer_id = ingest.issuer_id("demo")
+            materials = load_issuer_material(config)
+            with Signer(primary, materials, {"demo": issuer_id}, config.signing) as signer:
+                assert signer.sign_due() == 1
+        finally:
+            primary.close()
+        replica = PostgresStore(running.replicas[0].url, read_only=True, name="a1")
+        try:
+            deadline = time.monotonic() + 30
+            while replica.response(issuer_id, leaf.serial_number) is None:
+                assert time.monotonic() < deadline, "the response never reached the replica"
+                time.sleep(0.1)
+        finally:
+            replica.close()
+        port = free_port()
+        web = config_path.parent / "web.toml"
+        web.write_text(
+            "\n".join(
+                line.replace("run_signer = true", "run_signer = false")
+                for line in config_path.read_text().splitlines()
+                if not line.startswith(("listen", "responder_key", "issuer_key"))
+            ).replace("[responder]", f'[responder]\nlisten = "127.0.0.1:{port}"')
+        )
+        running.stop(running.primary)
+        log = config_path.parent / "web.log"
+        with log.open("wb") as stderr:
+            node = subprocess.Popen(
+                [sys.executable, "-m", "certstatus.cli", "serve", "--config", str(web)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        issuer = x509.load_pem_x509_certificate((config_path.parent / "issuer.pem").read_bytes())
+        path = get_path(encode_request(issuer_keys(issuer)[HashAlgorithm.SHA1], leaf.serial_number))
+        deadline = time.monotonic() + 60
+        while True:
+            assert node.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as got:
+                    answer = ocsp.load_der_ocsp_response(got.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the web node never answered"
+                time.sleep(0.2)
+        assert answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
+        assert answer.serial_number == leaf.serial_number
+        logged = log.read_text()
+        assert "issuers read from replica a1: database primary" in logged, logged
+    finally:
+        if node is not None:
+            stop_process(node)
         running.down()
 
 

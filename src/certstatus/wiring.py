@@ -36,7 +36,9 @@ from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.purger import PurgeService
 from certstatus.signer import Signer
 from certstatus.store import heartbeat_of, open_existing_store, open_store
-from certstatus.store.base import Store, StoreError
+from certstatus.store.base import IssuerRecord, Store, StoreError
+
+log = logging.getLogger("certstatus.serve")
 
 
 def _ensure_known(
@@ -68,19 +70,47 @@ def register_public(config: Config) -> tuple[list[IssuerCertificates], dict[str,
 
 def _registered(config: Config, issuers: Sequence[IssuerCertificates]) -> dict[str, int] | None:
     """Every issuer's id, read without writing; None when a writer's registration is needed
-    (a schema older than this release's, an issuer missing or with another certificate)."""
+    (a schema older than this release's, an issuer missing or with another certificate).
+
+    Read from the primary; a web node (no signing roles) whose primary does not answer reads
+    its replicas, this site's first: a node restarted during a primary outage serves what the
+    replicas hold, as the nodes still running do, instead of refusing to start."""
     from certstatus.store.postgres import PostgresStore
     from certstatus.store.schema import POSTGRES_MIGRATIONS
 
-    store = PostgresStore(config.database, read_only=True, max_connections=1, name="primary")
-    try:
-        if store.schema_version() < max(version for version, _ in POSTGRES_MIGRATIONS):
-            return None
-        recorded = {issuer.name: issuer for issuer in store.issuers()}
-    except StoreError:
-        return None  # no schema yet, or unreadable: the writer's path says why
-    finally:
-        store.close()
+    newest = max(version for version, _ in POSTGRES_MIGRATIONS)
+    primary_error = ""
+    for name, url in _registry_sources(config):
+        store = PostgresStore(url, read_only=True, max_connections=1, name=name)
+        try:
+            if store.schema_version() < newest:
+                return None
+            recorded = {issuer.name: issuer for issuer in store.issuers()}
+        except StoreError as exc:
+            primary_error = primary_error or str(exc)
+            continue  # no schema yet, unreadable, unreachable: the next, then the writer's path
+        finally:
+            store.close()
+        if name != "primary":
+            log.warning("issuers read from replica %s: %s", name, primary_error)
+        return _ids(recorded, issuers)
+    return None
+
+
+def _registry_sources(config: Config) -> list[tuple[str, str]]:
+    """Where a node may read the issuers' ids: the primary, then (for a node that signs
+    nothing) its replicas, this site's first. A signing node needs the primary anyway."""
+    sources = [("primary", config.database)]
+    if not config.responder.run_signer:
+        site = config.responder.site
+        replicas = sorted(config.replicas, key=lambda replica: replica.site != site)
+        sources += [(replica.name, replica.url) for replica in replicas]
+    return sources
+
+
+def _ids(
+    recorded: dict[str, IssuerRecord], issuers: Sequence[IssuerCertificates]
+) -> dict[str, int] | None:
     ids: dict[str, int] = {}
     for material in issuers:
         found = recorded.get(material.name)
