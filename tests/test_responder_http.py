@@ -20,7 +20,7 @@ from certstatus.ocsp.certid import HashAlgorithm, issuer_keys
 from certstatus.ocsp.request import encode_request
 from certstatus.responder.app import OcspApp, issuer_index
 from certstatus.responder.source import EmbeddedSource
-from certstatus.store.base import StoreError
+from certstatus.store.base import AuditContext, ResponseFormat, StoreError
 
 NO_STORE = "no-cache, no-store, max-age=0"
 
@@ -172,6 +172,57 @@ def test_recorded_but_not_signed_yet_is_try_later_not_unauthorized_f1(signed, me
         signer.sign_due()
     parsed = ocsp.load_der_ocsp_response(ask().body)
     assert parsed.certificate_status is ocsp.OCSPCertStatus.GOOD
+
+
+def test_try_later_is_counted_by_why_not_signed_expired_or_no_source(signed) -> None:
+    """certstatus_responder_try_later_total{reason}: "not signed yet" and "expired" are the
+    signers' to fix, "no_source" the databases': one tryLater count could not tell an
+    operator which (answers_total{outcome="tryLater"} still counts them all)."""
+    from prometheus_client import REGISTRY
+
+    from certstatus.responder.metrics import ResponderMetrics
+
+    deployment, store, app, good, _, issuer_id = signed
+    app.metrics = ResponderMetrics(flush_every=3600)
+
+    def counted() -> dict[str, float]:
+        app.metrics.flush()
+        return {
+            reason: REGISTRY.get_sample_value(
+                "certstatus_responder_try_later_total", {"reason": reason}
+            )
+            or 0.0
+            for reason in ("not_signed", "expired", "sha256_on_request", "no_source")
+        }
+
+    before = counted()
+    fresh = deployment.leaf()
+    deployment.ingest(store).add_certificates([(fresh, "f")], int(time.time()))
+    for _ in range(2):
+        answer = call(
+            app, "GET", get_path(request_der(deployment.ca.certificate, fresh.serial_number))
+        )
+        assert answer.body == r.TRY_LATER
+    good_path = get_path(request_der(deployment.ca.certificate, good.serial_number))
+    now = app.clock
+    app.clock = lambda: store.response(issuer_id, good.serial_number).next_update + 1
+    assert call(app, "GET", good_path).body == r.TRY_LATER
+    app.clock = now
+    store.set_response_format(
+        ResponseFormat(True, sha256_on_request=True), AuditContext("cli:test"), int(time.time())
+    )
+    asked = deployment.leaf()
+    deployment.ingest(store).add_certificates([(asked, "f")], int(time.time()))
+    with deployment.signer(store) as signer:
+        signer.sign_due()  # SHA-1 only, and `fresh` above
+    sha256 = request_der(deployment.ca.certificate, asked.serial_number, hashes.SHA256())
+    assert call(app, "POST", "/", sha256).body == r.TRY_LATER
+    app.source = EmbeddedSource(BrokenStore(StoreError("database x does not answer")))
+    assert call(app, "GET", good_path).body == r.TRY_LATER
+    after = counted()
+    assert {k: after[k] - before[k] for k in after} == {
+        "not_signed": 2, "expired": 1, "sha256_on_request": 1, "no_source": 1,
+    }  # fmt: skip
 
 
 def test_refusals_are_logged_one_line_per_reason_per_interval(signed, caplog) -> None:

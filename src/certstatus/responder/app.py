@@ -39,7 +39,7 @@ from certstatus.responder import headers as h
 from certstatus.responder.refusals import RefusalLog
 from certstatus.responder.sha256asks import Sha256Asks
 from certstatus.responder.source import ResponseSource, open_response_source
-from certstatus.store.base import StoreError
+from certstatus.store.base import NotSignedYet, StoreError
 
 log = logging.getLogger("certstatus.responder")
 
@@ -69,6 +69,9 @@ class NoMetrics:
         pass
 
     def sha256_asked(self, result: str) -> None:
+        pass
+
+    def try_later(self, reason: str) -> None:
         pass
 
 
@@ -229,6 +232,7 @@ class OcspApp:
             stored = await self.source.response(issuer_id, request.serial, algorithm)
         except StoreError as exc:
             self.refusals.refused(str(exc))
+            self.metrics.try_later("not_signed" if isinstance(exc, NotSignedYet) else "no_source")
             return _TRY_LATER, Outcome.TRY_LATER, ""
         except Exception:
             log.exception("lookup failed")
@@ -241,10 +245,12 @@ class OcspApp:
             self.refusals.refused(
                 "a stored response is past its nextUpdate; is the signer running?"
             )
+            self.metrics.try_later("expired")
             return _TRY_LATER, Outcome.TRY_LATER, stored.source
         der = stored.der
         if not der:  # a SHA-256 response signed on request, not yet: the signers are asked
             self.ask_sha256(issuer_id, request.serial)
+            self.metrics.try_later("sha256_on_request")
             return _TRY_LATER, Outcome.TRY_LATER, stored.source
         headers, tag = h.authoritative(
             der, stored.this_update, stored.next_update, stored.refresh_at, now

@@ -67,6 +67,16 @@ SHA256_ASKS = Counter(
 )
 for _result in ("sent", "failed", "skipped"):  # from 0, so the first failure is an increase
     SHA256_ASKS.labels(_result)
+TRY_LATER = Counter(
+    "certstatus_responder_try_later",
+    "tryLater answers by why: not_signed (recorded, no response signed yet: the signers), "
+    "expired (the stored response is past its nextUpdate: the signers), sha256_on_request "
+    "(its SHA-256 response is asked of the signers), no_source (no database could answer).",
+    ["reason"],
+)
+TRY_LATER_REASONS = ("not_signed", "expired", "sha256_on_request", "no_source")
+for _reason in TRY_LATER_REASONS:  # from 0, so the first one is an increase
+    TRY_LATER.labels(_reason)
 READY = Gauge(
     "certstatus_responder_ready",
     "1 while some source can answer authoritatively (what /readyz says), else 0.",
@@ -83,6 +93,7 @@ class ResponderMetrics:
 
     def __init__(self, flush_every: float = 0.5) -> None:
         self._answers: dict[tuple[str, str], int] = {}
+        self._try_later: dict[str, int] = {}
         self._bounds = list(DURATION._upper_bounds)
         self._buckets = [0] * len(self._bounds)
         self._seconds = 0.0
@@ -101,13 +112,22 @@ class ResponderMetrics:
             self._buckets[bisect.bisect_left(self._bounds, seconds)] += 1
             self._seconds += seconds
 
+    def try_later(self, reason: str) -> None:
+        """Why a tryLater was answered (one of TRY_LATER_REASONS), beside answered()'s count:
+        counted like the answers, since a client drives it during an outage."""
+        with self._lock:
+            self._try_later[reason] = self._try_later.get(reason, 0) + 1
+
     def flush(self) -> None:
         with self._lock:
             answers, self._answers = self._answers, {}
+            try_later, self._try_later = self._try_later, {}
             buckets, self._buckets = self._buckets, [0] * len(self._bounds)
             seconds, self._seconds = self._seconds, 0.0
         for (outcome, source), count in answers.items():
             ANSWERS.labels(outcome, source).inc(count)
+        for reason, count in try_later.items():
+            TRY_LATER.labels(reason).inc(count)
         stored = getattr(DURATION, "_buckets", None)
         if stored is not None and len(stored) == len(buckets):
             for value, count in zip(stored, buckets, strict=True):

@@ -24,7 +24,7 @@ from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.responder.lookup import BatchedLookup, Key
 from certstatus.store.base import (
     IssuerRecord,
-    NoAuthoritativeSource,
+    NotSignedYet,
     ResponseReads,
     Sha256Requests,
     StoredCrl,
@@ -122,7 +122,7 @@ class EmbeddedSource:
         replica set (F1). The second read is paid by misses alone."""
         stored = self.store.response(issuer_id, serial, algorithm)
         if stored is None and self.store.recorded([(issuer_id, serial, algorithm)])[0]:
-            raise NoAuthoritativeSource("recorded, not signed yet")
+            raise NotSignedYet("recorded, not signed yet")
         return stored
 
     async def crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:

@@ -26,6 +26,11 @@ class NoAuthoritativeSource(StoreError):
     never "unauthorized" for a serial that may be ours (F1)."""
 
 
+class NotSignedYet(NoAuthoritativeSource):
+    """The certificate is recorded but no response is signed for it yet: a signer's matter
+    (not running, behind, its key down), not a database's; counted apart (try_later_total)."""
+
+
 class NotAcknowledged(StoreError):
     """A write committed on the leader that no synchronous standby confirmed in time: it may be
     lost if the leader is lost, so it is not acknowledged (R26). Retrying it is safe (recording

@@ -26,6 +26,7 @@ from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.store.base import (
     IssuerRecord,
     NoAuthoritativeSource,
+    NotSignedYet,
     StoredCrl,
     StoredResponse,
     StoreError,
@@ -228,11 +229,12 @@ class ReplicaSet:
         a signed response (signatures are acknowledged asynchronously) but never an
         acknowledged certificate (R26). Only a serial the primary has never heard of is
         unauthorized; if the primary cannot tell, tryLater too."""
+        pending: NoAuthoritativeSource = NotSignedYet("recorded, not signed yet")
         try:
             known = recorded(self.primary.store, [keys[i] for i in todo])
         except StoreError:
             known = [True] * len(todo)
-        pending = NoAuthoritativeSource("recorded, not signed yet")
+            pending = NoAuthoritativeSource("a miss the primary cannot confirm now")
         for i, is_known in zip(todo, known, strict=True):
             if is_known:
                 results[i] = pending
