@@ -49,10 +49,6 @@ class ResponseSource(Protocol):
         response is signed; StoreError when no source can answer authoritatively."""
         ...
 
-    async def responses(self, keys: Sequence[Key]) -> list[StoredResponse | StoreError | None]:
-        """A batch of lookups, each answered as response() would, a refusal in its place."""
-        ...
-
     async def crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
         """The published CRL of a partition; StoreError when it cannot be read."""
         ...
@@ -106,15 +102,6 @@ class EmbeddedSource:
         self, issuer_id: int, serial: int, algorithm: HashAlgorithm
     ) -> StoredResponse | None:
         return self._read(issuer_id, serial, algorithm)
-
-    async def responses(self, keys: Sequence[Key]) -> list[StoredResponse | StoreError | None]:
-        found: list[StoredResponse | StoreError | None] = []
-        for key in keys:
-            try:
-                found.append(self._read(*key))
-            except StoreError as exc:
-                found.append(exc)
-        return found
 
     def _read(self, issuer_id: int, serial: int, algorithm: HashAlgorithm) -> StoredResponse | None:
         """A miss is "unauthorized" only for a serial the database has never recorded: one
@@ -176,16 +163,6 @@ class ReplicaSource:
         self.lookup = lookup or BatchedLookup(replicas, on_loop=replicas)
         self.response = self.lookup.response
         self.asks = asks
-
-    async def responses(self, keys: Sequence[Key]) -> list[StoredResponse | StoreError | None]:
-        """Queued together, so they leave in one batch."""
-        found = await asyncio.gather(
-            *(self.lookup.response(*key) for key in keys), return_exceptions=True
-        )
-        for result in found:
-            if isinstance(result, BaseException) and not isinstance(result, StoreError):
-                raise result
-        return found  # type: ignore[return-value]  # the check above narrowed every item
 
     async def crl(self, issuer_id: int, crl_partition: int) -> StoredCrl | None:
         """Read off the event loop: a replica that hangs must not stall every other request of
