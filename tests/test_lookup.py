@@ -177,8 +177,8 @@ def test_the_loop_step_settles_its_hits_and_the_thread_the_rest() -> None:
 
 
 def test_a_replica_source_refuses_one_key_of_a_batch_alone() -> None:
-    """ReplicaSource.responses: a batch leaves as one query; a key no source could answer
-    carries its StoreError in place while the others are answered."""
+    """Requests that arrive together leave as one query; a key no source could answer gets
+    its StoreError (tryLater) while the others are answered."""
     from certstatus.responder.source import ReplicaSource
 
     class Refusing(SlowStore):
@@ -192,7 +192,11 @@ def test_a_replica_source_refuses_one_key_of_a_batch_alone() -> None:
     store = Refusing()
     source = ReplicaSource(store, BatchedLookup(store))
     keys = [(1, n, HashAlgorithm.SHA1) for n in (1, 2, 3)]
-    found = asyncio.run(source.responses(keys))
+
+    async def together() -> list:
+        return await asyncio.gather(*(source.response(*k) for k in keys), return_exceptions=True)
+
+    found = asyncio.run(together())
     assert found[0].der == b"1" and isinstance(found[1], StoreError) and found[2].der == b"3"
     assert store.batches == [3]
     source.lookup.close()
