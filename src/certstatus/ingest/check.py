@@ -227,11 +227,6 @@ def crl_partition(
     )
 
 
-def is_precertificate(certificate: x509.Certificate) -> bool:
-    """A precertificate carries the critical CT poison extension (RFC 6962 3.1)."""
-    return facts(certificate).precertificate
-
-
 def check_certificate(
     certificate: x509.Certificate, source: str, issuers: Sequence[IssuerCheck]
 ) -> CertificateRecord:

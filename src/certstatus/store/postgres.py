@@ -48,16 +48,11 @@ from certstatus.store.base import (
 from certstatus.store.pglookup import ResponseKey, read_responses
 from certstatus.store.pgloop import LoopReader
 from certstatus.store.schema import FRESH_DATABASE, POSTGRES_MIGRATIONS
-from certstatus.store.shared import _CRL_COLUMNS, Connection, SqlStore
+from certstatus.store.shared import _CRL_COLUMNS, RESPONSE_BY_ALGORITHM, Connection, SqlStore
 
 log = logging.getLogger("certstatus.store")
 _MIGRATION_LOCK = 0x63657274  # "cert"
 _CHUNK = 10_000  # rows per statement of a batch write
-_RESPONSE_BY_ALGORITHM = {
-    algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at, certs_id "
-    "FROM responses WHERE issuer_id = %s AND serial = %s"
-    for algorithm in HashAlgorithm
-}
 
 
 @functools.cache
@@ -67,6 +62,7 @@ def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
+_RESPONSE_BY_ALGORITHM = {a: _pg(sql) for a, sql in RESPONSE_BY_ALGORITHM.items()}
 _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 # PostgreSQL's warning when a commit stopped waiting for its synchronous standby (here: the
 # statement_timeout ran out): the commit is local only and the server still reports success

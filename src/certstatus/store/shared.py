@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from certstatus.ocsp.certid import HashAlgorithm
 from certstatus.status import (
     RevocationRefused,
     RevocationState,
@@ -76,6 +77,14 @@ class Connection(Protocol):
 
     def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
 
+
+# One response lookup per CertID hash, so a lookup copies only the DER it serves; in the shared
+# '?' style (PostgreSQL rewrites it once)
+RESPONSE_BY_ALGORITHM = {
+    algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at, certs_id "
+    "FROM responses WHERE issuer_id = ? AND serial = ?"
+    for algorithm in HashAlgorithm
+}
 
 _CRL_COLUMNS = (
     "issuer_id, crl_partition, crl_number, this_update, next_update, next_build_at, entries, der"

@@ -32,14 +32,7 @@ from certstatus.store.base import (
     serial_key,
 )
 from certstatus.store.schema import FRESH_DATABASE, SQLITE_MIGRATIONS
-from certstatus.store.shared import Connection, SqlStore
-
-# One query per CertID hash, so a lookup copies only the DER it serves.
-_RESPONSE_BY_ALGORITHM = {
-    algorithm: f"SELECT der_{algorithm.value}, this_update, next_update, refresh_at, certs_id "
-    "FROM responses WHERE issuer_id = ? AND serial = ?"
-    for algorithm in HashAlgorithm
-}
+from certstatus.store.shared import RESPONSE_BY_ALGORITHM, Connection, SqlStore
 
 _BULK_ROWS = 5_000  # a batch this large writes with _BULK_CACHE_KIB of page cache
 _BULK_CACHE_KIB = 65_536
@@ -329,7 +322,7 @@ class SqliteStore(SqlStore):
         db = self._connect()
         try:
             row = db.execute(
-                _RESPONSE_BY_ALGORITHM[algorithm], (issuer_id, serial_key(serial))
+                RESPONSE_BY_ALGORITHM[algorithm], (issuer_id, serial_key(serial))
             ).fetchone()
             return self._completed(db, row)
         except sqlite3.Error as exc:  # locked past the busy timeout, I/O: tryLater, not a bug
