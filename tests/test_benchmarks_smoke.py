@@ -166,6 +166,9 @@ def test_fill_benchmark_builds_a_signed_deployment_in_key_order(tmp_path: Path) 
     report = run_benchmark("fill", str(tmp_path / "filled"), "--certs", "600")
     assert report["certificates"] == report["signed_certificates"] == 600
     assert report["responses_per_s"] > 0 and 200 < report["bytes_per_cert"] < 20_000
+    assert report["openssl_sign_per_s"] > 0  # issue 15 item 4: the ceiling, in the same run
+    ratio = report["responses_per_s"] / report["openssl_sign_per_s"]
+    assert report["pregen_openssl_ratio"] == round(ratio, 3)
     with sqlite3.connect(tmp_path / "filled" / "certstatus.db") as db:
         [(responses,)] = db.execute("SELECT count(*) FROM responses WHERE length(der_sha1) > 0")
         recorded = db.execute(  # the audit log keeps the order they were recorded in

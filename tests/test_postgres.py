@@ -677,7 +677,16 @@ def test_a_web_node_restarted_while_the_primary_is_down_serves_from_its_replica_
                 line.replace("run_signer = true", "run_signer = false")
                 for line in config_path.read_text().splitlines()
                 if not line.startswith(("listen", "responder_key", "issuer_key"))
-            ).replace("[responder]", f'[responder]\nlisten = "127.0.0.1:{port}"')
+            )
+            .replace("[responder]", f'[responder]\nlisten = "127.0.0.1:{port}"')
+            # this site's first replica is down too: the node goes on to the next
+            .replace(
+                "[[replicas]]",
+                f'[[replicas]]\nname = "gone"\nsite = "a"\n'
+                f'url = "postgresql://postgres@127.0.0.1:{free_port()}/certstatus"\n\n'
+                "[[replicas]]",
+                1,
+            )
         )
         running.stop(running.primary)
         log = config_path.parent / "web.log"
@@ -703,11 +712,57 @@ def test_a_web_node_restarted_while_the_primary_is_down_serves_from_its_replica_
         assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
         assert answer.serial_number == leaf.serial_number
         logged = log.read_text()
+        assert "replica gone not used to start: database gone" in logged, logged
         assert "issuers read from replica a1: database primary" in logged, logged
     finally:
         if node is not None:
             stop_process(node)
         running.down()
+
+
+def test_a_server_that_refuses_is_not_unreachable(cluster) -> None:
+    """Unreachable (which lets a starting web node read its replicas) only when the server
+    took no connection; a role or database it does not know is its answer, for the operator
+    to fix, and the node must say so rather than start on a replica."""
+    from certstatus.ports import free_port
+    from certstatus.store.base import Unreachable
+
+    running, _, _ = cluster
+    url = running.primary.url
+    answered = [url.replace("postgres@", "nobody@", 1), url.rsplit("/", 1)[0] + "/nosuchdb"]
+    silent = [f"postgresql://postgres@127.0.0.1:{free_port()}/certstatus"]
+    for target, expected in [*((u, False) for u in answered), *((u, True) for u in silent)]:
+        store = PostgresStore(target, read_only=True, max_connections=1, name="p", timeout=1)
+        try:
+            with pytest.raises(StoreError) as refused:
+                store.schema_version()
+            assert isinstance(refused.value, Unreachable) is expected, (target, refused.value)
+        finally:
+            store.close()
+
+
+def test_only_a_node_that_signs_nothing_reads_the_issuers_from_replicas(cluster) -> None:
+    """A signing node needs the primary to start, so only a web node (run_signer = false)
+    may read the issuers from replicas, and then this site's first."""
+    from certstatus.wiring import _registry_sources
+
+    _, config_path, _ = cluster
+    text = config_path.read_text()
+    extra = '[[replicas]]\nname = "b1"\nsite = "b"\nurl = "postgresql://b1/x"\n\n[[replicas]]'
+    for signs, site, expected in [
+        (True, "a", ["primary"]),
+        (False, "a", ["primary", "a1", "b1"]),
+        (False, "b", ["primary", "b1", "a1"]),
+    ]:
+        path = config_path.parent / f"sources-{signs}-{site}.toml"  # beside the issuer files
+        path.write_text(
+            text.replace("run_signer = true", f"run_signer = {str(signs).lower()}")
+            .replace('site = "a"\nmax_staleness', f'site = "{site}"\nmax_staleness')
+            .replace("[[replicas]]", extra, 1)
+        )
+        config = load_config(path)
+        assert config.responder.site == site
+        assert [name for name, _ in _registry_sources(config)] == expected
 
 
 def test_a_web_node_on_a_replica_asks_the_primary_for_a_sha256_response(env: Env) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -36,7 +37,10 @@ from certstatus.monitor.heartbeat import HeartbeatWriter
 from certstatus.purger import PurgeService
 from certstatus.signer import Signer
 from certstatus.store import heartbeat_of, open_existing_store, open_store
-from certstatus.store.base import IssuerRecord, Store, StoreError
+from certstatus.store.base import Store, StoreError, Unreachable
+
+if TYPE_CHECKING:
+    from certstatus.store.postgres import PostgresStore
 
 log = logging.getLogger("certstatus.serve")
 
@@ -62,7 +66,8 @@ def register_public(config: Config) -> tuple[list[IssuerCertificates], dict[str,
     what a responder needs (R25). On PostgreSQL a schema at least this release's with every
     issuer registered is only read, so a web node's role needs no write grant; otherwise
     this registers them (and migrates) as a writer does, so a node that starts first still
-    works when its role may write."""
+    works when its role may write. A web node whose primary is unreachable reads them from a
+    replica (_registered)."""
     public = load_issuer_certificates(config)
     known = _registered(config, public) if config.is_postgres else None
     return public, known if known is not None else _ensure_known(config, public)
@@ -70,31 +75,63 @@ def register_public(config: Config) -> tuple[list[IssuerCertificates], dict[str,
 
 def _registered(config: Config, issuers: Sequence[IssuerCertificates]) -> dict[str, int] | None:
     """Every issuer's id, read without writing; None when a writer's registration is needed
-    (a schema older than this release's, an issuer missing or with another certificate).
+    (a schema older than this release's, an issuer missing or with another certificate, a
+    primary that answers with an error), or when neither the primary nor any replica could
+    give them: the writer's path then says why in one line.
 
-    Read from the primary; a web node (no signing roles) whose primary does not answer reads
-    its replicas, this site's first: a node restarted during a primary outage serves what the
-    replicas hold, as the nodes still running do, instead of refusing to start."""
+    Read from the primary. A web node (no signing roles) whose primary is unreachable reads
+    its replicas instead, this site's first, and takes the first one that holds this
+    release's schema and every configured issuer: a node restarted during a primary outage
+    serves what the replicas hold, as the nodes still running do, instead of refusing to
+    start. Only an unreachable primary sends it there: one that answers (a missing grant, no
+    schema yet) is the writer path's to report or to fix."""
     from certstatus.store.postgres import PostgresStore
-    from certstatus.store.schema import POSTGRES_MIGRATIONS
 
-    newest = max(version for version, _ in POSTGRES_MIGRATIONS)
-    primary_error = ""
+    unreachable = ""
     for name, url in _registry_sources(config):
         store = PostgresStore(url, read_only=True, max_connections=1, name=name)
         try:
-            if store.schema_version() < newest:
-                return None
-            recorded = {issuer.name: issuer for issuer in store.issuers()}
+            ids, why = _read_ids(store, issuers)
+        except Unreachable as exc:
+            if name == "primary":
+                unreachable = str(exc)
+                continue
+            ids, why = None, str(exc)
         except StoreError as exc:
-            primary_error = primary_error or str(exc)
-            continue  # no schema yet, unreadable, unreachable: the next, then the writer's path
+            if name == "primary":
+                return None
+            ids, why = None, str(exc)
         finally:
             store.close()
-        if name != "primary":
-            log.warning("issuers read from replica %s: %s", name, primary_error)
-        return _ids(recorded, issuers)
+        if name == "primary":
+            return ids  # read, or the schema or an issuer needs the writer
+        if ids is not None:
+            log.warning("issuers read from replica %s: %s", name, unreachable)
+            return ids
+        log.warning("replica %s not used to start: %s", name, why)
     return None
+
+
+def _read_ids(
+    store: PostgresStore, issuers: Sequence[IssuerCertificates]
+) -> tuple[dict[str, int] | None, str]:
+    """The configured issuers' ids as this database records them, or None and why not."""
+    from certstatus.store.schema import POSTGRES_MIGRATIONS
+
+    newest = max(version for version, _ in POSTGRES_MIGRATIONS)
+    version = store.schema_version()
+    if version < newest:
+        return None, f"schema {version}, older than this release's {newest}"
+    recorded = {issuer.name: issuer for issuer in store.issuers()}
+    ids: dict[str, int] = {}
+    for material in issuers:
+        found = recorded.get(material.name)
+        if found is None:
+            return None, f"issuer {material.name} is not registered there"
+        if found.certificate_der != material.certificate.public_bytes(Encoding.DER):
+            return None, f"issuer {material.name} is registered with another certificate"
+        ids[material.name] = found.id
+    return ids, ""
 
 
 def _registry_sources(config: Config) -> list[tuple[str, str]]:
@@ -106,20 +143,6 @@ def _registry_sources(config: Config) -> list[tuple[str, str]]:
         replicas = sorted(config.replicas, key=lambda replica: replica.site != site)
         sources += [(replica.name, replica.url) for replica in replicas]
     return sources
-
-
-def _ids(
-    recorded: dict[str, IssuerRecord], issuers: Sequence[IssuerCertificates]
-) -> dict[str, int] | None:
-    ids: dict[str, int] = {}
-    for material in issuers:
-        found = recorded.get(material.name)
-        if found is None or found.certificate_der != material.certificate.public_bytes(
-            Encoding.DER
-        ):
-            return None
-        ids[material.name] = found.id
-    return ids
 
 
 def register_issuers(

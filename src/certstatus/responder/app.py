@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -40,6 +40,9 @@ from certstatus.responder.refusals import RefusalLog
 from certstatus.responder.sha256asks import Sha256Asks
 from certstatus.responder.source import ResponseSource, open_response_source
 from certstatus.store.base import NotSignedYet, StoreError
+
+if TYPE_CHECKING:  # metrics.py is imported only once the server has set up prometheus_client
+    from certstatus.responder.metrics import TryLaterReason
 
 log = logging.getLogger("certstatus.responder")
 
@@ -71,7 +74,7 @@ class NoMetrics:
     def sha256_asked(self, result: str) -> None:
         pass
 
-    def try_later(self, reason: str) -> None:
+    def try_later(self, reason: TryLaterReason) -> None:
         pass
 
 

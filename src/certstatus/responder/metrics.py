@@ -16,6 +16,7 @@ import bisect
 import os
 import threading
 import time
+from typing import Literal, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -74,7 +75,8 @@ TRY_LATER = Counter(
     "(its SHA-256 response is asked of the signers), no_source (no database could answer).",
     ["reason"],
 )
-TRY_LATER_REASONS = ("not_signed", "expired", "sha256_on_request", "no_source")
+TryLaterReason = Literal["not_signed", "expired", "sha256_on_request", "no_source"]
+TRY_LATER_REASONS: tuple[TryLaterReason, ...] = get_args(TryLaterReason)
 for _reason in TRY_LATER_REASONS:  # from 0, so the first one is an increase
     TRY_LATER.labels(_reason)
 READY = Gauge(
@@ -93,7 +95,7 @@ class ResponderMetrics:
 
     def __init__(self, flush_every: float = 0.5) -> None:
         self._answers: dict[tuple[str, str], int] = {}
-        self._try_later: dict[str, int] = {}
+        self._try_later: dict[TryLaterReason, int] = {}
         self._bounds = list(DURATION._upper_bounds)
         self._buckets = [0] * len(self._bounds)
         self._seconds = 0.0
@@ -112,9 +114,9 @@ class ResponderMetrics:
             self._buckets[bisect.bisect_left(self._bounds, seconds)] += 1
             self._seconds += seconds
 
-    def try_later(self, reason: str) -> None:
-        """Why a tryLater was answered (one of TRY_LATER_REASONS), beside answered()'s count:
-        counted like the answers, since a client drives it during an outage."""
+    def try_later(self, reason: TryLaterReason) -> None:
+        """Why a tryLater was answered, beside answered()'s count: a bounded label
+        (TRY_LATER_REASONS), counted like the answers, since a client drives it in an outage."""
         with self._lock:
             self._try_later[reason] = self._try_later.get(reason, 0) + 1
 

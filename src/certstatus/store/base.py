@@ -16,6 +16,11 @@ class StoreError(RuntimeError):
     pass
 
 
+class Unreachable(StoreError):
+    """The server took no connection (down, refusing, out of reach): not an answer it gave,
+    such as a missing grant or table. A web node starting up may then read its replicas."""
+
+
 class UnknownCertificate(StoreError):
     pass
 

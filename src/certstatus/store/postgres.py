@@ -43,6 +43,7 @@ from certstatus.store.base import (
     StoredCrl,
     StoredResponse,
     StoreError,
+    Unreachable,
     serial_key,
 )
 from certstatus.store.pglookup import ResponseKey, read_responses
@@ -114,6 +115,7 @@ class PostgresStore(SqlStore):
         self._revive_lock = threading.Lock()
         self._checking = threading.Lock()
         self._refused: str | None = None  # what the server said when a direct connect failed
+        self._refused_by_server = False  # it was the server's answer (auth, no database)
         self._large = threading.local()  # .active: a large message, on a connection of its own
         self.large_message = _LARGE_MESSAGE
         self.walk_timeout = max(timeout, _WALK_TIMEOUT)
@@ -229,9 +231,9 @@ class PostgresStore(SqlStore):
             revived = self._revive(pool)
             if revived is None:
                 why = self._refused or str(exc)
-                raise StoreError(
-                    f"database {self.name} ({self.where}) unavailable: {why}"
-                ) from None
+                # the server refused to take a connection, or was not reached at all
+                error = StoreError if self._refused_by_server else Unreachable
+                raise error(f"database {self.name} ({self.where}) unavailable: {why}") from None
             try:
                 return revived, revived.getconn()
             except psycopg.Error as again:
@@ -256,8 +258,10 @@ class PostgresStore(SqlStore):
                 psycopg.connect(self.url, **self._connect_kwargs).close()
             except psycopg.Error as exc:
                 self._refused = _first_line(exc)
+                self._refused_by_server = _server_answered(exc)
                 return None
             self._refused = None
+            self._refused_by_server = False
             self._pool = self._new_pool()
         log.info("database %s answers again; its connection pool was replaced", self.name)
         failed.close(timeout=0)
@@ -776,7 +780,18 @@ def _failure(name: str, exc: psycopg.Error) -> StoreError:
         return StoreError(
             f"database {name}: {_first_line(exc)} (a grant the role in its URL lacks)"
         )
-    return StoreError(f"database {name} unavailable: {_first_line(exc)}")
+    lost = isinstance(exc, psycopg.OperationalError) and not _server_answered(exc)
+    return (Unreachable if lost else StoreError)(f"database {name} unavailable: {_first_line(exc)}")
+
+
+def _server_answered(exc: psycopg.Error) -> bool:
+    """Whether the server itself refused (a role or database that does not exist, a bad
+    password): then it is reachable, and the error is the operator's to fix. psycopg gives
+    no SQLSTATE for errors while connecting, so this reads libpq's text, which puts the
+    server's severity before its message; refused, timed out or lost connections have none."""
+    if getattr(exc, "sqlstate", None):
+        return True
+    return any(f"{severity}:  " in str(exc) for severity in ("FATAL", "ERROR", "PANIC"))
 
 
 def _first_line(exc: BaseException) -> str:
