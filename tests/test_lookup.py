@@ -200,3 +200,31 @@ def test_a_replica_source_refuses_one_key_of_a_batch_alone() -> None:
     assert found[0].der == b"1" and isinstance(found[1], StoreError) and found[2].der == b"3"
     assert store.batches == [3]
     source.lookup.close()
+
+
+def test_a_miss_the_primary_cannot_confirm_is_no_source_not_not_signed_yet() -> None:
+    """On a replica set, a miss is "recorded, not signed yet" (NotSignedYet, the signers'
+    matter) only when the primary says it is recorded; when the primary cannot tell, it is a
+    plain NoAuthoritativeSource (no_source, the database's). Both are tryLater, never
+    "unauthorized" (R5, F1)."""
+    from certstatus.store.base import NoAuthoritativeSource, NotSignedYet
+    from certstatus.store.replicaset import ReplicaSet, Source
+
+    primary = Source("primary", "primary", None, store=None, staleness=0.0)  # type: ignore[arg-type]
+    replicas = ReplicaSet(primary, [], max_staleness=5.0)
+    keys = [(1, 7, HashAlgorithm.SHA1), (1, 8, HashAlgorithm.SHA1)]
+
+    def miss(store, asked):
+        return [None] * len(asked)
+
+    def known(store, asked):
+        return [serial == 7 for _, serial, _ in asked]
+
+    def cannot_tell(store, asked):
+        raise StoreError("database primary unavailable: connection lost")
+
+    told = replicas._settle(keys, miss, known)
+    assert type(told[0]) is NotSignedYet and told[1] is None  # 8: never recorded
+    untold = replicas._settle(keys, miss, cannot_tell)
+    assert all(type(r) is NoAuthoritativeSource for r in untold)
+    assert "cannot confirm" in str(untold[0])
