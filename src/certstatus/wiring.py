@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -38,9 +37,6 @@ from certstatus.purger import PurgeService
 from certstatus.signer import Signer
 from certstatus.store import heartbeat_of, open_existing_store, open_store
 from certstatus.store.base import Store, StoreError, Unreachable
-
-if TYPE_CHECKING:
-    from certstatus.store.postgres import PostgresStore
 
 log = logging.getLogger("certstatus.serve")
 
@@ -85,26 +81,18 @@ def _registered(config: Config, issuers: Sequence[IssuerCertificates]) -> dict[s
     serves what the replicas hold, as the nodes still running do, instead of refusing to
     start. Only an unreachable primary sends it there: one that answers (a missing grant, no
     schema yet) is the writer path's to report or to fix."""
-    from certstatus.store.postgres import PostgresStore
-
-    unreachable = ""
-    for name, url in _registry_sources(config):
-        store = PostgresStore(url, read_only=True, max_connections=1, name=name)
+    (_, primary_url), *replicas = _registry_sources(config)
+    try:
+        return _read_ids("primary", primary_url, issuers)[0]  # or None: the writer's path migrates
+    except Unreachable as exc:
+        unreachable = str(exc)
+    except StoreError:
+        return None  # the primary answered with an error: the writer's path says which
+    for name, url in replicas:
         try:
-            ids, why = _read_ids(store, issuers)
-        except Unreachable as exc:
-            if name == "primary":
-                unreachable = str(exc)
-                continue
-            ids, why = None, str(exc)
+            ids, why = _read_ids(name, url, issuers)
         except StoreError as exc:
-            if name == "primary":
-                return None
             ids, why = None, str(exc)
-        finally:
-            store.close()
-        if name == "primary":
-            return ids  # read, or the schema or an issuer needs the writer
         if ids is not None:
             log.warning("issuers read from replica %s: %s", name, unreachable)
             return ids
@@ -113,16 +101,22 @@ def _registered(config: Config, issuers: Sequence[IssuerCertificates]) -> dict[s
 
 
 def _read_ids(
-    store: PostgresStore, issuers: Sequence[IssuerCertificates]
+    name: str, url: str, issuers: Sequence[IssuerCertificates]
 ) -> tuple[dict[str, int] | None, str]:
-    """The configured issuers' ids as this database records them, or None and why not."""
+    """The configured issuers' ids as this database records them, or None and why not;
+    StoreError (Unreachable: no server there) when it cannot be read."""
+    from certstatus.store.postgres import PostgresStore
     from certstatus.store.schema import POSTGRES_MIGRATIONS
 
+    store = PostgresStore(url, read_only=True, max_connections=1, name=name)
+    try:
+        version = store.schema_version()
+        recorded = {issuer.name: issuer for issuer in store.issuers()}
+    finally:
+        store.close()
     newest = max(version for version, _ in POSTGRES_MIGRATIONS)
-    version = store.schema_version()
     if version < newest:
         return None, f"schema {version}, older than this release's {newest}"
-    recorded = {issuer.name: issuer for issuer in store.issuers()}
     ids: dict[str, int] = {}
     for material in issuers:
         found = recorded.get(material.name)

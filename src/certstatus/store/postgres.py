@@ -231,8 +231,10 @@ class PostgresStore(SqlStore):
             revived = self._revive(pool)
             if revived is None:
                 why = self._refused or str(exc)
-                # the server refused to take a connection, or was not reached at all
-                error = StoreError if self._refused_by_server else Unreachable
+                # Unreachable: a connection just tried found no server (not a busy pool, not
+                # a refusal the server sent)
+                unreachable = self._refused is not None and not self._refused_by_server
+                error = Unreachable if unreachable else StoreError
                 raise error(f"database {self.name} ({self.where}) unavailable: {why}") from None
             try:
                 return revived, revived.getconn()
