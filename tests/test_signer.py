@@ -4,6 +4,7 @@ Tests taking `engine` run on SQLite and on PostgreSQL (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -261,3 +262,30 @@ def test_new_certificates_are_due_from_their_minute_and_claimed_in_key_order(eng
     assert sorted(claimed) == sorted(leaf.serial_number for leaf in first + second)
     if isinstance(store, SqliteStore):  # PostgreSQL breaks ties in its own order
         assert claimed == sorted(claimed, key=serial_key)  # the order they are stored in
+
+
+def test_rows_signed_together_are_due_again_together_and_batches_spread(engine) -> None:
+    """One jitter per batch (issue 15 item 4): the rows a batch signs share their next due
+    time, so their due-index entries sit side by side and the refresh claims them together;
+    the batches' jitters still differ, each within [refresh_after - jitter, refresh_after]."""
+    store = engine.store()
+    serials = ingest_leaves(engine, store, 12)
+    clock = Clock(time.time())  # the real time: PostgreSQL's signer checks it (F10)
+    with engine.signer(store, clock=clock) as signer:
+        signer.config = dataclasses.replace(signer.config, batch_size=4)
+        signer._random = random.Random(7)  # three distinct draws, whatever the run
+        assert signer.sign_due() == 12
+    issuer_id = engine.ingest(store).issuer_id("demo")
+    policy = engine.config.signing.policy
+    due = {s: store.certificate(issuer_id, s).due_at for s in serials}
+    by_time: dict[int, set[int]] = {}
+    for serial, at in due.items():
+        by_time.setdefault(at, set()).add(serial)
+    assert sorted(len(batch) for batch in by_time.values()) == [4, 4, 4]
+    this_update = store.response(issuer_id, serials[0]).this_update
+    for at in by_time:
+        assert this_update + policy.refresh_after - policy.jitter <= at
+        assert at <= this_update + policy.refresh_after
+    first = min(by_time)
+    claimed = store.claim_due(max(due.values()) + 1, 4, 60)
+    assert {c.serial for c in claimed} == by_time[first]  # the batch due first, whole
