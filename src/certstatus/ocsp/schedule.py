@@ -32,7 +32,8 @@ class SchedulePolicy:
     validity: nextUpdate - thisUpdate. refresh_after: the planned re-signing offset from thisUpdate.
     backdate: how far thisUpdate lies before signing, so a client whose clock runs a little behind
     still accepts a fresh response (F10). jitter: the spread subtracted from refresh_after so that
-    certificates ingested together are not all re-signed in the same second.
+    certificates ingested together are not all re-signed in the same second (the signer draws
+    it once per batch: signer/loop.py).
     """
 
     validity: int = 7 * DAY
@@ -74,8 +75,8 @@ class Validity(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Window:
     """What every response signed at one instant shares: its thisUpdate, its nextUpdate and
-    the latest refresh R4 allows. The signer computes it once per batch and issuer, then only
-    the jitter differs per certificate (`validity`)."""
+    the latest refresh R4 allows. The signer computes it once per batch and issuer, and the
+    jitter (`validity`) once per batch."""
 
     policy: SchedulePolicy
     this_update: int
