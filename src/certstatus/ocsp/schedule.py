@@ -64,8 +64,8 @@ class SchedulePolicy:
 
 
 class Validity(NamedTuple):
-    """A NamedTuple: the signer makes one per certificate it signs (a frozen dataclass cost
-    3x as much to build, measured in issue 15)."""
+    """A NamedTuple: cheap to build (a frozen dataclass cost 3x as much, measured in issue 15
+    when the signer made one per certificate; it now makes one per issuer and batch)."""
 
     this_update: int
     next_update: int
@@ -75,8 +75,8 @@ class Validity(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Window:
     """What every response signed at one instant shares: its thisUpdate, its nextUpdate and
-    the latest refresh R4 allows. The signer computes it once per batch and issuer, and the
-    jitter (`validity`) once per batch."""
+    the latest refresh R4 allows. The signer computes it, and `validity` from it, once per
+    batch and issuer, with the jitter's share drawn once per batch."""
 
     policy: SchedulePolicy
     this_update: int
