@@ -146,9 +146,10 @@ class Signer:
     def _plan(self, due: list[DueCertificate], now: int) -> list[tuple[DueCertificate, Validity]]:
         """Each row's validity: computed once per issuer and batch, with one jitter drawn per
         batch, not per row. Rows signed together are then due again together, so their
-        entries in the due index sit side by side: with a jitter per row, each row's next
-        due time landed on a page of the index of its own: at 10^6 certificates the signer's
-        process spent 76-77 µs per certificate against 49-56 µs now (docs/benchmarks.md).
+        entries in the due index sit side by side. With a jitter per row, each row's next
+        due time landed on a page of the index of its own, and at 10^6 certificates the
+        signer's process spent 76-77 µs per certificate against 49-56 µs now
+        (docs/benchmarks.md).
         Refreshes still spread over the jitter, a batch at a time."""
         spread = self._random.random()
         validities: dict[int, Validity | ScheduleError] = {}
