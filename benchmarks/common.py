@@ -6,7 +6,7 @@ import datetime as dt
 import random
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from certstatus.demo.ca import DemoCA, responder_builder, write_key, write_pem
-from certstatus.store.base import CertificateRecord
+from certstatus.store.base import AuditContext, CertificateRecord
 
 CONFIG = """\
 database = "certstatus.db"
@@ -81,6 +81,29 @@ def bulk_records(issuer_id: int, count: int, seed: int = 1) -> list[CertificateR
         CertificateRecord(issuer_id, rng.getrandbits(127) | (1 << 64), "cert", not_after)
         for _ in range(count)
     ]
+
+
+def record_serials(
+    store: Any,
+    issuer_id: int,
+    serials: list[int],
+    actor: str,
+    chunk: int = 50_000,
+    recorded: Callable[[int], None] | None = None,
+) -> None:
+    """Record serials as the records `certstatus add` writes (audit entries included), without
+    X.509 certificates, `chunk` per add_certificates call; recorded(count so far) after each."""
+    not_after = int(time.time()) + 90 * 86400
+    audit = AuditContext(actor)
+    for start in range(0, len(serials), chunk):
+        records = [
+            CertificateRecord(issuer_id, serial, "cert", not_after)
+            for serial in serials[start : start + chunk]
+        ]
+        result = store.add_certificates(records, int(time.time()), audit)
+        assert result.added == len(records), result
+        if recorded is not None:
+            recorded(start + len(records))
 
 
 def leaf_pem_batches(

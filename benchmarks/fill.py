@@ -37,11 +37,12 @@ from benchmarks.common import (
     open_bench,
     openssl_speed,
     random_serials,
+    record_serials,
     set_sha256,
 )
 from certstatus.signer import Signer
 from certstatus.store import sqlite_path
-from certstatus.store.base import AuditContext, CertificateRecord, serial_key
+from certstatus.store.base import serial_key
 
 CHUNK = 50_000
 
@@ -57,19 +58,15 @@ def fill(directory: Path, certs: int, sha256: str, seed: int = 11) -> dict[str, 
         make_deployment(directory, server="native", workers=2)
     )
     try:
-        actor = AuditContext("benchmark:fill")
-        set_sha256(store, sha256, actor.actor)
+        set_sha256(store, sha256, "benchmark:fill")
         serials = sorted(random_serials(certs, seed=seed), key=serial_key)
-        not_after = int(time.time()) + 90 * 86400
+
+        def recorded(done: int) -> None:
+            if done % (20 * CHUNK) == 0:
+                log(f"recorded {done}")
+
         started = time.perf_counter()
-        for start in range(0, certs, CHUNK):
-            records = [
-                CertificateRecord(issuer_id, serial, "cert", not_after)
-                for serial in serials[start : start + CHUNK]
-            ]
-            store.add_certificates(records, int(time.time()), actor)
-            if start // CHUNK % 20 == 19:
-                log(f"recorded {start + len(records)}")
+        record_serials(store, issuer_id, serials, "benchmark:fill", CHUNK, recorded)
         record_s = time.perf_counter() - started
         del serials
         openssl = openssl_speed("ecdsap256", 2, 3)  # the ceiling, measured beside the pass

@@ -35,7 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import leaf_pem_batches, make_deployment, openssl_speed, random_serials
+from benchmarks.common import (
+    leaf_pem_batches,
+    make_deployment,
+    openssl_speed,
+    random_serials,
+    record_serials,
+)
 from benchmarks.load import (
     measure,
     nginx,
@@ -52,9 +58,7 @@ from certstatus.ingest import Ingest
 from certstatus.ports import free_port
 from certstatus.signer import Signer
 from certstatus.store import open_store
-from certstatus.store.base import AuditContext, CertificateRecord, Priority
-
-RECORD_CHUNK = 50_000  # records per add_certificates call, as benchmarks.fill writes them
+from certstatus.store.base import Priority
 
 
 def log(message: str) -> None:
@@ -230,20 +234,11 @@ def ingest_certificates(ingest: Ingest, ca: DemoCA, serials: list[int], work: Pa
 
 
 def record_without_x509(store: Any, issuer_id: int, serials: list[int]) -> float:
-    """Seconds `store.add_certificates` took to record these serials as the records `add`
-    writes, audit entries included, without X.509 certificates (--records-above): issuing
+    """Seconds to record these serials without X.509 certificates (--records-above): issuing
     10^7 real certificates here takes longer than the rest of the run, and their checks are
     what the sizes below measure."""
-    not_after = int(time.time()) + 90 * 86400
-    audit = AuditContext("benchmark:scale")
     started = time.perf_counter()
-    for start in range(0, len(serials), RECORD_CHUNK):
-        records = [
-            CertificateRecord(issuer_id, serial, "cert", not_after)
-            for serial in serials[start : start + RECORD_CHUNK]
-        ]
-        result = store.add_certificates(records, int(time.time()), audit)
-        assert result.added == len(records), result
+    record_serials(store, issuer_id, serials, "benchmark:scale")
     return time.perf_counter() - started
 
 
